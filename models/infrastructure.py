@@ -1,0 +1,190 @@
+"""Sending infrastructure a tenant owns: VPS instances, sending IPs, domains, email accounts and
+their warm-up state (OLTP)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, TenantOwned, Timestamps, UUIDPrimaryKey, enum_column
+
+
+class VpsStatus(enum.StrEnum):
+    REQUESTED = "REQUESTED"
+    PROVISIONING = "PROVISIONING"
+    CONFIGURING_SMTP = "CONFIGURING_SMTP"
+    CONFIGURING_DNS = "CONFIGURING_DNS"
+    WARMING_UP = "WARMING_UP"
+    ACTIVE = "ACTIVE"
+    FAILED = "FAILED"
+    SUSPENDED = "SUSPENDED"
+    DECOMMISSIONED = "DECOMMISSIONED"
+
+
+class IpStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    WARMING_UP = "WARMING_UP"
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    BLACKLISTED = "BLACKLISTED"
+    RELEASED = "RELEASED"
+
+
+class DomainStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    VERIFIED = "VERIFIED"
+    FAILED = "FAILED"
+
+
+class AccountStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    WARMING_UP = "WARMING_UP"
+    PAUSED = "PAUSED"
+    DISABLED = "DISABLED"
+
+
+class VpsInstance(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+    __tablename__ = "vps_instances"
+    __table_args__ = (
+        Index("ix_vps_instances_tenant_id_status", "tenant_id", "status"),
+        UniqueConstraint("provider", "provider_id"),
+        {"schema": "app"},
+    )
+
+    provider: Mapped[str] = mapped_column(String(32))  # hostwinds, local
+    provider_id: Mapped[str | None] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(64))
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    status: Mapped[VpsStatus] = mapped_column(
+        enum_column(VpsStatus, "vps_status"), default=VpsStatus.REQUESTED,
+        server_default=VpsStatus.REQUESTED.value,
+    )  # fmt: skip
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    primary_ip: Mapped[str | None] = mapped_column(INET)
+    smtp_host: Mapped[str | None] = mapped_column(String(253))
+    smtp_port: Mapped[int | None] = mapped_column()
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+
+
+class SmtpIpAddress(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+    __tablename__ = "smtp_ip_addresses"
+    __table_args__ = (
+        CheckConstraint("reputation_score BETWEEN 0 AND 100", name="reputation_range"),
+        Index("ix_smtp_ip_addresses_tenant_id_status", "tenant_id", "status"),
+        Index("ix_smtp_ip_addresses_tenant_id_vps_id", "tenant_id", "vps_id"),
+        {"schema": "app"},
+    )
+
+    vps_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.vps_instances.id", ondelete="SET NULL")
+    )
+    address: Mapped[str] = mapped_column(INET, unique=True)
+    ptr_hostname: Mapped[str | None] = mapped_column(String(253))
+    status: Mapped[IpStatus] = mapped_column(
+        enum_column(IpStatus, "ip_status"), default=IpStatus.PENDING,
+        server_default=IpStatus.PENDING.value,
+    )  # fmt: skip
+    reputation_score: Mapped[int] = mapped_column(default=100, server_default="100")
+    blacklisted_on: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Domain(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+    __tablename__ = "domains"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        CheckConstraint("name = lower(name)", name="name_lowercase"),
+        Index("ix_domains_tenant_id_created_at", "tenant_id", "created_at"),
+        {"schema": "app"},
+    )
+
+    name: Mapped[str] = mapped_column(String(253))  # IDNA (punycode) form
+    status: Mapped[DomainStatus] = mapped_column(
+        enum_column(DomainStatus, "domain_status"), default=DomainStatus.PENDING,
+        server_default=DomainStatus.PENDING.value,
+    )  # fmt: skip
+    dkim_selector: Mapped[str] = mapped_column(String(63), default="pm", server_default="pm")
+    dkim_algorithm: Mapped[str] = mapped_column(String(16), default="rsa", server_default="rsa")
+    dkim_public_key: Mapped[str | None] = mapped_column(Text)
+    dkim_private_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    encryption_key_id: Mapped[str | None] = mapped_column(String(32))
+    # The records to publish and what DNS answered for each at the last check.
+    dns_records: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default="[]"
+    )
+    last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+    __tablename__ = "email_accounts"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "address"),
+        CheckConstraint("daily_limit >= 0", name="daily_limit_not_negative"),
+        CheckConstraint("address = lower(address)", name="address_lowercase"),
+        Index("ix_email_accounts_tenant_id_status", "tenant_id", "status"),
+        Index("ix_email_accounts_tenant_id_domain_id", "tenant_id", "domain_id"),
+        {"schema": "app"},
+    )
+
+    domain_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.domains.id", ondelete="CASCADE")
+    )
+    ip_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.smtp_ip_addresses.id", ondelete="SET NULL")
+    )
+    address: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[AccountStatus] = mapped_column(
+        enum_column(AccountStatus, "account_status"), default=AccountStatus.ACTIVE,
+        server_default=AccountStatus.ACTIVE.value,
+    )  # fmt: skip
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    daily_limit: Mapped[int] = mapped_column(default=50, server_default="50")
+    smtp_host: Mapped[str | None] = mapped_column(String(253))  # None: the VPS or platform relay
+    smtp_port: Mapped[int | None] = mapped_column()
+    smtp_username: Mapped[str | None] = mapped_column(String(320))
+    smtp_password_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    encryption_key_id: Mapped[str | None] = mapped_column(String(32))
+    imap_host: Mapped[str | None] = mapped_column(String(253))
+    imap_port: Mapped[int | None] = mapped_column()
+    imap_last_uid: Mapped[int | None] = mapped_column()
+
+
+class WarmupState(TenantOwned, Timestamps, Base):
+    """Warm-up ramp of one email account: the day of the ramp and today's send target."""
+
+    __tablename__ = "warmup_states"
+    __table_args__ = (
+        CheckConstraint("day >= 0 AND today_target >= 0", name="counters_not_negative"),
+        CheckConstraint("reputation BETWEEN 0 AND 100", name="reputation_range"),
+        Index("ix_warmup_states_tenant_id_enabled", "tenant_id", "enabled"),
+        {"schema": "app"},
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.email_accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    )  # fmt: skip
+    enabled: Mapped[bool] = mapped_column(default=False, server_default="false")
+    day: Mapped[int] = mapped_column(default=0, server_default="0")
+    today_target: Mapped[int] = mapped_column(default=0, server_default="0")
+    reputation: Mapped[int] = mapped_column(default=50, server_default="50")
+    started_on: Mapped[date | None] = mapped_column(Date)
+    last_tick_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

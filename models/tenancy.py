@@ -1,0 +1,151 @@
+"""Tenants, users and their memberships, platform staff, API keys and the audit log (OLTP tier)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, TenantOwned, Timestamps, UUIDPrimaryKey, enum_column
+
+
+class TenantStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"  # sending stopped (billing); data kept
+    CLOSED = "CLOSED"
+
+
+class Role(enum.StrEnum):
+    OWNER = "OWNER"
+    ADMIN = "ADMIN"
+    MEMBER = "MEMBER"
+
+
+class Tenant(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "tenants"
+    __table_args__ = (
+        CheckConstraint("slug ~ '^[a-z0-9][a-z0-9-]{1,62}$'", name="slug_format"),
+        {"schema": "app"},
+    )
+
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    status: Mapped[TenantStatus] = mapped_column(
+        enum_column(TenantStatus, "tenant_status"), default=TenantStatus.ACTIVE,
+        server_default=TenantStatus.ACTIVE.value,
+    )  # fmt: skip
+    plan_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.plans.id", ondelete="SET NULL")
+    )
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    sending_suspended_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class User(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("email = lower(email)", name="email_lowercase"),
+        {"schema": "app"},
+    )
+
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TenantUser(TenantOwned, Timestamps, Base):
+    """A user's membership of a tenant, with a role."""
+
+    __tablename__ = "tenant_users"
+    __table_args__ = (
+        Index("ix_tenant_users_user_id", "user_id"),
+        {"schema": "app"},
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[Role] = mapped_column(enum_column(Role, "role"))
+
+
+class StaffRole(UUIDPrimaryKey, Timestamps, Base):
+    """A platform staff role (support, billing, superadmin) and what it may do."""
+
+    __tablename__ = "staff_roles"
+    __table_args__ = {"schema": "app"}
+
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    permissions: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+
+
+class StaffMember(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "staff_members"
+    __table_args__ = {"schema": "app"}
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.users.id", ondelete="CASCADE"), unique=True
+    )
+    role_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.staff_roles.id", ondelete="RESTRICT")
+    )
+    active: Mapped[bool] = mapped_column(default=True, server_default="true")
+
+
+class ApiKey(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+    """A tenant-scoped bearer key (`pm_…`), stored as a hash; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        Index("ix_api_keys_tenant_id_created_at", "tenant_id", "created_at"),
+        {"schema": "app"},
+    )
+
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # looked up before the hash check
+    key_hash: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.users.id", ondelete="SET NULL")
+    )
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditLog(UUIDPrimaryKey, Base):
+    """Who did what, on whose data. Cross-tenant staff reads have tenant_id NULL or the tenant read."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_tenant_id_at", "tenant_id", "at"),
+        Index("ix_audit_log_actor_user_id_at", "actor_user_id", "at"),
+        {"schema": "app"},
+    )
+
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.tenants.id", ondelete="CASCADE")
+    )
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.users.id", ondelete="SET NULL")
+    )
+    actor_kind: Mapped[str] = mapped_column(String(16), default="user")  # user, staff, system
+    action: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    ip: Mapped[str | None] = mapped_column(INET)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

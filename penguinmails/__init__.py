@@ -1,0 +1,1 @@
+"""PenguinMails: the process entry points (CLI), settings and the embedded development services."""

@@ -1,0 +1,100 @@
+"""The one settings object every process reads (env vars `PENGUINMAILS_*`, or plain `DATABASE_URL` / `REDIS_URL`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("oltp", "content", "queue", "analytics")
+Tier = Literal["oltp", "content", "queue", "analytics"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PENGUINMAILS_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    environment: Literal["development", "production", "test"] = "development"
+
+    # Postgres: the owner DSN (migrations run as this role). Tiers default to the same database.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "PENGUINMAILS_DATABASE_URL")
+    )
+    content_database_url: str | None = None
+    queue_database_url: str | None = None
+    analytics_database_url: str | None = None
+    # The roles the processes connect as. Neither owns a table nor is a superuser; the app role is
+    # bound to one tenant per transaction by RLS, the system role (queuer, pipelines) has BYPASSRLS.
+    app_db_role: str = "penguinmails_app"
+    app_db_password: SecretStr | None = None
+    system_db_role: str = "penguinmails_system"
+    system_db_password: SecretStr | None = None
+    db_pool_size: int = 10
+    db_statement_timeout_ms: int = 30_000
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "PENGUINMAILS_REDIS_URL")
+    )
+
+    # Embedded services, used when no DATABASE_URL / REDIS_URL is configured.
+    data_dir: Path = PROJECT_ROOT / ".penguinmails"
+    embedded_postgres_port: int = 54329
+    embedded_redis_port: int = 63799
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    cors_origins: list[str] = ["http://localhost:3000"]
+    secret_key: SecretStr = SecretStr("dev-only-secret-change-me")
+
+    smtp_relay_host: str = "127.0.0.1"
+    smtp_relay_port: int = 2525
+    smtp_relay_username: str | None = None
+    smtp_relay_password: SecretStr | None = None
+    smtp_relay_starttls: bool = False
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError(
+                "DATABASE_URL is not set: start the embedded services (penguinmails up, "
+                "./scripts/run) or point DATABASE_URL at a PostgreSQL 15+ server"
+            )
+        return self.database_url
+
+    def tier_url(self, tier: Tier) -> str:
+        """The owner DSN of a tier: its own URL when configured, else the main database."""
+        own = {
+            "oltp": None,
+            "content": self.content_database_url,
+            "queue": self.queue_database_url,
+            "analytics": self.analytics_database_url,
+        }[tier]
+        return own or self.require_database_url()
+
+    def owner_urls(self) -> list[str]:
+        """Each distinct database the tiers live on (migrations run once on each)."""
+        return list(dict.fromkeys(self.tier_url(t) for t in TIERS))
+
+    def role_url(self, tier: Tier, role: Literal["app", "system", "owner"]) -> URL:
+        """The async (asyncpg) URL a tier is reached at as one of the three roles."""
+        url = make_url(self.tier_url(tier)).set(drivername="postgresql+asyncpg")
+        if role == "app":
+            url = url.set(username=self.app_db_role, password=_secret(self.app_db_password))
+        elif role == "system":
+            url = url.set(username=self.system_db_role, password=_secret(self.system_db_password))
+        return url
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
