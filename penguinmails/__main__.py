@@ -1,0 +1,3 @@
+from penguinmails.cli import app
+
+app(prog_name="penguinmails")

@@ -1,0 +1,132 @@
+"""`penguinmails`: one command per process, plus migrate and seed-demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import typer
+from rich.console import Console
+
+from penguinmails import embedded, migrations
+from penguinmails.settings import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, help="PenguinMails backend processes and tools.")
+embedded_app = typer.Typer(no_args_is_help=True, help="The project's own PostgreSQL and Redis.")
+app.add_typer(embedded_app, name="embedded")
+console = Console(stderr=True)
+
+
+@app.command()
+def migrate(
+    revision: str = typer.Argument("head", help="Alembic revision to move to."),
+    down: bool = typer.Option(False, "--down", help="Downgrade to REVISION (e.g. base)."),
+) -> None:
+    """Apply the schema migrations (to every database the tiers live on)."""
+    settings = get_settings()
+    if down:
+        migrations.downgrade(settings, revision)
+    else:
+        migrations.upgrade(settings, revision)
+    console.print(f"[green]database at {'revision ' + revision if down else 'head'}[/]")
+
+
+@app.command("seed-demo")
+def seed_demo() -> None:
+    """Load the plan catalogue and the demo tenant (idempotent)."""
+    seed = asyncio.run(_seed_demo(get_settings()))
+    console.print(
+        f"[green]demo tenant ready[/]: {seed.leads} leads, {seed.plans} plans; "
+        f"log in as {seed.user_email} / {seed.password}"
+    )
+
+
+async def _seed_demo(settings: Settings):
+    from models.sessions import Database
+    from services.demo import seed_demo as seed
+
+    db = Database(settings)
+    try:
+        async with db.system_session() as session:
+            return await seed(session)
+    finally:
+        await db.dispose()
+
+
+@app.command()
+def api(
+    host: str = typer.Option(None, help="Interface to bind (default from settings: 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default from settings: 8000)."),
+) -> None:
+    """Serve the GraphQL API (uvicorn)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "graphql_api.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def up(
+    host: str = typer.Option(None, help="API interface (default 127.0.0.1)."),
+    port: int = typer.Option(None, help="API port (default 8000)."),
+) -> None:
+    """Development/demo: embedded services if none configured, migrate, seed, run everything."""
+    from penguinmails.supervisor import penguinmails_command, supervise
+
+    settings = get_settings()
+    services = embedded.ensure_services(settings)
+    os.environ.update(services.env)
+    get_settings.cache_clear()
+    settings = get_settings()
+    code = 0
+    try:
+        migrations.upgrade(settings)
+        seed_demo()
+        host, port = host or settings.api_host, port or settings.api_port
+        console.print(
+            f"\n[bold]PenguinMails is up[/]: GraphiQL at http://{host}:{port}/graphql, "
+            f"health at http://{host}:{port}/health\nPostgreSQL {_safe(settings.database_url)}, "
+            f"Redis {settings.redis_url}\nCtrl-C stops everything.\n"
+        )
+        code = supervise(
+            {"api": penguinmails_command("api", "--host", host, "--port", str(port))},
+            env=services.env,
+        )
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not strand a server
+        embedded.stop_services(settings, services.started)
+        if services.started:
+            console.print(f"stopped embedded {', '.join(services.started)}")
+    raise typer.Exit(code)
+
+
+@embedded_app.command("start")
+def embedded_start(
+    env: bool = typer.Option(False, "--env", help="Print shell `export` lines for the URLs."),
+) -> None:
+    """Start the embedded servers for whatever DATABASE_URL / REDIS_URL does not name."""
+    services = embedded.ensure_services(get_settings())
+    if env:
+        for key, value in services.env.items():
+            print(f"export {key}={value}")
+    console.print(f"started: {', '.join(services.started) or 'nothing (already running)'}")
+
+
+@embedded_app.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded servers."""
+    embedded.stop_services(get_settings(), ["postgres", "redis"])
+
+
+def _safe(url: str | None) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True) if url else "-"

@@ -1,0 +1,55 @@
+"""Runs the platform's processes side by side for `penguinmails up`, and stops them together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+
+def penguinmails_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "penguinmails", *args]
+
+
+def supervise(commands: dict[str, Sequence[str]], env: dict[str, str]) -> int:
+    """Start every command; when one exits, or on Ctrl-C / SIGTERM, stop the rest.
+    Returns the exit code of the first process that ended on its own (0 on Ctrl-C)."""
+    procs = {
+        name: subprocess.Popen(list(cmd), env={**os.environ, **env})
+        for name, cmd in commands.items()
+    }
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    code = 0
+    try:
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    print(f"penguinmails: {name} exited with {proc.returncode}", file=sys.stderr)
+                    return proc.returncode or 1
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        _stop_all(list(procs.values()))
+        signal.signal(signal.SIGTERM, previous)
+    return code
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_all(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,145 @@
+"""The plan catalogue and a demo tenant (user, domain, account, small campaign with leads).
+
+Idempotent: every row is found by its natural key first, so running it again changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.billing import Plan, Subscription, SubscriptionStatus
+from models.campaigns import Campaign, CampaignAccount, CampaignSequenceStep, Lead
+from models.infrastructure import Domain, EmailAccount, WarmupState
+from models.tenancy import Role, Tenant, TenantUser, User
+from services.passwords import hash_password
+
+PLANS = [
+    # code, name, price (cents/month), emails/month, domains, IPs, accounts, seats
+    ("starter", "Starter", 4_900, 10_000, 3, 0, 5, 2),
+    ("growth", "Growth", 19_900, 100_000, 15, 2, 50, 10),
+    ("scale", "Scale", 79_900, 1_000_000, 100, 10, 500, 50),
+]
+
+DEMO_TENANT_SLUG = "demo"
+DEMO_EMAIL = "demo@penguinmails.local"
+DEMO_PASSWORD = "penguin-demo-password"
+DEMO_DOMAIN = "demo.penguinmails.test"
+DEMO_LEADS = [
+    ("ada@example.com", "Ada", "Lovelace", "Analytical Engines"),
+    ("grace@example.com", "Grace", "Hopper", "COBOL Inc"),
+    ("linus@example.org", "Linus", "Torvalds", "Kernel Co"),
+    ("margaret@example.org", "Margaret", "Hamilton", "Apollo Software"),
+    ("alan@example.net", "Alan", "Turing", "Bletchley Labs"),
+]
+
+
+@dataclass
+class DemoSeed:
+    tenant_id: object
+    user_email: str
+    password: str
+    plans: int
+    leads: int
+
+
+async def seed_plans(session: AsyncSession) -> None:
+    rows = [
+        dict(
+            code=code, name=name, price_cents=price, emails_per_month=emails, max_domains=domains,
+            max_ips=ips, max_email_accounts=accounts, max_seats=seats,
+        )
+        for code, name, price, emails, domains, ips, accounts, seats in PLANS
+    ]  # fmt: skip
+    await session.execute(insert(Plan).values(rows).on_conflict_do_nothing(index_elements=["code"]))
+
+
+async def seed_demo(session: AsyncSession) -> DemoSeed:
+    """Runs on a system session: it creates a tenant, which no tenant session may do for another."""
+    await seed_plans(session)
+    growth = await session.scalar(select(Plan).where(Plan.code == "growth"))
+    assert growth is not None
+
+    tenant = await session.scalar(select(Tenant).where(Tenant.slug == DEMO_TENANT_SLUG))
+    if tenant is None:
+        tenant = Tenant(name="Demo Agency", slug=DEMO_TENANT_SLUG, plan_id=growth.id)
+        session.add(tenant)
+        await session.flush()
+        session.add(
+            Subscription(tenant_id=tenant.id, plan_id=growth.id, status=SubscriptionStatus.TRIALING)
+        )
+
+    user = await session.scalar(select(User).where(User.email == DEMO_EMAIL))
+    if user is None:
+        user = User(email=DEMO_EMAIL, password_hash=hash_password(DEMO_PASSWORD), full_name="Demo")
+        session.add(user)
+        await session.flush()
+    await session.execute(
+        insert(TenantUser)
+        .values(tenant_id=tenant.id, user_id=user.id, role=Role.OWNER)
+        .on_conflict_do_nothing()
+    )
+
+    domain = await session.scalar(
+        select(Domain).where(Domain.tenant_id == tenant.id, Domain.name == DEMO_DOMAIN)
+    )
+    if domain is None:
+        domain = Domain(tenant_id=tenant.id, name=DEMO_DOMAIN)
+        session.add(domain)
+        await session.flush()
+
+    address = f"hello@{DEMO_DOMAIN}"
+    account = await session.scalar(
+        select(EmailAccount).where(
+            EmailAccount.tenant_id == tenant.id, EmailAccount.address == address
+        )
+    )
+    if account is None:
+        account = EmailAccount(
+            tenant_id=tenant.id, domain_id=domain.id, address=address,
+            display_name="Demo Sender", daily_limit=200,
+        )  # fmt: skip
+        session.add(account)
+        await session.flush()
+        session.add(WarmupState(tenant_id=tenant.id, account_id=account.id))
+
+    campaign = await session.scalar(
+        select(Campaign).where(Campaign.tenant_id == tenant.id, Campaign.name == "Demo outreach")
+    )
+    if campaign is None:
+        campaign = Campaign(tenant_id=tenant.id, name="Demo outreach", timezone="Europe/London")
+        session.add(campaign)
+        await session.flush()
+        session.add_all(
+            [
+                CampaignAccount(tenant_id=tenant.id, campaign_id=campaign.id, account_id=account.id),
+                CampaignSequenceStep(
+                    tenant_id=tenant.id, campaign_id=campaign.id, position=1, delay_days=0,
+                    subject="Quick question, {{ first_name }}",
+                    text="Hi {{ first_name }},\n\nDoes {{ company }} send cold email at volume?\n",
+                ),
+                CampaignSequenceStep(
+                    tenant_id=tenant.id, campaign_id=campaign.id, position=2, delay_days=3,
+                    subject="Re: Quick question, {{ first_name }}",
+                    text="Hi {{ first_name }}, just bumping this up.\n",
+                ),
+            ]
+        )  # fmt: skip
+    lead_rows = [
+        dict(tenant_id=tenant.id, campaign_id=campaign.id, email=email, first_name=first,
+             last_name=last, company=company)
+        for email, first, last, company in DEMO_LEADS
+    ]  # fmt: skip
+    await session.execute(
+        insert(Lead)
+        .values(lead_rows)
+        .on_conflict_do_nothing(index_elements=["campaign_id", "email"])
+    )
+    leads = await session.scalar(
+        select(func.count()).select_from(Lead).where(Lead.campaign_id == campaign.id)
+    )
+    plans = await session.scalar(select(func.count()).select_from(Plan))
+    return DemoSeed(tenant.id, DEMO_EMAIL, DEMO_PASSWORD, plans or 0, leads or 0)

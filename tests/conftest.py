@@ -1,0 +1,85 @@
+"""Real services for the suite.
+
+Before collection: the PostgreSQL and Redis named by DATABASE_URL / REDIS_URL, or the embedded
+ones when unset; a fresh database for this session, migrated to head, dropped at the end.
+`DATABASE_URL` then names that database, so every process a test starts uses it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from models.sessions import Database
+from penguinmails import embedded, migrations
+from penguinmails.settings import Settings, get_settings
+
+_state: dict = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("PENGUINMAILS_ENVIRONMENT", "test")
+    get_settings.cache_clear()
+    services = embedded.ensure_services(get_settings())
+    os.environ.update(services.env)
+    _state["started"] = services.started
+    server_url = os.environ["DATABASE_URL"]
+    name = f"pm_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    _state["server_url"] = server_url
+    _state["database"] = name
+    os.environ["DATABASE_URL"] = _with_database(server_url, name)
+    get_settings.cache_clear()
+    migrations.upgrade(get_settings())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "database" in _state:
+        asyncio.run(
+            _admin(
+                _state["server_url"], f'DROP DATABASE IF EXISTS "{_state["database"]}" WITH (FORCE)'
+            )
+        )
+    embedded.stop_services(get_settings(), _state.get("started", []))
+
+
+async def _admin(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(_with_database(server_url, "postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _with_database(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def create_database(prefix: str = "pm_scratch") -> str:
+    """Another empty database on the test server (for tests that migrate from scratch)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(_state["server_url"], f'CREATE DATABASE "{name}"'))
+    return _with_database(_state["server_url"], name)
+
+
+def drop_database(url: str) -> None:
+    name = make_url(url).database
+    asyncio.run(_admin(_state["server_url"], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(settings)
+    yield database
+    await database.dispose()
