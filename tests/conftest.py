@@ -83,3 +83,8 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
     database = Database(settings)
     yield database
     await database.dispose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow crash and load tests run in CI like the rest, together at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

@@ -1,0 +1,59 @@
+"""`penguinmails up`, as a user runs it: migrates, seeds, serves GraphiQL; Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "penguinmails", "up", "--port", str(port)],
+        env={**os.environ, "PENGUINMAILS_ENVIRONMENT": "development"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the API did not come up"
+            time.sleep(0.25)
+        ide = httpx.get(f"{base}/graphql", headers={"Accept": "text/html"})
+        plans = httpx.post(f"{base}/graphql", json={"query": "{ plans { name } }"}).json()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert "GraphiQL" in ide.text
+    names = [p["name"] for p in plans["data"]["plans"]]
+    assert [n for n in names if n in {"Starter", "Growth", "Scale"}] == [
+        "Starter",
+        "Growth",
+        "Scale",
+    ]
+    assert "demo tenant ready" in output and f"http://127.0.0.1:{port}/graphql" in output
+    assert proc.returncode == 0
+    with pytest.raises(httpx.TransportError):  # the API child is gone too
+        httpx.get(f"{base}/health", timeout=1)
