@@ -18,4 +18,6 @@ if ! command -v uv >/dev/null 2>&1; then
   export PATH="$HOME/.local/bin:$PWD/.penguinmails/tools/bin:$PATH"
 fi
 
+# Trust the system's certificate store too (proxies and private registries add their CA there).
+export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-true}"
 uv sync --frozen --quiet
