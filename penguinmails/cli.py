@@ -81,6 +81,8 @@ def up(
     """Development/demo: embedded services if none configured, migrate, seed, run everything."""
     from penguinmails.supervisor import penguinmails_command, supervise
 
+    # Started in the background by a non-interactive shell, SIGINT arrives ignored: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = get_settings()
     services = embedded.ensure_services(settings)
     os.environ.update(services.env)
