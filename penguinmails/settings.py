@@ -53,6 +53,33 @@ class Settings(BaseSettings):
     cors_origins: list[str] = ["http://localhost:3000"]
     secret_key: SecretStr = SecretStr("dev-only-secret-change-me")
 
+    access_token_ttl_seconds: int = 3600
+    # Log-in attempts allowed per window, per email address and per client IP.
+    login_attempts_per_email: int = 10
+    login_attempts_per_ip: int = 50
+    login_window_seconds: int = 900
+
+    # Secrets at rest (SMTP passwords, DKIM private keys): AES-256-GCM keys by id, base64 of 32
+    # bytes, e.g. {"k2": "…", "k1": "…"}; new secrets use `encryption_key_id`, old ids still
+    # decrypt (rotation). Unset in development: one key derived from secret_key.
+    encryption_keys: dict[str, SecretStr] = {}
+    encryption_key_id: str = "dev"
+
+    # GraphQL hardening.
+    graphql_max_depth: int = 12
+    graphql_max_aliases: int = 30
+    graphql_max_tokens: int = 5000
+    graphql_max_page_size: int = 100
+    max_request_bytes: int = 60 * 1024 * 1024  # above the lead import limit plus JSON overhead
+
+    lead_import_max_bytes: int = 50 * 1024 * 1024
+    lead_import_max_rows: int = 1_000_000
+    lead_import_check_mx: bool = False
+
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = None  # tests point the real client at a local server
+    stripe_webhook_secret: SecretStr | None = None
+
     smtp_relay_host: str = "127.0.0.1"
     smtp_relay_port: int = 2525
     smtp_relay_username: str | None = None
