@@ -1,35 +1,107 @@
-"""The Starlette application: `/graphql` (Strawberry), health checks."""
+"""The Starlette application: `/graphql` (Strawberry, with subscriptions), health checks."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from strawberry.asgi import GraphQL
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 
+from graphql_api import health
 from graphql_api.context import Context
-from graphql_api.schema import schema
+from graphql_api.schema import build_schema
 from models.sessions import Database
 from penguinmails.settings import Settings, get_settings
 
 
+class _ClosingOnceAdapter(ASGIWebSocketAdapter):
+    """We close with 4401 ourselves for a bad token; Strawberry then must not close again."""
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.application_state != WebSocketState.DISCONNECTED:
+            await super().close(code, reason)
+
+
 class PenguinGraphQL(GraphQL):
+    websocket_adapter_class = _ClosingOnceAdapter  # type: ignore[assignment]
+
     def __init__(self, settings: Settings) -> None:
         development = settings.environment == "development"
-        super().__init__(schema, graphql_ide="graphiql" if development else None)
+        super().__init__(build_schema(settings), graphql_ide="graphiql" if development else None)
 
     async def get_context(self, request, response) -> Context:  # type: ignore[override]
-        return Context(request=request, response=response, db=request.app.state.db)
+        state = request.app.state
+        return Context(
+            request=request,
+            response=response,
+            db=state.db,
+            redis=state.redis,
+            settings=state.settings,
+        )
+
+    async def on_ws_connect(self, context: Context):  # type: ignore[override]
+        """graphql-transport-ws: the token and tenant come in connection_init's payload."""
+        if await context.principal() is None:
+            await context.request.close(code=4401, reason="Unauthorized")
+            raise ConnectionRejectionError()
+        if await context.access() is None:
+            raise ConnectionRejectionError()  # closed with 4403 Forbidden
+        return None
 
 
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+class RequestLimits:
+    """Refuses bodies over the limit (413) and tags each request with an X-Request-ID."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        declared = headers.get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _too_large(scope, receive, send)
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            await _too_large(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse({"errors": [{"message": "request body too large"}]}, status_code=413)
+    await response(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -38,7 +110,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.db = Database(settings)
+        app.state.redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
         yield
+        await app.state.redis.aclose()
         await app.state.db.dispose()
 
     graphql = PenguinGraphQL(settings)
@@ -46,15 +120,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
-            Route("/health", health),
+            Route("/health", health.health),
+            Route("/health/db", health.health_db),
+            Route("/health/queue", health.health_queue),
+            Route("/health/email", health.health_email),
         ],
         middleware=[
+            Middleware(RequestLimits, max_bytes=settings.max_request_bytes),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "X-Tenant-ID"],
-            )
+                allow_headers=["Authorization", "Content-Type", "X-Tenant-ID", "X-Request-ID"],
+            ),
         ],
         lifespan=lifespan,
     )

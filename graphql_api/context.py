@@ -1,17 +1,149 @@
-"""What every resolver receives: the request and the process's database handle."""
+"""What every resolver receives: who is calling, in which tenant, and the ways to reach data.
+
+Authentication is resolved once per request, lazily: `Authorization: Bearer <token or pm_ key>`
+and `X-Tenant-ID` (a Tenant global ID or raw UUID; may be omitted by a user with one tenant).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
-from starlette.requests import Request
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from graphql_api.ids import parse_id
 from models.sessions import Database
+from models.tenancy import Role
+from penguinmails.settings import Settings
+from services import auth
+from services.errors import DomainError
+
+
+@dataclass
+class Access:
+    """A caller admitted to one tenant."""
+
+    tenant_id: uuid.UUID
+    role: Role
+    user_id: uuid.UUID | None  # None for an API key
+
+
+_UNRESOLVED: Any = object()
 
 
 @dataclass
 class Context:
-    request: Request
+    request: HTTPConnection
     response: Response | None
     db: Database
+    redis: Redis
+    settings: Settings
+    connection_params: dict[str, Any] | None = None
+    _principal: Any = field(default=_UNRESOLVED, repr=False)
+    _access: Any = field(default=_UNRESOLVED, repr=False)
+
+    # --- who ---------------------------------------------------------------------------------
+
+    def _credentials(self) -> tuple[str | None, str | None]:
+        if self.connection_params is not None:  # a websocket: from connection_init
+            params = self.connection_params
+            header, tenant = params.get("Authorization"), params.get("tenantId")
+        else:
+            header = self.request.headers.get("authorization")
+            tenant = self.request.headers.get("x-tenant-id")
+        token = header[7:].strip() if header and header[:7].lower() == "bearer " else None
+        return token, tenant
+
+    async def principal(self) -> auth.Principal | None:
+        if self._principal is _UNRESOLVED:
+            token, _ = self._credentials()
+            self._principal = None
+            if token and token.startswith(auth.API_KEY_PREFIX):
+                self._principal = await auth.principal_for_api_key(self.db, token)
+            elif token:
+                user_id = auth.read_access_token(self.settings, token)
+                self._principal = auth.Principal(user_id=user_id) if user_id else None
+        return self._principal
+
+    async def access(self) -> Access | None:
+        """The current tenant and the caller's role in it, or None when not admitted."""
+        if self._access is _UNRESOLVED:
+            self._access = await self._resolve_access()
+        return self._access
+
+    async def _resolve_access(self) -> Access | None:
+        principal = await self.principal()
+        if principal is None:
+            return None
+        if principal.api_key_tenant_id is not None:
+            return Access(principal.api_key_tenant_id, Role.MEMBER, None)
+        assert principal.user_id is not None
+        _, header = self._credentials()
+        tenant_id = _tenant_from_header(header) if header else None
+        if header and tenant_id is None:
+            return None
+        if tenant_id is None:
+            tenant_id = await auth.only_tenant(self.db, principal.user_id)
+            if tenant_id is None:
+                return None
+        role = await auth.membership_role(self.db, principal.user_id, tenant_id)
+        return Access(tenant_id, role, principal.user_id) if role else None
+
+    async def require_access(self) -> Access:
+        access = await self.access()
+        if access is None:  # permission classes run first; this guards direct use
+            raise DomainError("FORBIDDEN", "not a member of this workspace")
+        return access
+
+    async def user_id(self) -> uuid.UUID | None:
+        principal = await self.principal()
+        return principal.user_id if principal else None
+
+    # --- data --------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def tenant_session(self) -> AsyncIterator[AsyncSession]:
+        """One transaction bound to the caller's tenant (RLS)."""
+        access = await self.require_access()
+        async with self.db.tenant_session(access.tenant_id, user_id=access.user_id) as session:
+            yield session
+
+    @asynccontextmanager
+    async def member_session(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+        """A session bound to `tenant_id`, which need not be the current tenant but must be one
+        the caller belongs to (the tenant switcher lists all of a user's workspaces)."""
+        access = await self.require_access()
+        if tenant_id != access.tenant_id:
+            if access.user_id is None or not await auth.membership_role(
+                self.db, access.user_id, tenant_id
+            ):
+                raise DomainError("FORBIDDEN", "not a member of this workspace")
+        async with self.db.tenant_session(tenant_id, user_id=access.user_id) as session:
+            yield session
+
+    @cached_property
+    def loaders(self):
+        from graphql_api.loaders import Loaders
+
+        return Loaders(self)
+
+    @property
+    def client_ip(self) -> str:
+        return self.request.client.host if self.request.client else "unknown"
+
+
+def _tenant_from_header(value: str) -> uuid.UUID | None:
+    parsed = parse_id(value)
+    if parsed and parsed[0] == "Tenant":
+        return parsed[1]
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

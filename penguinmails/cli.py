@@ -74,6 +74,14 @@ def api(
 
 
 @app.command()
+def schema() -> None:
+    """Print the served GraphQL schema (SDL): `penguinmails schema > graphql_api/schema.graphql`."""
+    from graphql_api.schema import build_schema
+
+    print(build_schema(get_settings()).as_str())
+
+
+@app.command()
 def up(
     host: str = typer.Option(None, help="API interface (default 127.0.0.1)."),
     port: int = typer.Option(None, help="API port (default 8000)."),

@@ -6,11 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRET = "dev-only-secret-change-me-before-production-use"
 TIERS = ("oltp", "content", "queue", "analytics")
 Tier = Literal["oltp", "content", "queue", "analytics"]
 
@@ -51,7 +52,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     public_url: str = "http://127.0.0.1:8000"
     cors_origins: list[str] = ["http://localhost:3000"]
-    secret_key: SecretStr = SecretStr("dev-only-secret-change-me")
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
 
     access_token_ttl_seconds: int = 3600
     # Log-in attempts allowed per window, per email address and per client IP.
@@ -85,6 +86,22 @@ class Settings(BaseSettings):
     smtp_relay_username: str | None = None
     smtp_relay_password: SecretStr | None = None
     smtp_relay_starttls: bool = False
+
+    # The DNS records a tenant publishes for a sending domain: SPF includes the platform's
+    # senders; the return-path (bounces) and tracking hosts are CNAMEs under the tenant's domain
+    # pointing at the platform's own hosts.
+    dkim_selector: str = "pm"
+    spf_include: str = "_spf.penguinmails.test"
+    return_path_label: str = "bounces"
+    return_path_host: str = "bounces.penguinmails.test"
+    tracking_label: str = "track"
+    tracking_host: str = "track.penguinmails.test"
+
+    @model_validator(mode="after")
+    def _no_dev_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key.get_secret_value() == DEV_SECRET:
+            raise ValueError("set PENGUINMAILS_SECRET_KEY: the development default is public")
+        return self
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -1,4 +1,4 @@
-"""plans: the public plan catalogue."""
+"""plans, billing."""
 
 from __future__ import annotations
 
@@ -6,16 +6,41 @@ import strawberry
 from sqlalchemy import select
 from strawberry.types import Info
 
-from graphql_api.billing.types import Plan
-from models.billing import Plan as PlanRow
+from graphql_api.billing.types import Billing, BillingSubscription, Payment, Plan
+from graphql_api.pagination import Connection, paginate
+from graphql_api.permissions import IsAdmin
+from models import billing
+from services.billing import current_subscription
 
 
 @strawberry.type
 class BillingQuery:
     @strawberry.field
     async def plans(self, info: Info) -> list[Plan]:
+        """The public plan catalogue."""
         async with info.context.db.anonymous_session() as session:
             rows = await session.scalars(
-                select(PlanRow).where(PlanRow.active).order_by(PlanRow.price_cents)
+                select(billing.Plan).where(billing.Plan.active).order_by(billing.Plan.price_cents)
             )
             return [Plan.from_row(row) for row in rows]
+
+    @strawberry.field(permission_classes=[IsAdmin])
+    async def billing(self, info: Info) -> Billing:
+        async with info.context.tenant_session() as session:
+            subscription = await current_subscription(session)
+        return Billing(
+            subscription=BillingSubscription.from_row(subscription) if subscription else None
+        )
+
+
+async def payments_page(info: Info, first: int | None, after: str | None) -> Connection[Payment]:
+    async with info.context.tenant_session() as session:
+        return await paginate(
+            session,
+            select(billing.Payment),
+            keys=(billing.Payment.created_at, billing.Payment.id),
+            first=first,
+            after=after,
+            max_page=info.context.settings.graphql_max_page_size,
+            node=Payment.from_row,
+        )

@@ -1,10 +1,19 @@
-"""Plan and its limits."""
+"""Plan, subscription, payments and usage."""
 
 from __future__ import annotations
 
-import strawberry
+from datetime import datetime
 
-from models.billing import Plan as PlanRow
+import strawberry
+from strawberry.types import Info
+
+from graphql_api.errors import UserError
+from graphql_api.ids import encode_id
+from graphql_api.node import Node
+from graphql_api.pagination import Connection
+from models import billing
+
+SubscriptionStatus = strawberry.enum(billing.SubscriptionStatus, name="SubscriptionStatus")
 
 
 @strawberry.type
@@ -17,7 +26,7 @@ class PlanLimits:
 
 
 @strawberry.type
-class Plan:
+class Plan(Node):
     id: strawberry.ID
     name: str
     price_cents: int
@@ -26,9 +35,9 @@ class Plan:
     limits: PlanLimits
 
     @classmethod
-    def from_row(cls, row: PlanRow) -> Plan:
+    def from_row(cls, row: billing.Plan) -> Plan:
         return cls(
-            id=strawberry.ID(str(row.id)),
+            id=encode_id("Plan", row.id),
             name=row.name,
             price_cents=row.price_cents,
             currency=row.currency,
@@ -41,3 +50,91 @@ class Plan:
                 seats=row.max_seats,
             ),
         )
+
+
+@strawberry.type
+class BillingSubscription:
+    status: SubscriptionStatus
+    current_period_end: datetime | None
+    grace_until: datetime | None
+    row: strawberry.Private[billing.Subscription]
+
+    @classmethod
+    def from_row(cls, row: billing.Subscription) -> BillingSubscription:
+        return cls(
+            status=row.status,
+            current_period_end=row.current_period_end,
+            grace_until=row.grace_until,
+            row=row,
+        )
+
+    @strawberry.field
+    async def plan(self, info: Info) -> Plan:
+        return await info.context.loaders.plan.load(self.row.plan_id)
+
+
+@strawberry.type
+class Payment(Node):
+    id: strawberry.ID
+    amount_cents: int
+    currency: str
+    status: str
+    paid_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: billing.Payment) -> Payment:
+        return cls(
+            id=encode_id("Payment", row.id),
+            amount_cents=row.amount_cents,
+            currency=row.currency,
+            status=row.status.value,
+            paid_at=row.paid_at,
+        )
+
+
+@strawberry.type
+class Billing:
+    subscription: BillingSubscription | None
+
+    @strawberry.field
+    async def payments(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Payment]:
+        from graphql_api.billing.queries import payments_page
+
+        return await payments_page(info, first, after)
+
+
+@strawberry.type
+class Usage:
+    period_start: datetime
+    emails_sent: int
+    emails_limit: int
+    domains: int
+    ips: int
+    email_accounts: int
+    seats: int
+
+    @classmethod
+    def from_service(cls, usage) -> Usage:
+        return cls(
+            period_start=usage.period_start,
+            emails_sent=usage.emails_sent,
+            emails_limit=usage.emails_limit,
+            domains=usage.domains,
+            ips=usage.ips,
+            email_accounts=usage.email_accounts,
+            seats=usage.seats,
+        )
+
+
+@strawberry.type
+class CheckoutPayload:
+    url: str | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class BillingPayload:
+    billing: Billing | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)

@@ -1,0 +1,1 @@
+"""The admin panel's entry point for platform staff: cross-tenant, audited."""

@@ -1,0 +1,97 @@
+"""admin { tenants }: platform staff list tenants across the platform; every read is audited."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from sqlalchemy import func, select, text
+from strawberry.permission import BasePermission
+from strawberry.types import Info
+
+from graphql_api.ids import encode_id
+from graphql_api.pagination import Connection, paginate
+from models import tenancy
+
+
+class IsStaff(BasePermission):
+    message = "platform staff only"
+
+    async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        user_id = await info.context.user_id()
+        if user_id is None:
+            return False
+        async with info.context.db.system_session() as session:  # staff are not tenant data
+            return bool(
+                await session.scalar(
+                    text("SELECT active FROM app.staff_members WHERE user_id = :u"), {"u": user_id}
+                )
+            )
+
+
+@strawberry.type
+class AdminTenant:
+    id: strawberry.ID
+    name: str
+    slug: str
+    status: str
+    created_at: datetime
+    members: int
+
+
+@strawberry.type
+class Admin:
+    @strawberry.field
+    async def tenants(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[AdminTenant]:
+        user_id = await info.context.user_id()
+        members = (
+            select(func.count())
+            .select_from(tenancy.TenantUser)
+            .where(tenancy.TenantUser.tenant_id == tenancy.Tenant.id)
+            .scalar_subquery()
+        )
+        counts: dict = {}
+
+        def shape(row: tenancy.Tenant) -> AdminTenant:
+            return AdminTenant(
+                id=encode_id("Tenant", row.id),
+                name=row.name,
+                slug=row.slug,
+                status=row.status.value,
+                created_at=row.created_at,
+                members=counts.get(row.id, 0),
+            )
+
+        async with info.context.db.staff_session(
+            user_id, "admin.tenants.list", details={"first": first, "after": after}
+        ) as session:
+            page = await paginate(
+                session,
+                select(tenancy.Tenant),
+                keys=(tenancy.Tenant.created_at, tenancy.Tenant.id),
+                first=first,
+                after=after,
+                max_page=info.context.settings.graphql_max_page_size,
+                node=lambda row: row,
+            )
+            ids = [edge.node.id for edge in page.edges]
+            counts.update(
+                (
+                    await session.execute(
+                        select(tenancy.Tenant.id, members).where(tenancy.Tenant.id.in_(ids))
+                    )
+                ).all()
+            )
+        for edge in page.edges:
+            edge.node = shape(edge.node)
+        return page
+
+
+@strawberry.type
+class AdminQuery:
+    @strawberry.field(permission_classes=[IsStaff])
+    def admin(self) -> Admin:
+        return Admin()

@@ -1,0 +1,1 @@
+"""Daily statistics and deliverability in the API (read from the OLAP tier)."""

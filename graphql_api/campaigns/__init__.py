@@ -1,0 +1,1 @@
+"""Templates, campaigns, sequence steps and leads in the API."""

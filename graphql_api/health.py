@@ -1,0 +1,82 @@
+"""Health checks: JSON, 200 when healthy, 503 naming the failing part."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiosmtplib
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from penguinmails.settings import TIERS
+
+TIMEOUT_SECONDS = 2.0
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def health_db(request: Request) -> JSONResponse:
+    db = request.app.state.db
+
+    async def check(tier: str) -> str:
+        await asyncio.wait_for(db.ping(tier), TIMEOUT_SECONDS)
+        return "ok"
+
+    return await _report({tier: check(tier) for tier in TIERS})
+
+
+async def health_queue(request: Request) -> JSONResponse:
+    redis, db = request.app.state.redis, request.app.state.db
+
+    async def ping() -> str:
+        await asyncio.wait_for(redis.ping(), TIMEOUT_SECONDS)
+        return "ok"
+
+    async def depth() -> int:
+        async def count() -> int:
+            async with db.system_session("queue") as session:  # platform-wide depth
+                return await session.scalar(
+                    text(
+                        "SELECT count(*) FROM queue.jobs WHERE status IN ('queued', 'failed') AND run_at <= now()"
+                    )
+                )
+
+        return await asyncio.wait_for(count(), TIMEOUT_SECONDS)
+
+    return await _report({"redis": ping(), "ready_jobs": depth()})
+
+
+async def health_email(request: Request) -> JSONResponse:
+    settings = request.app.state.settings
+
+    async def relay() -> str:
+        smtp = aiosmtplib.SMTP(
+            hostname=settings.smtp_relay_host,
+            port=settings.smtp_relay_port,
+            timeout=TIMEOUT_SECONDS,
+            start_tls=False,
+        )
+        await smtp.connect()
+        await smtp.quit()
+        return "ok"
+
+    return await _report({f"relay {settings.smtp_relay_host}:{settings.smtp_relay_port}": relay()})
+
+
+async def _report(checks: dict) -> JSONResponse:
+    names = list(checks)
+    results = await asyncio.gather(*checks.values(), return_exceptions=True)
+    body, failing = {}, []
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            body[name] = f"error: {type(result).__name__}: {result}".strip()
+            failing.append(name)
+        else:
+            body[name] = result
+    return JSONResponse(
+        {"status": "fail" if failing else "ok", "failing": failing, "checks": body},
+        status_code=503 if failing else 200,
+    )

@@ -1,0 +1,1 @@
+"""Domains, VPS instances, sending IPs and email accounts in the API."""

@@ -1,0 +1,193 @@
+"""Domain and its DNS records, VPS, sending IP, email account and its warm-up state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+from strawberry.types import Info
+
+from graphql_api.errors import UserError
+from graphql_api.ids import encode_id
+from graphql_api.node import Node
+from models import infrastructure as infra
+
+DomainStatus = strawberry.enum(infra.DomainStatus, name="DomainStatus")
+VpsStatus = strawberry.enum(infra.VpsStatus, name="VpsStatus")
+IpStatus = strawberry.enum(infra.IpStatus, name="IpStatus")
+AccountStatus = strawberry.enum(infra.AccountStatus, name="AccountStatus")
+
+
+@strawberry.enum
+class DnsRecordStatus(Enum):
+    PENDING = "PENDING"
+    VERIFIED = "VERIFIED"
+    MISMATCH = "MISMATCH"
+    MISSING = "MISSING"
+
+
+@strawberry.type
+class DnsRecord:
+    kind: str
+    host: str
+    type: str
+    value: str
+    status: DnsRecordStatus
+    observed: list[str]
+
+
+@strawberry.type
+class Domain(Node):
+    id: strawberry.ID
+    name: str
+    status: DomainStatus
+    dkim_selector: str
+    records: list[DnsRecord]
+    last_checked_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: infra.Domain) -> Domain:
+        return cls(
+            id=encode_id("Domain", row.id),
+            name=row.name,
+            status=row.status,
+            dkim_selector=row.dkim_selector,
+            records=[
+                DnsRecord(
+                    kind=r["kind"],
+                    host=r["host"],
+                    type=r["type"],
+                    value=r["value"],
+                    status=DnsRecordStatus(r.get("status", "PENDING")),
+                    observed=list(r.get("observed", [])),
+                )
+                for r in row.dns_records
+            ],
+            last_checked_at=row.last_checked_at,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type
+class SendingIp(Node):
+    id: strawberry.ID
+    address: str
+    status: IpStatus
+    reputation_score: int
+    blacklisted_on: list[str]
+    row: strawberry.Private[infra.SmtpIpAddress]
+
+    @classmethod
+    def from_row(cls, row: infra.SmtpIpAddress) -> SendingIp:
+        return cls(
+            id=encode_id("SendingIp", row.id),
+            address=str(row.address),
+            status=row.status,
+            reputation_score=row.reputation_score,
+            blacklisted_on=list(row.blacklisted_on),
+            row=row,
+        )
+
+    @strawberry.field
+    async def vps(self, info: Info) -> VpsInstance | None:
+        if self.row.vps_id is None:
+            return None
+        return await info.context.loaders.vps.load(self.row.vps_id)
+
+
+@strawberry.type
+class VpsInstance(Node):
+    id: strawberry.ID
+    provider_id: str | None
+    region: str | None
+    status: VpsStatus
+    primary_ip: str | None
+    created_at: datetime
+    row: strawberry.Private[infra.VpsInstance]
+
+    @classmethod
+    def from_row(cls, row: infra.VpsInstance) -> VpsInstance:
+        return cls(
+            id=encode_id("VpsInstance", row.id),
+            provider_id=row.provider_id,
+            region=row.region,
+            status=row.status,
+            primary_ip=str(row.primary_ip) if row.primary_ip else None,
+            created_at=row.created_at,
+            row=row,
+        )
+
+    @strawberry.field
+    async def ips(self, info: Info) -> list[SendingIp]:
+        return await info.context.loaders.ips_by_vps.load(self.row.id)
+
+
+@strawberry.type
+class WarmupState:
+    enabled: bool
+    day: int
+    today_target: int
+    reputation: int
+
+
+@strawberry.type
+class EmailAccount(Node):
+    id: strawberry.ID
+    address: str
+    display_name: str | None
+    status: AccountStatus
+    daily_limit: int
+    row: strawberry.Private[infra.EmailAccount]
+
+    @classmethod
+    def from_row(cls, row: infra.EmailAccount) -> EmailAccount:
+        return cls(
+            id=encode_id("EmailAccount", row.id),
+            address=row.address,
+            display_name=row.display_name,
+            status=row.status,
+            daily_limit=row.daily_limit,
+            row=row,
+        )
+
+    @strawberry.field
+    async def sent_today(self, info: Info) -> int:
+        return await info.context.loaders.sent_today_by_account.load(self.row.id)
+
+    @strawberry.field
+    async def warmup(self, info: Info) -> WarmupState:
+        state = await info.context.loaders.warmup_by_account.load(self.row.id)
+        if state is None:
+            return WarmupState(enabled=False, day=0, today_target=0, reputation=50)
+        return WarmupState(
+            enabled=state.enabled,
+            day=state.day,
+            today_target=state.today_target,
+            reputation=state.reputation,
+        )
+
+
+@strawberry.type
+class DomainPayload:
+    domain: Domain | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class VpsPayload:
+    vps: VpsInstance | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class SendingIpPayload:
+    sending_ip: SendingIp | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class EmailAccountPayload:
+    email_account: EmailAccount | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Queue status and live subscriptions in the API."""

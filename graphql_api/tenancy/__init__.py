@@ -1,0 +1,1 @@
+"""Users, tenants, members, API keys and sign-in in the API."""

@@ -1,0 +1,139 @@
+"""signUp, logIn, createTenant, member management, API keys."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from graphql_api.errors import user_errors
+from graphql_api.ids import decode_id, encode_id
+from graphql_api.permissions import IsAdmin, IsAuthenticated, allow
+from graphql_api.tenancy.types import (
+    ApiKey,
+    ApiKeyPayload,
+    AuthPayload,
+    Member,
+    MemberPayload,
+    Role,
+    Tenant,
+    TenantPayload,
+    User,
+)
+from models import tenancy
+from services import auth
+from services.errors import DomainError
+
+
+@strawberry.type
+class TenancyMutation:
+    @strawberry.mutation
+    async def sign_up(self, info: Info, email: str, password: str, tenant_name: str) -> AuthPayload:
+        ctx = info.context
+        try:
+            user, tenant = await auth.sign_up(ctx.db, email, password, tenant_name)
+        except DomainError as e:
+            return AuthPayload(errors=user_errors(e))
+        return AuthPayload(
+            token=auth.issue_access_token(ctx.settings, user.id),
+            user=User.from_row(user),
+            tenant=Tenant.from_row(tenant),
+        )
+
+    @strawberry.mutation
+    async def log_in(self, info: Info, email: str, password: str) -> AuthPayload:
+        ctx = info.context
+        try:
+            user, tenant = await auth.log_in(
+                ctx.db, ctx.redis, ctx.settings, email, password, ctx.client_ip
+            )
+        except DomainError as e:
+            return AuthPayload(errors=user_errors(e))
+        return AuthPayload(
+            token=auth.issue_access_token(ctx.settings, user.id),
+            user=User.from_row(user),
+            tenant=Tenant.from_row(tenant) if tenant else None,
+        )
+
+    @strawberry.mutation(extensions=allow(IsAuthenticated))
+    async def create_tenant(self, info: Info, name: str) -> TenantPayload:
+        user_id = await info.context.user_id()
+        if user_id is None:
+            return TenantPayload(
+                errors=user_errors(DomainError("FORBIDDEN", "an API key cannot create workspaces"))
+            )
+        try:
+            tenant = await auth.create_tenant(info.context.db, user_id, name)
+        except DomainError as e:
+            return TenantPayload(errors=user_errors(e))
+        return TenantPayload(tenant=Tenant.from_row(tenant))
+
+    @strawberry.mutation(extensions=allow(IsAdmin))
+    async def invite_member(self, info: Info, email: str, role: Role) -> MemberPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                member = await auth.invite_member(
+                    info.context.db, session, access.tenant_id, access.role, email, role
+                )
+                return MemberPayload(member=await _member(session, member))
+        except DomainError as e:
+            return MemberPayload(errors=user_errors(e))
+
+    @strawberry.mutation(extensions=allow(IsAdmin))
+    async def update_member_role(
+        self, info: Info, user_id: strawberry.ID, role: Role
+    ) -> MemberPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                member = await auth.update_member_role(
+                    session,
+                    access.tenant_id,
+                    access.role,
+                    decode_id(user_id, "User", "userId"),
+                    role,
+                )
+                return MemberPayload(member=await _member(session, member))
+        except DomainError as e:
+            return MemberPayload(errors=user_errors(e))
+
+    @strawberry.mutation(extensions=allow(IsAdmin))
+    async def remove_member(self, info: Info, user_id: strawberry.ID) -> MemberPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                key = decode_id(user_id, "User", "userId")
+                user = await session.get(tenancy.User, key)
+                member = await auth.remove_member(session, access.tenant_id, access.role, key)
+                return MemberPayload(
+                    member=Member(
+                        user=User.from_row(user), role=member.role, joined_at=member.created_at
+                    )
+                )
+        except DomainError as e:
+            return MemberPayload(errors=user_errors(e))
+
+    @strawberry.mutation(extensions=allow(IsAdmin))
+    async def create_api_key(self, info: Info, name: str) -> ApiKeyPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                row, key = await auth.create_api_key(
+                    session, access.tenant_id, access.user_id, name
+                )
+        except DomainError as e:
+            return ApiKeyPayload(errors=user_errors(e))
+        return ApiKeyPayload(
+            api_key=ApiKey(
+                id=encode_id("ApiKey", row.id),
+                name=row.name,
+                prefix=row.prefix,
+                created_at=row.created_at,
+                key=key,
+            )
+        )
+
+
+async def _member(session, member: tenancy.TenantUser) -> Member:
+    user = await session.get(tenancy.User, member.user_id)
+    return Member(user=User.from_row(user), role=member.role, joined_at=member.created_at)

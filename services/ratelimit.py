@@ -1,0 +1,19 @@
+"""Fixed-window attempt counters in Redis (log-in attempts per email and per IP)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+
+async def hits(redis: Redis, key: str) -> int:
+    value = await redis.get(key)
+    return int(value or 0)
+
+
+async def record_hit(redis: Redis, key: str, window_seconds: int) -> int:
+    """Count one hit; the window starts with the first hit and expires with it."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, window_seconds, nx=True)
+        count, _ = await pipe.execute()
+    return int(count)

@@ -1,0 +1,112 @@
+"""The API served over real HTTP (uvicorn on loopback, in the test's event loop), and a client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from graphql_api.app import create_app
+from penguinmails.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Api:
+    url: str
+    app: Starlette
+    http: httpx.AsyncClient
+
+    async def gql(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        tenant: str | None = None,
+        ip: str | None = None,
+    ) -> dict[str, Any]:
+        """POST a GraphQL operation; returns the whole JSON body (data and errors)."""
+        headers = {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if tenant:
+            headers["X-Tenant-ID"] = tenant
+        if ip:
+            headers["X-Forwarded-For"] = ip
+        response = await self.http.post(
+            f"{self.url}/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+async def serve(settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    async with httpx.AsyncClient(timeout=60) as http:
+        yield Api(url=f"http://127.0.0.1:{port}", app=app, http=http)
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture(scope="session")
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async for served in serve(settings):
+        yield served
+
+
+@dataclass
+class Account:
+    """A signed-up user with their first tenant."""
+
+    token: str
+    tenant: str  # Tenant global id
+    user: str  # User global id
+    email: str
+
+
+SIGN_UP = """
+mutation($email: String!, $password: String!, $tenantName: String!) {
+  signUp(email: $email, password: $password, tenantName: $tenantName) {
+    token user { id email } tenant { id name } errors { field message code }
+  }
+}"""
+
+
+async def sign_up(api: Api, name: str = "Acme") -> Account:
+    email = f"{name.lower().replace(' ', '-')}-{uuid.uuid4().hex[:10]}@example.com"
+    body = await api.gql(
+        SIGN_UP, {"email": email, "password": "correct horse battery", "tenantName": name}
+    )
+    payload = body["data"]["signUp"]
+    assert payload["errors"] == [], payload
+    return Account(payload["token"], payload["tenant"]["id"], payload["user"]["id"], email)
+
+
+@pytest.fixture
+async def account(api: Api) -> Account:
+    return await sign_up(api)
