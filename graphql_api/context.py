@@ -6,6 +6,7 @@ and `X-Tenant-ID` (a Tenant global ID or raw UUID; may be omitted by a user with
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -62,21 +63,25 @@ class Context:
         return token, tenant
 
     async def principal(self) -> auth.Principal | None:
+        # Resolvers of one request run concurrently: memoise the task, not its result.
         if self._principal is _UNRESOLVED:
-            token, _ = self._credentials()
-            self._principal = None
-            if token and token.startswith(auth.API_KEY_PREFIX):
-                self._principal = await auth.principal_for_api_key(self.db, token)
-            elif token:
-                user_id = auth.read_access_token(self.settings, token)
-                self._principal = auth.Principal(user_id=user_id) if user_id else None
-        return self._principal
+            self._principal = asyncio.ensure_future(self._resolve_principal())
+        return await self._principal
+
+    async def _resolve_principal(self) -> auth.Principal | None:
+        token, _ = self._credentials()
+        if token and token.startswith(auth.API_KEY_PREFIX):
+            return await auth.principal_for_api_key(self.db, token)
+        if token:
+            user_id = auth.read_access_token(self.settings, token)
+            return auth.Principal(user_id=user_id) if user_id else None
+        return None
 
     async def access(self) -> Access | None:
         """The current tenant and the caller's role in it, or None when not admitted."""
         if self._access is _UNRESOLVED:
-            self._access = await self._resolve_access()
-        return self._access
+            self._access = asyncio.ensure_future(self._resolve_access())
+        return await self._access
 
     async def _resolve_access(self) -> Access | None:
         principal = await self.principal()

@@ -26,7 +26,7 @@ from models.billing import Plan, Subscription, SubscriptionStatus
 from models.sessions import Database
 from models.tenancy import ApiKey, Role, Tenant, TenantUser, User
 from penguinmails.settings import Settings
-from services import ratelimit
+from services import plans, ratelimit
 from services.errors import DomainError
 from services.passwords import hash_password, verify_password
 
@@ -254,10 +254,9 @@ async def invite_member(
             user_id = uuid.uuid4()
             unusable = hash_password(secrets.token_urlsafe(32))
             system.add(User(id=user_id, email=email, password_hash=unusable))
-    from services.plans import check_limit
-
+    await plans.lock_usage(session, tenant_id, "seats")
     seats = await session.scalar(select(func.count()).select_from(TenantUser))
-    await check_limit(session, tenant_id, "seats", seats or 0)
+    await plans.check_limit(session, tenant_id, "seats", seats or 0)
     if await session.get(TenantUser, (tenant_id, user_id)):
         raise DomainError("MEMBER_EXISTS", f"{email} is already a member", "email")
     member = TenantUser(tenant_id=tenant_id, user_id=user_id, role=role)

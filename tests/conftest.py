@@ -37,6 +37,20 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DATABASE_URL"] = _with_database(server_url, name)
     get_settings.cache_clear()
     migrations.upgrade(get_settings())
+    asyncio.run(_seed_plans())
+
+
+async def _seed_plans() -> None:
+    """The plan catalogue is reference data every tenant needs (sign-up puts tenants on the
+    entry plan)."""
+    from services.demo import seed_plans
+
+    db = Database(get_settings())
+    try:
+        async with db.system_session() as session:
+            await seed_plans(session)
+    finally:
+        await db.dispose()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
