@@ -1,0 +1,61 @@
+"""Health checks: 200 when each part answers, 503 naming the part that does not."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aiosmtpd.controller import Controller
+
+from penguinmails.settings import Settings
+from tests.graphql_api.conftest import Api, serve
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_health_db_and_queue_answer_200_with_each_part(api: Api) -> None:
+    assert (await api.http.get(f"{api.url}/health")).json() == {"status": "ok"}
+    db = await api.http.get(f"{api.url}/health/db")
+    assert db.status_code == 200
+    assert db.json()["checks"] == {"oltp": "ok", "content": "ok", "queue": "ok", "analytics": "ok"}
+    queue = await api.http.get(f"{api.url}/health/queue")
+    assert queue.status_code == 200 and queue.json()["checks"]["redis"] == "ok"
+    assert isinstance(queue.json()["checks"]["ready_jobs"], int)
+
+
+async def test_a_dead_tier_or_redis_is_named_with_503(settings: Settings) -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{_closed_port()}/nowhere"
+    broken = settings.model_copy(
+        update={
+            "analytics_database_url": dead,
+            "redis_url": f"redis://127.0.0.1:{_closed_port()}/0",
+        }
+    )
+    async for api in serve(broken):
+        db = await api.http.get(f"{api.url}/health/db")
+        assert db.status_code == 503 and db.json()["failing"] == ["analytics"]
+        queue = await api.http.get(f"{api.url}/health/queue")
+        assert queue.status_code == 503 and "redis" in queue.json()["failing"]
+
+
+class _Sink:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+
+
+async def test_health_email_checks_the_configured_relay(settings: Settings) -> None:
+    port = _closed_port()
+    async for api in serve(settings.model_copy(update={"smtp_relay_port": port})):
+        down = await api.http.get(f"{api.url}/health/email")
+        assert down.status_code == 503 and down.json()["failing"] == [f"relay 127.0.0.1:{port}"]
+        controller = Controller(_Sink(), hostname="127.0.0.1", port=port)
+        await asyncio.to_thread(controller.start)
+        try:
+            up = await api.http.get(f"{api.url}/health/email")
+        finally:
+            await asyncio.to_thread(controller.stop)
+        assert up.status_code == 200

@@ -1,0 +1,63 @@
+"""Subscriptions over graphql-transport-ws: token in connection_init, 4401/4403, live pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from graphql_api.ids import parse_id
+from jobs.queue import enqueue
+from models.sessions import Database
+from tests.graphql_api.conftest import Api, sign_up
+
+
+def _ws_url(api: Api) -> str:
+    return api.url.replace("http://", "ws://") + "/graphql"
+
+
+async def _init(ws, payload: dict) -> dict:
+    await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+    return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+async def test_a_connection_without_a_valid_token_is_closed_with_4401(api: Api) -> None:
+    async with connect(_ws_url(api), subprotocols=["graphql-transport-ws"]) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await _init(ws, {"Authorization": "Bearer not-a-token"})
+    assert closed.value.rcvd.code == 4401
+
+
+async def test_a_user_outside_the_tenant_is_closed_with_4403(api: Api) -> None:
+    account, other = await sign_up(api), await sign_up(api, "Other")
+    async with connect(_ws_url(api), subprotocols=["graphql-transport-ws"]) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await _init(ws, {"Authorization": f"Bearer {account.token}", "tenantId": other.tenant})
+    assert closed.value.rcvd.code == 4403
+
+
+async def test_queue_status_is_pushed_when_the_tenants_queue_changes(
+    api: Api, db: Database
+) -> None:
+    account = await sign_up(api)
+    tenant_id = parse_id(account.tenant)[1]
+    async with connect(_ws_url(api), subprotocols=["graphql-transport-ws"]) as ws:
+        ack = await _init(
+            ws, {"Authorization": f"Bearer {account.token}", "tenantId": account.tenant}
+        )
+        assert ack["type"] == "connection_ack"
+        await ws.send(json.dumps({
+            "id": "1", "type": "subscribe",
+            "payload": {"query": "subscription { queueStatus { queued tiers { name ready } } }"},
+        }))  # fmt: skip
+        first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert first["payload"]["data"]["queueStatus"]["queued"] == 0
+        async with db.tenant_session(tenant_id) as s:
+            await enqueue(s, "noop", {}, tenant_id=tenant_id, priority=10)
+        second = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        status = second["payload"]["data"]["queueStatus"]
+        assert status["queued"] == 1
+        assert {"name": "high", "ready": 1} in status["tiers"]
