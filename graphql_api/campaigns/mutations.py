@@ -104,7 +104,7 @@ def _campaign_spec(input: CampaignInput) -> campaigns.CampaignSpec:
                 if s.template_id
                 else None,
             )
-            for i, s in enumerate(input.steps, start=1)
+            for i, s in enumerate(input.steps)
         ],
         window=campaigns.WindowSpec(
             timezone=window.timezone,

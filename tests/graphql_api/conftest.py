@@ -6,6 +6,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from graphql_api.app import create_app
 from penguinmails.settings import Settings
@@ -56,8 +58,9 @@ class Api:
         return response.json()
 
 
-async def serve(settings: Settings) -> AsyncIterator[Api]:
-    app = create_app(settings)
+@asynccontextmanager
+async def running(app: ASGIApp) -> AsyncIterator[str]:
+    """Serves an ASGI app with uvicorn on a free loopback port; yields its base URL."""
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -65,12 +68,19 @@ async def serve(settings: Settings) -> AsyncIterator[Api]:
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
-            task.result()
+            task.result()  # raises what stopped the server
         await asyncio.sleep(0.02)
-    async with httpx.AsyncClient(timeout=60) as http:
-        yield Api(url=f"http://127.0.0.1:{port}", app=app, http=http)
-    server.should_exit = True
-    await task
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def serve(settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    async with running(app) as url, httpx.AsyncClient(timeout=60) as http:
+        yield Api(url=url, app=app, http=http)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,228 @@
+"""Message templates: checked when saved and rendered per lead in a Jinja2 sandbox, with the
+lead's and the sender's variables only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import Template as JinjaTemplate
+from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.campaigns import Template
+from services.errors import DomainError
+
+# What a template may use. `fields` holds the lead's custom CSV columns.
+VARIABLES = frozenset(
+    {
+        "email", "first_name", "last_name", "company", "fields",
+        "sender_name", "sender_email", "unsubscribe_url",
+    }
+)  # fmt: skip
+NAME_MAX_LENGTH = 200
+
+# HTML bodies escape what they print (a lead's company cannot inject markup); subjects and
+# text bodies are plain text. A trailing newline is kept: it belongs to a text body.
+_HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
+_PLAIN = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+# Jinja's own harmless globals (range, dict, namespace, …) are not lead variables.
+_ALLOWED = VARIABLES | _PLAIN.globals.keys()
+# No loader: these could never render, so they are refused when the template is saved.
+_UNSUPPORTED = {
+    nodes.Extends: "extends", nodes.Include: "include", nodes.Import: "import",
+    nodes.FromImport: "from … import",
+}  # fmt: skip
+# Constructs whose bound names (loop targets, macro arguments, with-targets) exist inside them.
+_SCOPES = (nodes.For, nodes.Macro, nodes.CallBlock, nodes.With)
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    html: str | None
+    text: str | None
+
+
+class LeadFields:
+    """A lead's custom columns as templates see them: `fields.industry` or `fields["Job title"]`.
+
+    A column the lead does not have (or has empty) renders as "", so one sparse CSV column does
+    not fail the send; `{% if fields.industry %}` tests for it. Not a dict, so a column named
+    like a dict method (`items`, `keys`) still reads the column."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._values = dict(values or {})
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._values.get(name)
+        return "" if value is None else value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+
+# --- checking --------------------------------------------------------------------------------
+
+
+def validate(subject: str, html: str | None, text: str | None) -> list[str]:
+    """The variables the template uses, sorted. Raises TEMPLATE_SYNTAX or
+    TEMPLATE_UNDEFINED_VARIABLE with `field` naming the part ("subject", "html", "text")."""
+    used: set[str] = set()
+    for part, source in (("subject", subject), ("html", html), ("text", text)):
+        if source is not None:
+            used |= _check(part, source)
+    return sorted(used & VARIABLES)
+
+
+def _check(part: str, source: str) -> set[str]:
+    try:
+        ast = _PLAIN.parse(source)
+        _compiled(source, part == "html")  # also finds unknown filters and tests
+    except TemplateSyntaxError as e:
+        raise DomainError(
+            "TEMPLATE_SYNTAX", f"Syntax error on line {e.lineno}: {e.message}", part
+        ) from None
+    for node_type, tag in _UNSUPPORTED.items():
+        for node in ast.find_all(node_type):
+            raise DomainError(
+                "TEMPLATE_SYNTAX", f"{{% {tag} %}} on line {node.lineno} is not supported.", part
+            )
+    # Jinja's own analysis decides which names are free (it knows the scoping rules); the walk
+    # below only finds where the first one is used.
+    free = meta.find_undeclared_variables(ast)
+    unknown = free - _ALLOWED
+    if unknown:
+        use = next((n for n in _free_uses(ast, frozenset()) if n.name in unknown), None)
+        name, line = (use.name, use.lineno) if use else (min(unknown), 1)
+        raise DomainError(
+            "TEMPLATE_UNDEFINED_VARIABLE",
+            f"Unknown variable '{name}' on line {line}. Available: {', '.join(sorted(VARIABLES))}.",
+            part,
+        )
+    return free
+
+
+def _free_uses(node: nodes.Node, bound: frozenset[str]) -> Iterator[nodes.Name]:
+    """Variable reads in document order, leaving out names bound around them by {% for %},
+    {% macro %}, {% with %} or an earlier {% set %}."""
+    if isinstance(node, nodes.Name):
+        if node.ctx == "load" and node.name not in bound:
+            yield node
+        return
+    if isinstance(node, _SCOPES):
+        bound = bound | _stored_names(node) | {"loop", "caller", "varargs", "kwargs"}
+    for child in node.iter_child_nodes():
+        yield from _free_uses(child, bound)
+        if isinstance(child, nodes.Assign | nodes.AssignBlock):
+            bound = bound | _stored_names(child.target)
+
+
+def _stored_names(node: nodes.Node) -> set[str]:
+    names = [node, *node.find_all(nodes.Name)]
+    return {n.name for n in names if isinstance(n, nodes.Name) and n.ctx in ("store", "param")}
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def render(
+    subject: str, html: str | None, text: str | None, context: Mapping[str, Any]
+) -> RenderedMessage:
+    """One lead's message. `context` holds the VARIABLES; a missing or None value renders as
+    "", and `fields` may be a plain dict. Raises TEMPLATE_RENDER (field: the part) when the
+    template fails, e.g. on the sandbox refusing `''.__class__`."""
+    values = _render_context(context)
+    rendered_subject = _render("subject", subject, values)
+    return RenderedMessage(
+        # A header is one line: a newline from a lead value must not start another header.
+        subject=" ".join(rendered_subject.split()),
+        html=_render("html", html, values) if html is not None else None,
+        text=_render("text", text, values) if text is not None else None,
+    )
+
+
+def _render_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    values = {name: context.get(name) for name in VARIABLES - {"fields"}}
+    values = {name: "" if value is None else value for name, value in values.items()}
+    fields = context.get("fields")
+    values["fields"] = fields if isinstance(fields, LeadFields) else LeadFields(fields)
+    return values
+
+
+def _render(part: str, source: str, values: dict[str, Any]) -> str:
+    try:
+        return _compiled(source, part == "html").render(values)
+    except TemplateError as e:
+        raise DomainError("TEMPLATE_RENDER", f"The {part} could not be rendered: {e}", part) from e
+
+
+@lru_cache(maxsize=2048)
+def _compiled(source: str, html: bool) -> JinjaTemplate:
+    """Compiled once per template text: the sending engine renders the same text per lead."""
+    return (_HTML if html else _PLAIN).from_string(source)
+
+
+# --- storing ---------------------------------------------------------------------------------
+
+
+async def create_template(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    name: str,
+    subject: str,
+    html: str | None = None,
+    text: str | None = None,
+) -> Template:
+    name = name.strip()
+    if not name:
+        raise DomainError("TEMPLATE_NAME_REQUIRED", "Name the template.", "name")
+    if len(name) > NAME_MAX_LENGTH:
+        raise DomainError(
+            "TEMPLATE_NAME_TOO_LONG", f"Use at most {NAME_MAX_LENGTH} characters.", "name"
+        )
+    if not subject.strip():
+        raise DomainError("TEMPLATE_SUBJECT_REQUIRED", "Give the template a subject.", "subject")
+    html, text = _blank_as_none(html), _blank_as_none(text)
+    if html is None and text is None:
+        raise DomainError("TEMPLATE_EMPTY", "Give the template an HTML or a text body.", "html")
+    variables = validate(subject, html, text)
+
+    exists = await session.scalar(
+        select(Template.id).where(Template.tenant_id == tenant_id, Template.name == name)
+    )
+    if exists:
+        raise _exists(name)
+    template = Template(
+        tenant_id=tenant_id, name=name, subject=subject, html=html, text=text, variables=variables
+    )
+    try:
+        # A concurrent request may take the name between the check and the insert; the
+        # savepoint keeps the caller's transaction usable after the unique violation.
+        async with session.begin_nested():
+            session.add(template)
+            await session.flush()
+    except IntegrityError as e:
+        if getattr(e.orig, "sqlstate", None) == "23505":
+            raise _exists(name) from None
+        raise
+    return template
+
+
+def _exists(name: str) -> DomainError:
+    return DomainError("TEMPLATE_EXISTS", f"A template named '{name}' exists already.", "name")
+
+
+def _blank_as_none(body: str | None) -> str | None:
+    return body if body is not None and body.strip() else None
