@@ -49,10 +49,17 @@ async def test_queue_status_is_pushed_when_the_tenants_queue_changes(
             ws, {"Authorization": f"Bearer {account.token}", "tenantId": account.tenant}
         )
         assert ack["type"] == "connection_ack"
-        await ws.send(json.dumps({
-            "id": "1", "type": "subscribe",
-            "payload": {"query": "subscription { queueStatus { queued tiers { name ready } } }"},
-        }))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription { queueStatus { queued tiers { name ready } } }"
+                    },
+                }
+            )
+        )
         first = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert first["payload"]["data"]["queueStatus"]["queued"] == 0
         async with db.tenant_session(tenant_id) as s:
@@ -61,3 +68,78 @@ async def test_queue_status_is_pushed_when_the_tenants_queue_changes(
         status = second["payload"]["data"]["queueStatus"]
         assert status["queued"] == 1
         assert {"name": "high", "ready": 1} in status["tiers"]
+
+
+async def test_deliverability_events_published_for_the_tenant_reach_its_subscribers_only(
+    api: Api,
+) -> None:
+    from datetime import UTC, datetime
+
+    from graphql_api.operations.queries import deliverability_channel
+
+    account, other = await sign_up(api), await sign_up(api, "Other")
+    tenant_id, other_id = parse_id(account.tenant)[1], parse_id(other.tenant)[1]
+    async with connect(_ws_url(api), subprotocols=["graphql-transport-ws"]) as ws:
+        await _init(ws, {"Authorization": f"Bearer {account.token}", "tenantId": account.tenant})
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription { deliverabilityEvents { kind subjectId message } }"
+                    },
+                }
+            )
+        )
+        await asyncio.sleep(0.3)  # the subscription is registered with Redis
+        event = {"subjectId": "x", "at": datetime.now(UTC).isoformat()}
+        redis = api.app.state.redis
+        await redis.publish(
+            deliverability_channel(other_id),
+            json.dumps({**event, "kind": "other", "message": "not yours"}),
+        )
+        await redis.publish(
+            deliverability_channel(tenant_id),
+            json.dumps({**event, "kind": "ip_listed", "message": "listed"}),
+        )
+        pushed = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert pushed["payload"]["data"]["deliverabilityEvents"] == {
+        "kind": "ip_listed",
+        "subjectId": "x",
+        "message": "listed",
+    }
+
+
+async def test_campaign_progress_is_pushed_for_the_tenants_campaign(api: Api, db: Database) -> None:
+    from tests.graphql_api.flows import build_estate
+
+    account = await sign_up(api)
+    estate = await build_estate(api, db, account, "progress")
+    async with connect(_ws_url(api), subprotocols=["graphql-transport-ws"]) as ws:
+        await _init(ws, {"Authorization": f"Bearer {account.token}", "tenantId": account.tenant})
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription($id: ID!) { campaignProgress(campaignId: $id) { campaignId sent queued } }",
+                        "variables": {"id": estate.campaign["id"]},
+                    },
+                }
+            )
+        )
+        first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert first["payload"]["data"]["campaignProgress"] == {
+            "campaignId": estate.campaign["id"],
+            "sent": 0,
+            "queued": 0,
+        }
+        await api.gql(
+            "mutation($id: ID!) { launchCampaign(id: $id) { errors { code } } }",
+            {"id": estate.campaign["id"]},
+            token=account.token,
+        )
+        second = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert second["payload"]["data"]["campaignProgress"]["queued"] == 1  # the planning job
