@@ -20,14 +20,15 @@ class Node:
     id: strawberry.ID
 
 
-def fetches(type_name: str) -> Callable[[Fetch], Fetch]:
-    """Register the fetcher of a Node type (it gets a tenant session and the row key)."""
+def register_node(type_name: str, model: type, shape: Callable[[Any], Any]) -> None:
+    """Make `node(id:)` answer for a type: its row by primary key, through the caller's tenant
+    session (so RLS decides what exists), shaped into the GraphQL object."""
 
-    def register(fetch: Fetch) -> Fetch:
-        _fetchers[type_name] = fetch
-        return fetch
+    async def fetch(session: AsyncSession, key: uuid.UUID) -> Any | None:
+        row = await session.get(model, key)
+        return shape(row) if row is not None else None
 
-    return register
+    _fetchers[type_name] = fetch
 
 
 async def resolve_node(session: AsyncSession, global_id: str) -> Any | None:

@@ -20,6 +20,10 @@ from graphql_api.permissions import IsMember, allow
 from services import campaigns, leads, templates
 from services.errors import DomainError
 
+# A file of bad rows would otherwise make a response of millions of entries; the first thousand
+# say what is wrong with the file.
+MAX_INVALID_ROWS = 1000
+
 
 @strawberry.type
 class CampaignsMutation:
@@ -64,7 +68,9 @@ class CampaignsMutation:
             imported=report.imported,
             duplicates=report.duplicates,
             suppressed=report.suppressed,
-            invalid=[InvalidRow(row=i.row, reason=i.reason) for i in report.invalid],
+            invalid=[
+                InvalidRow(row=i.row, reason=i.reason) for i in report.invalid[:MAX_INVALID_ROWS]
+            ],
         )
 
     @strawberry.mutation(extensions=allow(IsMember))

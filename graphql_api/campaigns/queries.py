@@ -7,7 +7,7 @@ from sqlalchemy import select
 from strawberry.types import Info
 
 from graphql_api.campaigns.types import Campaign, CampaignStatus, Lead, Template
-from graphql_api.node import fetches
+from graphql_api.node import register_node
 from graphql_api.pagination import Connection, paginate
 from graphql_api.permissions import IsMember
 from models import campaigns
@@ -53,19 +53,6 @@ class CampaignsQuery:
             )
 
 
-@fetches("Template")
-async def _template(session, key):
-    row = await session.get(campaigns.Template, key)
-    return Template.from_row(row) if row else None
-
-
-@fetches("Campaign")
-async def _campaign(session, key):
-    row = await session.get(campaigns.Campaign, key)
-    return Campaign.from_row(row) if row else None
-
-
-@fetches("Lead")
-async def _lead(session, key):
-    row = await session.get(campaigns.Lead, key)
-    return Lead.from_row(row) if row else None
+register_node("Template", campaigns.Template, Template.from_row)
+register_node("Campaign", campaigns.Campaign, Campaign.from_row)
+register_node("Lead", campaigns.Lead, Lead.from_row)

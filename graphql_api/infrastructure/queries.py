@@ -7,7 +7,7 @@ from sqlalchemy import select
 from strawberry.types import Info
 
 from graphql_api.infrastructure.types import Domain, EmailAccount, SendingIp, VpsInstance
-from graphql_api.node import fetches
+from graphql_api.node import register_node
 from graphql_api.pagination import Connection, paginate
 from graphql_api.permissions import IsMember
 from models import infrastructure as infra
@@ -62,25 +62,7 @@ class InfrastructureQuery:
             )
 
 
-@fetches("Domain")
-async def _domain(session, key):
-    row = await session.get(infra.Domain, key)
-    return Domain.from_row(row) if row else None
-
-
-@fetches("VpsInstance")
-async def _vps(session, key):
-    row = await session.get(infra.VpsInstance, key)
-    return VpsInstance.from_row(row) if row else None
-
-
-@fetches("SendingIp")
-async def _ip(session, key):
-    row = await session.get(infra.SmtpIpAddress, key)
-    return SendingIp.from_row(row) if row else None
-
-
-@fetches("EmailAccount")
-async def _account(session, key):
-    row = await session.get(infra.EmailAccount, key)
-    return EmailAccount.from_row(row) if row else None
+register_node("Domain", infra.Domain, Domain.from_row)
+register_node("VpsInstance", infra.VpsInstance, VpsInstance.from_row)
+register_node("SendingIp", infra.SmtpIpAddress, SendingIp.from_row)
+register_node("EmailAccount", infra.EmailAccount, EmailAccount.from_row)
