@@ -13,7 +13,7 @@ async def hits(redis: Redis, key: str) -> int:
 async def record_hit(redis: Redis, key: str, window_seconds: int) -> int:
     """Count one hit; the window starts with the first hit and expires with it."""
     async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=window_seconds, nx=True)  # (EXPIRE … NX needs Redis 7)
         pipe.incr(key)
-        pipe.expire(key, window_seconds, nx=True)
-        count, _ = await pipe.execute()
+        _, count = await pipe.execute()
     return int(count)
