@@ -291,3 +291,20 @@ async def test_set_warmup_and_verify_domain_report_their_new_state(api: Api, db:
     assert {"name": "high", "ready": 1} in status["data"]["queueStatus"][
         "tiers"
     ]  # the verification job
+
+
+async def test_queries_refuse_bad_ranges_pages_and_cursors_with_a_clear_message(api: Api) -> None:
+    account = await sign_up(api, "Queries")
+    cases = [
+        ('{ dailyStats(from: "2026-02-01", to: "2026-01-01") { day } }', "`to` must follow `from`"),
+        ('{ dailyStats(from: "2024-01-01", to: "2026-01-01") { day } }', "within 366 days"),
+        ("{ campaigns(first: -1) { edges { cursor } } }", "must not be negative"),
+        ('{ campaigns(after: "not-a-cursor") { edges { cursor } } }', "cursor is not valid"),
+    ]
+    for query, message in cases:
+        body = await api.gql(query, token=account.token)
+        assert body["data"] is None and message in body["errors"][0]["message"], body
+    capped = await api.gql(
+        "{ plans { name } campaigns(first: 100000) { edges { cursor } } }", token=account.token
+    )
+    assert capped["data"]["campaigns"]["edges"] == []
