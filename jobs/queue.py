@@ -28,10 +28,53 @@ async def enqueue(
     campaign_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Insert a job (or find the one with the same idempotency key) and return its id."""
-    conn = await session.connection()
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw = await _raw(session)
     return await raw.fetchval(
         statement("queue.sql", "enqueue"),
         tenant_id, kind, json.dumps(payload), priority, run_at, max_attempts,
         idempotency_key, campaign_id,
     )  # fmt: skip
+
+
+async def enqueue_many(
+    session: AsyncSession,
+    kind: str,
+    payloads: list[dict[str, Any]],
+    *,
+    tenant_id: uuid.UUID | None,
+    priority: int = 100,
+    run_at: datetime | None = None,
+    idempotency_keys: list[str | None] | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    campaign_id: uuid.UUID | None = None,
+) -> list[uuid.UUID]:
+    """Thousands of jobs of one kind in one statement; returns the ids of those inserted (a job
+    whose idempotency key exists already is skipped)."""
+    keys = idempotency_keys or [None] * len(payloads)
+    if len(keys) != len(payloads):
+        raise ValueError("one idempotency key per payload")
+    raw = await _raw(session)
+    rows = await raw.fetch(
+        statement("queue.sql", "enqueue_many"),
+        tenant_id, kind, [json.dumps(p) for p in payloads], priority, run_at, max_attempts,
+        campaign_id, keys,
+    )  # fmt: skip
+    return [r[0] for r in rows]
+
+
+async def cancel(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Cancels a job that has not started; a dispatched one is fenced off when it arrives."""
+    raw = await _raw(session)
+    return await raw.fetchval(statement("queue.sql", "cancel_job"), job_id) is not None
+
+
+async def cancel_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> int:
+    """Cancels every pending job of a campaign; returns how many."""
+    raw = await _raw(session)
+    return len(await raw.fetch(statement("queue.sql", "cancel_campaign_jobs"), campaign_id))
+
+
+async def _raw(session: AsyncSession):
+    """The asyncpg connection under the session (same transaction, same tenant binding)."""
+    conn = await session.connection()
+    return (await conn.get_raw_connection()).driver_connection

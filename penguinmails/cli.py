@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
+import sys
 
 import typer
 from rich.console import Console
@@ -74,6 +76,59 @@ def api(
 
 
 @app.command()
+def queuer() -> None:
+    """Move ready jobs from Postgres to the Dramatiq queues (run one or several)."""
+    from jobs.queuer import Queuer
+
+    settings = get_settings()
+    _run_until_signalled(Queuer(settings).run)
+
+
+@app.command()
+def worker(
+    processes: int = typer.Option(None, help="Worker processes (default from settings: 2)."),
+    threads: int = typer.Option(None, help="Threads per process (default from settings: 8)."),
+) -> None:
+    """Dramatiq's worker over the three priority tiers (high, normal, low)."""
+    settings = get_settings()
+    env = {
+        **os.environ,
+        "dramatiq_queue_prefetch": str(settings.worker_prefetch),
+        "dramatiq_prom_port": str(settings.worker_metrics_port),
+    }
+    args = [
+        sys.executable, "-m", "dramatiq", "jobs.worker",
+        "--processes", str(processes or settings.worker_processes),
+        "--threads", str(threads or settings.worker_threads),
+        "--queues", "high", "normal", "low",
+    ]  # fmt: skip
+    os.execve(sys.executable, args, env)
+
+
+@app.command()
+def scheduler() -> None:
+    """Periodic platform work (lease recovery, log retention, and what later capabilities add)."""
+    from jobs.scheduler import run_scheduler
+
+    settings = get_settings()
+    _run_until_signalled(lambda stop: run_scheduler(settings, stop))
+
+
+def _run_until_signalled(main) -> None:
+    """Runs `main(stop)` until SIGINT or SIGTERM sets `stop`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(run())
+
+
+@app.command()
 def schema() -> None:
     """Print the served GraphQL schema (SDL): `penguinmails schema > graphql_api/schema.graphql`."""
     from graphql_api.schema import build_schema
@@ -107,7 +162,12 @@ def up(
             f"Redis {settings.redis_url}\nCtrl-C stops everything.\n"
         )
         code = supervise(
-            {"api": penguinmails_command("api", "--host", host, "--port", str(port))},
+            {
+                "api": penguinmails_command("api", "--host", host, "--port", str(port)),
+                "queuer": penguinmails_command("queuer"),
+                "worker": penguinmails_command("worker"),
+                "scheduler": penguinmails_command("scheduler"),
+            },
             env=services.env,
         )
     finally:

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("REDIS_URL", "PENGUINMAILS_REDIS_URL")
     )
 
+    redis_namespace: str = "dramatiq"  # prefix of the queue's Redis keys
+
     # Embedded services, used when no DATABASE_URL / REDIS_URL is configured.
     data_dir: Path = PROJECT_ROOT / ".penguinmails"
     embedded_postgres_port: int = 54329
@@ -76,6 +78,23 @@ class Settings(BaseSettings):
     lead_import_max_bytes: int = 50 * 1024 * 1024
     lead_import_max_rows: int = 1_000_000
     lead_import_check_mx: bool = False
+
+    # The durable queue (jobs/): claims, leases, packing into Dramatiq messages, retries.
+    queue_claim_batch: int = 500
+    queue_jobs_per_message: int = 50
+    queue_lease_seconds: float = 120.0  # dispatched but not started: back to the queue after
+    queue_poll_seconds: float = 1.0  # LISTEN/NOTIFY wakes the queuer sooner
+    queue_max_messages_per_tier: int = 400  # backpressure: Redis holds at most this many
+    job_timeout_seconds: float = 300.0
+    job_backoff_base_seconds: float = 10.0
+    job_backoff_max_seconds: float = 3600.0
+    job_max_attempts: int = 5
+    job_log_retention_days: int = 30
+    job_modules: list[str] = ["jobs.handlers"]  # imported by workers: they register handlers
+    worker_processes: int = 2
+    worker_threads: int = 8
+    worker_prefetch: int = 100
+    worker_metrics_port: int = 0  # Prometheus exposition from the workers; 0 = off
 
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None  # tests point the real client at a local server

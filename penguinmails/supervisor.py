@@ -18,7 +18,9 @@ def supervise(commands: dict[str, Sequence[str]], env: dict[str, str]) -> int:
     """Start every command; when one exits, or on Ctrl-C / SIGTERM, stop the rest.
     Returns the exit code of the first process that ended on its own (0 on Ctrl-C)."""
     procs = {
-        name: subprocess.Popen(list(cmd), env={**os.environ, **env})
+        # Its own session: a terminal's Ctrl-C reaches `up` alone, which signals each child
+        # once (Dramatiq's worker, signalled twice, skips its clean shutdown).
+        name: subprocess.Popen(list(cmd), env={**os.environ, **env}, start_new_session=True)
         for name, cmd in commands.items()
     }
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

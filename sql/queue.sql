@@ -37,3 +37,104 @@ SELECT CASE WHEN priority <= 50 THEN 'high' WHEN priority <= 150 THEN 'normal' E
 FROM queue.jobs
 WHERE status IN ('queued', 'failed', 'dispatched', 'running')
 GROUP BY 1;
+
+-- name: enqueue_many
+-- Many jobs of one kind in one statement (outbox); keys that exist already are skipped.
+INSERT INTO queue.jobs (tenant_id, kind, payload, priority, run_at, max_attempts,
+                        idempotency_key, campaign_id)
+SELECT $1, $2, p.payload, $4, coalesce($5, now()), $6, p.idempotency_key, $7
+FROM unnest($3::jsonb[], $8::text[]) AS p(payload, idempotency_key)
+ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: claim_ready_jobs
+-- Ready jobs by priority then age, skipping rows another queuer holds and suspended tenants.
+-- Each claim is a new attempt: a job is never dispatched twice in the same attempt.
+UPDATE queue.jobs j
+SET status = 'dispatched', attempts = j.attempts + 1,
+    lease_until = now() + make_interval(secs => $2), updated_at = now()
+FROM (
+    SELECT id FROM queue.jobs
+    WHERE status IN ('queued', 'failed') AND run_at <= now()
+      AND (tenant_id IS NULL OR tenant_id <> ALL($3::uuid[]))
+    ORDER BY priority, run_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) ready
+WHERE j.id = ready.id
+RETURNING j.id, j.priority, j.attempts;
+
+-- name: recover_expired_leases
+-- Jobs whose worker died or whose Redis message was lost go back to the queue, or die when
+-- they have used their attempts.
+WITH expired AS (
+    SELECT id FROM queue.jobs
+    WHERE status IN ('dispatched', 'running') AND lease_until < now()
+    ORDER BY lease_until
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE queue.jobs j
+    SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END,
+        lease_until = NULL, updated_at = now(),
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        last_error = 'lease expired (worker lost or message lost)'
+    FROM expired WHERE j.id = expired.id
+    RETURNING j.id, j.tenant_id, j.attempts, j.status
+)
+INSERT INTO queue.job_logs (tenant_id, job_id, attempt, status, message)
+SELECT tenant_id, id, attempts, CASE WHEN status = 'dead' THEN 'dead' ELSE 'failed' END,
+       'lease expired (worker lost or message lost)'
+FROM moved
+RETURNING job_id;
+
+-- name: start_jobs
+-- Fencing: only the attempt that was dispatched may run, once; the lease now covers the run.
+UPDATE queue.jobs j
+SET status = 'running', lease_until = now() + make_interval(secs => $3), updated_at = now()
+FROM unnest($1::uuid[], $2::int[]) AS f(id, attempt)
+WHERE j.id = f.id AND j.attempts = f.attempt AND j.status = 'dispatched'
+RETURNING j.id, j.tenant_id, j.kind, j.payload, j.attempts, j.max_attempts;
+
+-- name: finish_succeeded
+WITH done AS (
+    UPDATE queue.jobs j
+    SET status = 'succeeded', finished_at = now(), lease_until = NULL, updated_at = now(),
+        last_error = NULL
+    FROM unnest($1::uuid[], $2::int[], $3::int[]) AS f(id, attempt, duration_ms)
+    WHERE j.id = f.id AND j.attempts = f.attempt AND j.status = 'running'
+    RETURNING j.id, j.tenant_id, j.attempts, f.duration_ms
+)
+INSERT INTO queue.job_logs (tenant_id, job_id, attempt, status, duration_ms)
+SELECT tenant_id, id, attempts, 'succeeded', duration_ms FROM done;
+
+-- name: finish_failed
+-- A failed attempt waits for its backoff (run_at), or dies when attempts are used up.
+WITH done AS (
+    UPDATE queue.jobs j
+    SET status = CASE WHEN f.dead THEN 'dead' ELSE 'failed' END,
+        run_at = CASE WHEN f.dead THEN j.run_at ELSE f.run_at END,
+        finished_at = CASE WHEN f.dead THEN now() END,
+        lease_until = NULL, updated_at = now(), last_error = f.error
+    FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::bool[], $6::int[])
+         AS f(id, attempt, run_at, error, dead, duration_ms)
+    WHERE j.id = f.id AND j.attempts = f.attempt AND j.status = 'running'
+    RETURNING j.id, j.tenant_id, j.attempts, j.status, f.error, f.duration_ms
+)
+INSERT INTO queue.job_logs (tenant_id, job_id, attempt, status, message, duration_ms)
+SELECT tenant_id, id, attempts, status, error, duration_ms FROM done;
+
+-- name: cancel_job
+UPDATE queue.jobs SET status = 'cancelled', finished_at = now(), lease_until = NULL,
+                      updated_at = now()
+WHERE id = $1 AND status IN ('queued', 'failed', 'dispatched')
+RETURNING id;
+
+-- name: cancel_campaign_jobs
+UPDATE queue.jobs SET status = 'cancelled', finished_at = now(), lease_until = NULL,
+                      updated_at = now()
+WHERE campaign_id = $1 AND status IN ('queued', 'failed', 'dispatched')
+RETURNING id;
+
+-- name: prune_job_logs
+DELETE FROM queue.job_logs WHERE at < now() - make_interval(days => $1);

@@ -29,6 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
     services = embedded.ensure_services(get_settings())
     os.environ.update(services.env)
     _state["started"] = services.started
+    # The queue's keys of this session, apart from any other user of the same Redis.
+    os.environ["PENGUINMAILS_REDIS_NAMESPACE"] = f"pmtest-{uuid.uuid4().hex[:8]}"
     server_url = os.environ["DATABASE_URL"]
     name = f"pm_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))

@@ -1,0 +1,116 @@
+"""Runs a batch of dispatched jobs in a worker: fence, run each handler, record the outcomes.
+
+Three statements per batch, whatever its size: start (only the dispatched attempt may run),
+then succeeded and failed outcomes, each written with its job_logs rows in one statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from jobs.connections import create_pool
+from jobs.registry import JobContext, PermanentJobError, handler_for
+from models.sessions import Database
+from models.sqlfiles import statement
+from penguinmails.settings import Settings
+
+log = logging.getLogger("penguinmails.jobs")
+
+
+def backoff_seconds(settings: Settings, attempt: int) -> float:
+    """Exponential, capped, with equal jitter: half fixed, half random."""
+    delay = min(
+        settings.job_backoff_max_seconds, settings.job_backoff_base_seconds * 2 ** (attempt - 1)
+    )
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass
+class Outcome:
+    id: uuid.UUID
+    attempt: int
+    duration_ms: int
+    error: str | None = None
+    dead: bool = False
+    retry_at: datetime | None = None
+
+
+class Runner:
+    """One per worker process; the pool is made on first use, inside the actors' event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings)
+        self._pool: asyncpg.Pool | None = None
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await create_pool(self.settings, size=self.settings.worker_threads + 1)
+        return self._pool
+
+    async def run(self, refs: list[list]) -> None:
+        """`refs` are [job id, attempt] pairs as the queuer dispatched them."""
+        pool = await self.pool()
+        ids = [uuid.UUID(r[0]) for r in refs]
+        attempts = [int(r[1]) for r in refs]
+        started = await pool.fetch(
+            statement("queue.sql", "start_jobs"),
+            ids,
+            attempts,
+            self.settings.job_timeout_seconds + 30,
+        )
+        outcomes = [await self._run_one(row) for row in started]
+        done = [o for o in outcomes if o.error is None]
+        failed = [o for o in outcomes if o.error is not None]
+        async with pool.acquire() as conn:
+            if done:
+                await conn.execute(
+                    statement("queue.sql", "finish_succeeded"),
+                    [o.id for o in done], [o.attempt for o in done], [o.duration_ms for o in done],
+                )  # fmt: skip
+            if failed:
+                await conn.execute(
+                    statement("queue.sql", "finish_failed"),
+                    [o.id for o in failed], [o.attempt for o in failed],
+                    [o.retry_at for o in failed], [o.error for o in failed],
+                    [o.dead for o in failed], [o.duration_ms for o in failed],
+                )  # fmt: skip
+
+    async def _run_one(self, row: asyncpg.Record) -> Outcome:
+        began = time.perf_counter()
+        job = JobContext(
+            id=row["id"], kind=row["kind"], tenant_id=row["tenant_id"],
+            payload=json.loads(row["payload"]) if isinstance(row["payload"], str) else row["payload"],
+            attempt=row["attempts"], max_attempts=row["max_attempts"], db=self.db,
+            settings=self.settings,
+        )  # fmt: skip
+        handle = handler_for(job.kind)
+        try:
+            if handle is None:
+                raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+            await asyncio.wait_for(handle(job), self.settings.job_timeout_seconds)
+            return Outcome(job.id, job.attempt, _ms(began))
+        except Exception as e:  # a handler's failure is the job's, never the worker's
+            dead = isinstance(e, PermanentJobError) or job.attempt >= job.max_attempts
+            error = f"{type(e).__name__}: {e}"[:2000]
+            log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, error)
+            retry_at = (
+                None
+                if dead
+                else datetime.now(UTC)
+                + timedelta(seconds=backoff_seconds(self.settings, job.attempt))
+            )
+            return Outcome(job.id, job.attempt, _ms(began), error, dead, retry_at)
+
+
+def _ms(began: float) -> int:
+    return int((time.perf_counter() - began) * 1000)

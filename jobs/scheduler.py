@@ -1,0 +1,78 @@
+"""The scheduler process: periodic platform work on APScheduler. A capability adds its own
+with `@periodic(seconds)`; the first ones keep the queue healthy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from jobs.connections import system_dsn
+from jobs.queuer import recover_expired_leases
+from models.sqlfiles import statement
+from penguinmails.settings import Settings
+
+log = logging.getLogger("penguinmails.scheduler")
+Task = Callable[[Settings], Awaitable[object]]
+
+
+@dataclass
+class Periodic:
+    name: str
+    seconds: float
+    task: Task
+
+
+_periodic: list[Periodic] = []
+
+
+def periodic(seconds: float) -> Callable[[Task], Task]:
+    def register(task: Task) -> Task:
+        _periodic.append(Periodic(task.__name__, seconds, task))
+        return task
+
+    return register
+
+
+def registered() -> list[Periodic]:
+    return list(_periodic)
+
+
+@periodic(seconds=15)
+async def recover_leases(settings: Settings) -> int:
+    """Backstop for the queuers' own recovery: also runs when no queuer is alive."""
+    conn = await asyncpg.connect(system_dsn(settings))
+    try:
+        return await recover_expired_leases(conn)
+    finally:
+        await conn.close()
+
+
+@periodic(seconds=3600)
+async def prune_job_logs(settings: Settings) -> str:
+    conn = await asyncpg.connect(system_dsn(settings))
+    try:
+        return await conn.execute(
+            statement("queue.sql", "prune_job_logs"), settings.job_log_retention_days
+        )
+    finally:
+        await conn.close()
+
+
+async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for item in registered():
+        scheduler.add_job(
+            item.task, "interval", seconds=item.seconds, args=[settings], id=item.name,
+            max_instances=1, coalesce=True, misfire_grace_time=int(item.seconds),
+        )  # fmt: skip
+        log.info("scheduled %s every %ss", item.name, item.seconds)
+    scheduler.start()
+    try:
+        await stop.wait()
+    finally:
+        scheduler.shutdown(wait=False)

@@ -1,0 +1,96 @@
+"""Jobs through the whole durable path: Postgres → queuer → Redis → Dramatiq worker → Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+
+from sqlalchemy import func, select, text
+
+from jobs.queue import enqueue, enqueue_many
+from models.queue import Job, JobLog, JobStatus
+from models.sessions import Database
+from tests.factories import create_tenant
+
+
+async def wait_for(predicate, within: float = 60.0, every: float = 0.2):
+    deadline = time.monotonic() + within
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate.__name__}"
+        await asyncio.sleep(every)
+
+
+async def statuses(db: Database, ids: list[uuid.UUID]) -> dict[str, int]:
+    async with db.system_session("queue") as s:
+        rows = await s.execute(
+            select(Job.status, func.count()).where(Job.id.in_(ids)).group_by(Job.status)
+        )
+        return {status.value: count for status, count in rows}
+
+
+async def test_jobs_run_once_each_and_are_recorded_with_logs(
+    db: Database, effects, start_worker, run_queuer
+) -> None:
+    async with db.system_session() as s:
+        tenant = await create_tenant(s)
+    async with db.tenant_session(tenant) as s:
+        ids = await enqueue_many(
+            s, "effect", [{"key": f"e2e-{uuid.uuid4()}"} for _ in range(300)], tenant_id=tenant
+        )
+    start_worker()
+    run_queuer()
+
+    async def all_succeeded():
+        return (await statuses(db, ids)).get("succeeded") == len(ids)
+
+    await wait_for(all_succeeded)
+    async with db.system_session() as s:
+        runs = await s.scalar(
+            text("SELECT count(*) FROM public.test_effect_runs WHERE job_id = ANY(:ids)"),
+            {"ids": ids},
+        )
+        logs = await s.scalar(
+            select(func.count())
+            .select_from(JobLog)
+            .where(JobLog.job_id.in_(ids), JobLog.status == JobStatus.SUCCEEDED)
+        )
+    assert runs == logs == len(ids)
+
+
+async def test_a_failing_job_backs_off_and_is_dead_after_max_attempts_with_a_log_each_time(
+    db: Database, start_worker, run_queuer
+) -> None:
+    async with db.system_session() as s:
+        tenant = await create_tenant(s)
+    async with db.tenant_session(tenant) as s:
+        failing = await enqueue(s, "always_fails", {}, tenant_id=tenant, max_attempts=3)
+        permanent = await enqueue(s, "fails_permanently", {}, tenant_id=tenant, max_attempts=3)
+        unknown = await enqueue(s, "no_such_kind", {}, tenant_id=tenant, max_attempts=3)
+    start_worker()
+    run_queuer()
+
+    async def all_dead():
+        return (await statuses(db, [failing, permanent, unknown])).get("dead") == 3
+
+    await wait_for(all_dead)
+    async with db.system_session("queue") as s:
+        logs = {
+            job: [(row.attempt, row.status.value) for row in await s.scalars(
+                select(JobLog).where(JobLog.job_id == job).order_by(JobLog.attempt))]
+            for job in (failing, permanent, unknown)
+        }  # fmt: skip
+        job = await s.get(Job, failing)
+        times = list(
+            await s.scalars(
+                select(JobLog.at).where(JobLog.job_id == failing).order_by(JobLog.attempt)
+            )
+        )
+    assert logs[failing] == [(1, "failed"), (2, "failed"), (3, "dead")]
+    assert logs[permanent] == [(1, "dead")] and logs[unknown] == [(1, "dead")]
+    assert job.attempts == 3 and "failure on attempt 3" in job.last_error
+    assert all(later > earlier for earlier, later in itertools.pairwise(times))
