@@ -68,7 +68,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     for item in registered():
         scheduler.add_job(
             item.task, "interval", seconds=item.seconds, args=[settings], id=item.name,
-            max_instances=1, coalesce=True, misfire_grace_time=int(item.seconds),
+            max_instances=1, coalesce=True, misfire_grace_time=max(1, int(item.seconds)),
         )  # fmt: skip
         log.info("scheduled %s every %ss", item.name, item.seconds)
     scheduler.start()

@@ -12,7 +12,7 @@ from functools import cache
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.queue import enqueue
+from jobs.queue import cancel_campaign, enqueue
 from models.campaigns import (
     Campaign,
     CampaignAccount,
@@ -23,7 +23,7 @@ from models.campaigns import (
     Template,
 )
 from models.infrastructure import AccountStatus, EmailAccount
-from models.queue import Job, JobStatus
+from models.queue import JobStatus
 from services import templates
 from services.errors import DomainError
 from services.usage import Usage, usage
@@ -361,9 +361,4 @@ async def _plan(session: AsyncSession, campaign: Campaign, *, idempotency_key: s
 async def _cancel_pending_jobs(session: AsyncSession, campaign_id: uuid.UUID) -> None:
     """Jobs waiting or handed to a worker but not started; a dispatched one that a worker picks
     up after this finds itself cancelled and does not run. A running job finishes its step."""
-    await session.execute(
-        update(Job)
-        .where(Job.campaign_id == campaign_id, Job.status.in_(PENDING_JOBS))
-        .values(status=JobStatus.CANCELLED, finished_at=func.now())
-        .execution_options(synchronize_session=False)
-    )
+    await cancel_campaign(session, campaign_id)

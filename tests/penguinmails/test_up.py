@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import asyncpg
 import httpx
 import pytest
 
@@ -17,6 +19,23 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def _run_a_job() -> str:
+    """Enqueues a no-op job and waits for the platform's queuer and worker to run it."""
+    conn = await asyncpg.connect(os.environ["DATABASE_URL"])
+    try:
+        job_id = await conn.fetchval("INSERT INTO queue.jobs (kind) VALUES ('noop') RETURNING id")
+        deadline = time.monotonic() + 60
+        while (
+            status := await conn.fetchval("SELECT status FROM queue.jobs WHERE id = $1", job_id)
+        ) != "succeeded":
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        return status
+    finally:
+        await conn.close()
 
 
 @pytest.mark.slow
@@ -43,6 +62,7 @@ def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
             time.sleep(0.25)
         ide = httpx.get(f"{base}/graphql", headers={"Accept": "text/html"})
         plans = httpx.post(f"{base}/graphql", json={"query": "{ plans { name } }"}).json()
+        job_status = asyncio.run(_run_a_job())  # through up's queuer and worker
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
@@ -54,6 +74,7 @@ def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
         "Scale",
     ]
     assert "demo tenant ready" in output and f"http://127.0.0.1:{port}/graphql" in output
+    assert job_status == "succeeded"
     assert proc.returncode == 0
     with pytest.raises(httpx.TransportError):  # the API child is gone too
         httpx.get(f"{base}/health", timeout=1)
