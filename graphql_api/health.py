@@ -46,7 +46,13 @@ async def health_queue(request: Request) -> JSONResponse:
 
         return await asyncio.wait_for(count(), TIMEOUT_SECONDS)
 
-    return await _report({"redis": ping(), "ready_jobs": depth()})
+    async def redis_depth() -> dict[str, int]:
+        namespace = request.app.state.settings.redis_namespace
+        lengths = [redis.llen(f"{namespace}:{tier}") for tier in ("high", "normal", "low")]
+        high, normal, low = await asyncio.wait_for(asyncio.gather(*lengths), TIMEOUT_SECONDS)
+        return {"high": high, "normal": normal, "low": low}
+
+    return await _report({"redis": ping(), "ready_jobs": depth(), "redis_messages": redis_depth()})
 
 
 async def health_email(request: Request) -> JSONResponse:

@@ -25,6 +25,7 @@ async def test_health_db_and_queue_answer_200_with_each_part(api: Api) -> None:
     queue = await api.http.get(f"{api.url}/health/queue")
     assert queue.status_code == 200 and queue.json()["checks"]["redis"] == "ok"
     assert isinstance(queue.json()["checks"]["ready_jobs"], int)
+    assert set(queue.json()["checks"]["redis_messages"]) == {"high", "normal", "low"}
 
 
 async def test_a_dead_tier_or_redis_is_named_with_503(settings: Settings) -> None:
