@@ -1,0 +1,94 @@
+"""What the dashboards read: daily counts and deliverability, from the OLAP tables only."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import analytics, infrastructure, operations
+from services.errors import DomainError
+
+MAX_DAYS = 366
+COUNTS = (
+    "sent",
+    "delivered",
+    "opened",
+    "clicked",
+    "replied",
+    "bounced",
+    "complained",
+    "unsubscribed",
+)
+RATE_WINDOW_DAYS = 30
+ALERTS_SHOWN = 50
+
+
+@dataclass
+class DayCounts:
+    day: date
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+
+
+async def daily_counts(
+    session: AsyncSession, first: date, last: date, campaign_id: uuid.UUID | None = None
+) -> list[DayCounts]:
+    """One entry per day from `first` to `last` inclusive; days without sends are zeros."""
+    if last < first or (last - first).days >= MAX_DAYS:
+        raise DomainError("INVALID_RANGE", f"`to` must follow `from`, within {MAX_DAYS} days")
+    table = analytics.CampaignAnalytics if campaign_id else analytics.DailyAnalytics
+    stmt = select(table).where(table.day.between(first, last))
+    if campaign_id:
+        stmt = stmt.where(table.campaign_id == campaign_id)
+    rows = {row.day: row for row in await session.scalars(stmt)}
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return [
+        DayCounts(d, {c: getattr(rows[d], c) for c in COUNTS}) if d in rows else DayCounts(d)
+        for d in days
+    ]
+
+
+@dataclass
+class Deliverability:
+    bounce_rate: float
+    complaint_rate: float
+    domains: list[infrastructure.Domain]
+    ips: list[infrastructure.SmtpIpAddress]
+    alerts: list[operations.Alert]
+
+
+async def deliverability(session: AsyncSession, today: date | None = None) -> Deliverability:
+    """Bounce and complaint rates over the last 30 days, the sending estate, open alerts."""
+    since = (today or date.today()) - timedelta(days=RATE_WINDOW_DAYS)
+    d = analytics.DailyAnalytics
+    sent, bounced, complained = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(d.sent), 0),
+                func.coalesce(func.sum(d.bounced), 0),
+                func.coalesce(func.sum(d.complained), 0),
+            ).where(d.day >= since)
+        )
+    ).one()
+    domains = await session.scalars(
+        select(infrastructure.Domain).order_by(infrastructure.Domain.name)
+    )
+    ips = await session.scalars(
+        select(infrastructure.SmtpIpAddress).order_by(infrastructure.SmtpIpAddress.address)
+    )
+    alerts = await session.scalars(
+        select(operations.Alert)
+        .where(operations.Alert.resolved_at.is_(None))
+        .order_by(operations.Alert.created_at.desc())
+        .limit(ALERTS_SHOWN)
+    )
+    return Deliverability(
+        bounce_rate=bounced / sent if sent else 0.0,
+        complaint_rate=complained / sent if sent else 0.0,
+        domains=list(domains),
+        ips=list(ips),
+        alerts=list(alerts),
+    )
