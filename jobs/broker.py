@@ -13,6 +13,14 @@ from dramatiq.middleware import AsyncIO, ShutdownNotifications, TimeLimit
 
 from penguinmails.settings import Settings
 
+
+def batch_lease_seconds(settings: Settings, size: int) -> float:
+    """How long a started batch of `size` jobs may run: each wave of `job_concurrency` jobs up
+    to its timeout, plus a margin. The lease of running jobs, and the message's time limit."""
+    waves = -(-size // settings.job_concurrency)
+    return waves * settings.job_timeout_seconds + 30
+
+
 TIERS = ("high", "normal", "low")
 
 
@@ -22,7 +30,10 @@ def tier_of(priority: int) -> str:
 
 def build_broker(settings: Settings) -> RedisBroker:
     middleware = [
-        TimeLimit(time_limit=int(settings.job_timeout_seconds * 1000 * 2)),  # backstop per message
+        # A backstop per message, past the batch's own lease (the jobs have their own timeouts).
+        TimeLimit(
+            time_limit=int(batch_lease_seconds(settings, settings.queue_jobs_per_message) * 1000)
+        ),
         ShutdownNotifications(),
         AsyncIO(),
     ]

@@ -19,7 +19,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from jobs.broker import TIERS, build_broker, tier_of
-from jobs.connections import system_dsn
+from jobs.connections import connect, system_dsn
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
 
@@ -42,7 +42,7 @@ class Queuer:
         self._recovered_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        conn = await asyncpg.connect(system_dsn(self.settings))
+        conn = await connect(self.settings)
         await conn.add_listener("queue_jobs", lambda *_: self._wake.set())
         try:
             while not stop.is_set():
@@ -90,10 +90,13 @@ class Queuer:
 
     def _room(self) -> int:
         """Messages Redis may still take before the workers catch up (backpressure keeps
-        dispatched jobs from waiting in Redis past their lease)."""
-        client = self.broker.client
-        queued = sum(client.llen(f"{self.broker.namespace}:{tier}") for tier in TIERS)
-        return self.settings.queue_max_messages_per_tier * len(TIERS) - queued
+        dispatched jobs from waiting in Redis past their lease). A message counts until it is
+        acked: its body stays in `{tier}.msgs` while it waits in the list, sits in a worker's
+        prefetch, or runs (the list's length alone misses the prefetched ones)."""
+        pipe = self.broker.client.pipeline(transaction=False)
+        for tier in TIERS:
+            pipe.hlen(f"{self.broker.namespace}:{tier}.msgs")
+        return self.settings.queue_max_messages_per_tier * len(TIERS) - sum(pipe.execute())
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         self._wake.clear()

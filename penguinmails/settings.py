@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     queue_poll_seconds: float = 1.0  # LISTEN/NOTIFY wakes the queuer sooner
     queue_max_messages_per_tier: int = 400  # backpressure: Redis holds at most this many
     job_timeout_seconds: float = 300.0
+    job_concurrency: int = 10  # jobs of one batch running at once in a worker thread
     job_backoff_base_seconds: float = 10.0
     job_backoff_max_seconds: float = 3600.0
     job_max_attempts: int = 5

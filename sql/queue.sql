@@ -49,19 +49,20 @@ RETURNING id;
 
 -- name: claim_ready_jobs
 -- Ready jobs by priority then age, skipping rows another queuer holds and suspended tenants.
--- Each claim is a new attempt: a job is never dispatched twice in the same attempt.
+-- Each claim is a new attempt: a job is never dispatched twice in the same attempt. The ids
+-- come as an array so the update finds its rows by primary key, never by a join the planner
+-- may turn into a scan of the whole table.
 UPDATE queue.jobs j
 SET status = 'dispatched', attempts = j.attempts + 1,
     lease_until = now() + make_interval(secs => $2), updated_at = now()
-FROM (
+WHERE j.id = ANY(ARRAY(
     SELECT id FROM queue.jobs
     WHERE status IN ('queued', 'failed') AND run_at <= now()
       AND (tenant_id IS NULL OR tenant_id <> ALL($3::uuid[]))
     ORDER BY priority, run_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
-) ready
-WHERE j.id = ready.id
+))
 RETURNING j.id, j.priority, j.attempts;
 
 -- name: recover_expired_leases

@@ -1,0 +1,197 @@
+"""Crash safety: a worker killed with SIGKILL, and Redis losing all of the queue's data, in the
+middle of 5,000 jobs. Afterwards every job has succeeded exactly once as Postgres records it,
+every side effect exists exactly once by its unique key, and a side effect ran twice only where
+its outcome was lost before Postgres heard of it (the idempotency key absorbed the repeat)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from urllib.parse import urlparse
+
+import pytest
+from sqlalchemy import text
+
+from jobs.broker import TIERS
+from jobs.queue import enqueue_many
+from models.sessions import Database
+from penguinmails.settings import Settings
+from tests.factories import create_tenant
+from tests.jobs.conftest import QUEUE_SETTINGS
+from tests.jobs.test_queuer import (
+    LEASE_EXPIRED,
+    effect_runs,
+    logs_of,
+    quiet_queue,
+    redis_client,
+)
+from tests.jobs.test_worker import statuses, wait_for
+
+JOBS = 5_000
+PROCESSES, THREADS = 2, 4
+# Redis holds at most 3 tiers x 2 messages of 20 jobs, of which each worker process prefetches
+# two: what is in flight runs in well under the 3 s lease, so a lease expires only where the test
+# broke something, and some messages really wait in Redis when it loses its data.
+QUEUER = {"queue_max_messages_per_tier": 2, "queue_jobs_per_message": 20}
+PREFETCH = 2
+
+
+@pytest.fixture
+def crash_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker settings of the crash tests: prefetch as above, and a job timeout of 5 s, so a
+    batch that was running when its worker died comes back after 35 s (timeout + 30 s), not 50."""
+    monkeypatch.setitem(QUEUE_SETTINGS, "worker_prefetch", PREFETCH)
+    monkeypatch.setitem(QUEUE_SETTINGS, "job_timeout_seconds", 5.0)
+
+
+@pytest.fixture(autouse=True)
+async def _quiet(db: Database, queue_settings: Settings) -> AsyncIterator[None]:
+    await quiet_queue(db, queue_settings)
+    yield
+    await quiet_queue(db, queue_settings)
+
+
+async def enqueue_effects(db: Database, label: str) -> tuple[list[uuid.UUID], set[str]]:
+    """5,000 `effect` jobs with unique keys, each a few milliseconds of work."""
+    async with db.system_session() as s:
+        tenant = await create_tenant(s)
+    keys = [f"{label}-{uuid.uuid4()}" for _ in range(JOBS)]
+    async with db.tenant_session(tenant) as s:
+        ids = await enqueue_many(
+            s, "effect", [{"key": k, "sleep": 0.002} for k in keys], tenant_id=tenant
+        )
+    return ids, set(keys)
+
+
+def succeeded_at_least(db: Database, ids: list[uuid.UUID], n: int, *, running: bool = False):
+    """A predicate for wait_for: n jobs have succeeded (and, with `running`, a batch is mid-run)."""
+
+    async def check():
+        now = await statuses(db, ids)
+        return now.get("succeeded", 0) >= n and (not running or now.get("running", 0) > 0)
+
+    check.__name__ = f"at_least_{n}_succeeded" + ("_and_a_batch_running" if running else "")
+    return check
+
+
+def lose_redis_data(settings: Settings) -> int:
+    """Redis lost all of the queue's data: FLUSHALL when the session's Redis is the project's
+    embedded one; on a Redis that may be shared (a developer's), every key under the session's
+    namespace is deleted instead, which is the same loss as far as the queue can tell."""
+    client = redis_client(settings)
+    try:
+        if urlparse(settings.redis_url).port == settings.embedded_redis_port:
+            client.flushall()
+            return -1
+        keys = list(client.scan_iter(match=f"{settings.redis_namespace}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()
+
+
+def messages_waiting(settings: Settings) -> int:
+    client = redis_client(settings)
+    try:
+        return sum(client.llen(f"{settings.redis_namespace}:{tier}") for tier in TIERS)
+    finally:
+        client.close()
+
+
+async def assert_every_job_succeeded_once(
+    db: Database, ids: list[uuid.UUID], keys: set[str], max_repeats: int
+) -> int:
+    """What an operator checks after the incident; returns how many side effects repeated."""
+    assert await statuses(db, ids) == {"succeeded": JOBS}  # none dead, none lost
+    async with db.system_session() as s:
+        effects = dict(
+            (await s.execute(
+                text("SELECT key, job_id FROM public.test_effects WHERE job_id = ANY(:ids)"),
+                {"ids": ids},
+            )).all()
+        )  # fmt: skip
+    assert set(effects) == keys  # every side effect exactly once (the key is the primary key)
+    assert len(set(effects.values())) == JOBS  # by its own job
+
+    runs: dict[uuid.UUID, list[int]] = defaultdict(list)
+    for job, attempt in await effect_runs(db, ids):
+        runs[job].append(attempt)
+    assert set(runs) == set(ids) and sum(map(len, runs.values())) >= JOBS
+    logs = await logs_of(db, ids)
+    repeated = 0
+    print("attempts:", Counter(max(a for a, _, _ in logs[j]) for j in ids), end="; ")
+    for job in ids:
+        attempts, log = runs[job], logs[job]
+        assert len(attempts) == len(set(attempts)), f"{job}: an attempt ran twice (no fencing)"
+        succeeded = [attempt for attempt, status, _ in log if status == "succeeded"]
+        assert len(succeeded) == 1, f"{job}: {log}"
+        assert max(attempts) == succeeded[0], f"{job}: ran {attempts}, logged {log}"
+        # An earlier run counts only if its outcome was lost: Postgres knows it as a lease that
+        # expired, never as an outcome.
+        lost = {attempt for attempt, status, message in log if message == LEASE_EXPIRED}
+        assert set(attempts) - {succeeded[0]} <= lost, f"{job}: ran {attempts}, logged {log}"
+        repeated += len(attempts) - 1
+    assert repeated <= max_repeats
+    return repeated
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_with_sigkill_mid_run_loses_no_job_and_repeats_only_unacknowledged_effects(
+    db: Database, effects, crash_settings, start_worker, run_queuer
+) -> None:
+    ids, keys = await enqueue_effects(db, "kill")
+    began = time.monotonic()
+    worker = start_worker(processes=PROCESSES, threads=THREADS)
+    run_queuer(**QUEUER)
+    await wait_for(succeeded_at_least(db, ids, 500, running=True), within=60, every=0.02)
+
+    worker.kill()  # the dramatiq parent and both worker processes, mid-batch
+    at_kill = await statuses(db, ids)
+    assert at_kill.get("succeeded", 0) < JOBS, "the run ended before the kill: nothing tested"
+    assert at_kill.get("running", 0) > 0, "no batch was mid-run at the kill: nothing tested"
+    start_worker(processes=PROCESSES, threads=THREADS)
+    await wait_for(succeeded_at_least(db, ids, JOBS), within=120, every=0.2)
+
+    # A run repeats only inside a batch that was running when the worker died: at most the
+    # messages each process had prefetched, of at most queue_jobs_per_message jobs each.
+    repeated = await assert_every_job_succeeded_once(
+        db, ids, keys, max_repeats=PROCESSES * PREFETCH * QUEUER["queue_jobs_per_message"]
+    )
+    print(
+        f"kill -9 at {at_kill}; {repeated} repeated side effects; {time.monotonic() - began:.1f}s"
+    )
+
+
+@pytest.mark.slow
+async def test_redis_losing_all_queue_data_mid_run_loses_no_job_and_repeats_no_effect(
+    db: Database, queue_settings: Settings, effects, crash_settings, start_worker, run_queuer
+) -> None:
+    ids, keys = await enqueue_effects(db, "flush")
+    began = time.monotonic()
+    worker = start_worker(processes=PROCESSES, threads=THREADS)
+    run_queuer(**QUEUER)
+    under_way = succeeded_at_least(db, ids, 500)
+
+    async def under_way_with_messages_waiting_in_redis():
+        return await under_way() and messages_waiting(queue_settings) > 0
+
+    await wait_for(under_way_with_messages_waiting_in_redis, within=60, every=0.02)
+    waiting = messages_waiting(queue_settings)
+    lose_redis_data(queue_settings)
+    at_loss = await statuses(db, ids)
+    assert at_loss.get("succeeded", 0) < JOBS, "the run ended before the loss: nothing tested"
+    assert waiting > 0, "no message was waiting in Redis: nothing was lost"
+    await wait_for(succeeded_at_least(db, ids, JOBS), within=120, every=0.2)
+
+    assert worker.proc.poll() is None, worker.log.read_text()
+    # No process died, so no outcome was lost: the lost messages' jobs ran once, on a new
+    # attempt after their lease, and the messages still held by the workers were fenced off.
+    repeated = await assert_every_job_succeeded_once(db, ids, keys, max_repeats=0)
+    logs = await logs_of(db, ids)
+    came_back = sum(1 for log in logs.values() for *_, message in log if message == LEASE_EXPIRED)
+    assert came_back > 0, "the lost messages' jobs came back through their leases"
+    print(f"{waiting} messages lost", end="; ")
+    print(f"Redis data lost at {at_loss}; {repeated} repeats; {time.monotonic() - began:.1f}s")
