@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
-from graphql_api import health
+from graphql_api import health, tracking
 from graphql_api.context import Context
 from graphql_api.schema import build_schema
 from models.sessions import Database
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/health/db", health.health_db),
             Route("/health/queue", health.health_queue),
             Route("/health/email", health.health_email),
+            *tracking.routes,
         ],
         middleware=[
             Middleware(RequestLimits, max_bytes=settings.max_request_bytes),

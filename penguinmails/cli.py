@@ -51,7 +51,7 @@ async def _seed_demo(settings: Settings):
     db = Database(settings)
     try:
         async with db.system_session() as session:
-            return await seed(session)
+            return await seed(session, settings)
     finally:
         await db.dispose()
 
@@ -129,6 +129,21 @@ def _run_until_signalled(main) -> None:
 
 
 @app.command()
+def sink(
+    port: int = typer.Option(None, help="Port (default: the relay port in settings, 2525)."),
+) -> None:
+    """A local SMTP sink that stores what it receives under .penguinmails/sink (development)."""
+    from services.sink import start_sink
+
+    settings = get_settings()
+    directory = settings.data_dir / "sink"
+    controller = start_sink(directory, "127.0.0.1", port or settings.smtp_relay_port)
+    console.print(f"SMTP sink on 127.0.0.1:{controller.port}, storing in {directory}")
+    _run_until_signalled(lambda stop: stop.wait())
+    controller.stop()
+
+
+@app.command()
 def schema() -> None:
     """Print the served GraphQL schema (SDL): `penguinmails schema > graphql_api/schema.graphql`."""
     from graphql_api.schema import build_schema
@@ -167,6 +182,7 @@ def up(
                 "queuer": penguinmails_command("queuer"),
                 "worker": penguinmails_command("worker"),
                 "scheduler": penguinmails_command("scheduler"),
+                "sink": penguinmails_command("sink"),
             },
             env=services.env,
         )

@@ -12,9 +12,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.billing import Plan, Subscription, SubscriptionStatus
-from models.campaigns import Campaign, CampaignAccount, CampaignSequenceStep, Lead
+from models.campaigns import Campaign, CampaignAccount, CampaignSequenceStep, CampaignStatus, Lead
 from models.infrastructure import Domain, EmailAccount, WarmupState
 from models.tenancy import Role, Tenant, TenantUser, User
+from penguinmails.settings import Settings
+from services import campaigns, domains
 from services.passwords import hash_password
 
 PLANS = [
@@ -57,7 +59,7 @@ async def seed_plans(session: AsyncSession) -> None:
     await session.execute(insert(Plan).values(rows).on_conflict_do_nothing(index_elements=["code"]))
 
 
-async def seed_demo(session: AsyncSession) -> DemoSeed:
+async def seed_demo(session: AsyncSession, settings: Settings) -> DemoSeed:
     """Runs on a system session: it creates a tenant, which no tenant session may do for another."""
     await seed_plans(session)
     growth = await session.scalar(select(Plan).where(Plan.code == "growth"))
@@ -86,10 +88,8 @@ async def seed_demo(session: AsyncSession) -> DemoSeed:
     domain = await session.scalar(
         select(Domain).where(Domain.tenant_id == tenant.id, Domain.name == DEMO_DOMAIN)
     )
-    if domain is None:
-        domain = Domain(tenant_id=tenant.id, name=DEMO_DOMAIN)
-        session.add(domain)
-        await session.flush()
+    if domain is None:  # with its DKIM key, as a tenant's own addDomain makes it
+        domain = await domains.add_domain(session, settings, tenant.id, DEMO_DOMAIN)
 
     address = f"hello@{DEMO_DOMAIN}"
     account = await session.scalar(
@@ -110,7 +110,16 @@ async def seed_demo(session: AsyncSession) -> DemoSeed:
         select(Campaign).where(Campaign.tenant_id == tenant.id, Campaign.name == "Demo outreach")
     )
     if campaign is None:
-        campaign = Campaign(tenant_id=tenant.id, name="Demo outreach", timezone="Europe/London")
+        # Open every day and hour, a send every 2 s: the demo is seen sending at once.
+        campaign = Campaign(
+            tenant_id=tenant.id,
+            name="Demo outreach",
+            timezone="Europe/London",
+            window_days=[1, 2, 3, 4, 5, 6, 7],
+            start_hour=0,
+            end_hour=24,
+            send_spacing_seconds=2,
+        )
         session.add(campaign)
         await session.flush()
         session.add_all(
@@ -141,5 +150,7 @@ async def seed_demo(session: AsyncSession) -> DemoSeed:
     leads = await session.scalar(
         select(func.count()).select_from(Lead).where(Lead.campaign_id == campaign.id)
     )
+    if campaign.status == CampaignStatus.DRAFT:  # it sends to the local sink of `up`
+        await campaigns.launch(session, campaign.id)
     plans = await session.scalar(select(func.count()).select_from(Plan))
     return DemoSeed(tenant.id, DEMO_EMAIL, DEMO_PASSWORD, plans or 0, leads or 0)

@@ -31,9 +31,9 @@ QUEUE_SETTINGS = {
 }
 
 
-def _env(settings: Settings) -> dict[str, str]:
+def _env(settings: Settings, **overrides) -> dict[str, str]:
     env = {**os.environ}
-    for key, value in QUEUE_SETTINGS.items():
+    for key, value in {**QUEUE_SETTINGS, **overrides}.items():
         env[f"PENGUINMAILS_{key.upper()}"] = (
             json.dumps(value) if isinstance(value, list) else str(value)
         )
@@ -83,11 +83,12 @@ def start_worker(
 ) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(processes: int = 1, threads: int = 4) -> WorkerProcess:
+    def start(processes: int = 1, threads: int = 4, **overrides) -> WorkerProcess:
+        """A worker; `overrides` are settings for it (e.g. smtp_relay_port)."""
         log = tmp_path / f"worker-{len(started)}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "penguinmails", "worker", "--processes", str(processes), "--threads", str(threads)],
-            env=_env(queue_settings), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            env=_env(queue_settings, **overrides), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while log.read_text().count("Worker process is ready") < processes:

@@ -43,7 +43,11 @@ def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "penguinmails", "up", "--port", str(port)],
-        env={**os.environ, "PENGUINMAILS_ENVIRONMENT": "development"},
+        env={
+            **os.environ,
+            "PENGUINMAILS_ENVIRONMENT": "development",
+            "PENGUINMAILS_SMTP_RELAY_PORT": str(_free_port()),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -25,10 +25,10 @@ async def test_seed_demo_loads_plans_and_a_working_demo_tenant_and_is_idempotent
     db: Database,
 ) -> None:
     async with db.system_session() as s:
-        first = await seed_demo(s)
+        first = await seed_demo(s, db.settings)
     before = await _counts(db, first.tenant_id)
     async with db.system_session() as s:
-        second = await seed_demo(s)
+        second = await seed_demo(s, db.settings)
     after = await _counts(db, second.tenant_id)
 
     assert second.tenant_id == first.tenant_id

@@ -1,0 +1,418 @@
+"""Campaign sending: planning send jobs inside the sending window, and the send job itself
+(render, build, sign, deliver over SMTP, record the outcome, plan the follow-up).
+
+Planning puts step 1 of every not-yet-contacted lead on the queue, round robin over the
+campaign's usable accounts, each account sending at most its daily limit per local day with
+`send_spacing_seconds` between its sends, always inside the window. Step N+1 is planned by the
+send of step N, `delay_days` later, from the same account (so it threads), and never for a lead
+who replied, bounced, complained or unsubscribed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import aiosmtplib
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jobs.queue import enqueue, enqueue_many
+from models.campaigns import (
+    Campaign,
+    CampaignAccount,
+    CampaignSequenceStep,
+    CampaignStatus,
+    Lead,
+    LeadStatus,
+    Suppression,
+    SuppressionReason,
+)
+from models.content import EmailEvent, EmailMessage, EventKind, MessageStatus
+from models.infrastructure import AccountStatus, Domain, EmailAccount
+from models.sessions import Database
+from penguinmails.settings import Settings
+from services import accounts, smtp, templates, usage
+from services.errors import DomainError
+
+SEND_KIND = "send_step"
+SEND_PRIORITY = 100
+USABLE_ACCOUNTS = (AccountStatus.ACTIVE, AccountStatus.WARMING_UP)
+SENDABLE_LEADS = (LeadStatus.ACTIVE, LeadStatus.CONTACTED)
+
+
+# --- the sending window ----------------------------------------------------------------------
+
+
+def next_open(campaign: Campaign, at: datetime) -> datetime:
+    """The first instant at or after `at` inside the campaign's window (its time zone, ISO
+    weekdays, [start_hour, end_hour) local time). DST gaps and repeats are the zone's."""
+    zone = ZoneInfo(campaign.timezone)
+    local = at.astimezone(zone)
+    for _ in range(8 * 24):  # at most a week of hours ahead
+        if local.isoweekday() in campaign.window_days:
+            start = local.replace(hour=campaign.start_hour, minute=0, second=0, microsecond=0)
+            end = _local_hour(local, campaign.end_hour)
+            if local < start:
+                local = start
+            if local < end:
+                return local.astimezone(UTC)
+        local = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    raise DomainError("INVALID_WINDOW", "the sending window never opens")
+
+
+def _local_hour(local: datetime, hour: int) -> datetime:
+    if hour == 24:
+        return (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return local.replace(hour=hour, minute=0, second=0, microsecond=0)
+
+
+def slots(campaign: Campaign, start: datetime, daily_limit: int) -> Iterator[datetime]:
+    """Send times of one account: spaced, capped per local day, inside the window."""
+    zone = ZoneInfo(campaign.timezone)
+    spacing = timedelta(seconds=campaign.send_spacing_seconds)
+    at, day, sent = next_open(campaign, start), None, 0
+    while True:
+        local_day = at.astimezone(zone).date()
+        if local_day != day:
+            day, sent = local_day, 0
+        if sent >= daily_limit:
+            tomorrow = datetime.combine(local_day + timedelta(days=1), datetime.min.time(), zone)
+            at = next_open(campaign, tomorrow)
+            continue
+        yield at
+        sent += 1
+        at = next_open(campaign, at + spacing)
+
+
+# --- planning --------------------------------------------------------------------------------
+
+
+async def plan_campaign(
+    session: AsyncSession, campaign_id: uuid.UUID, now: datetime | None = None
+) -> int:
+    """Queues step 1 for every lead not yet contacted; returns how many sends it planned.
+    Re-planning is harmless: a send job's idempotency key is its campaign, lead and step."""
+    now = now or datetime.now(UTC)
+    campaign = await session.get(Campaign, campaign_id, with_for_update=True)
+    if campaign is None or campaign.status != CampaignStatus.RUNNING:
+        return 0
+    senders = list(
+        await session.scalars(
+            select(EmailAccount)
+            .join(CampaignAccount, CampaignAccount.account_id == EmailAccount.id)
+            .where(
+                CampaignAccount.campaign_id == campaign_id, EmailAccount.status.in_(USABLE_ACCOUNTS)
+            )
+            .order_by(CampaignAccount.position, EmailAccount.address)
+        )
+    )
+    if not senders:
+        return 0
+    leads = list(
+        await session.scalars(
+            select(Lead.id)
+            .where(
+                Lead.campaign_id == campaign_id,
+                Lead.status == LeadStatus.ACTIVE,
+                Lead.current_step == 0,
+            )
+            .order_by(Lead.id)
+        )
+    )
+    used = await usage.usage(session, campaign.tenant_id)
+    if len(leads) > used.emails_left:
+        leads = leads[: used.emails_left]
+        campaign.status_reason = f"{used.emails_left} sends left this period on the plan; the rest wait for the next period"
+    per_account = campaign.daily_limit or None
+    streams = [
+        slots(campaign, now, min(a.daily_limit, per_account) if per_account else a.daily_limit)
+        for a in senders
+    ]
+    payloads, run_at_by_account = [], {}
+    for n, lead_id in enumerate(leads):
+        index = n % len(senders)
+        account = senders[index]
+        at = next(streams[index])
+        payloads.append(
+            (
+                account.id,
+                at,
+                {
+                    "campaign_id": str(campaign_id),
+                    "lead_id": str(lead_id),
+                    "step": 1,
+                    "account_id": str(account.id),
+                },
+            )
+        )
+        run_at_by_account[account.id] = at
+    planned = 0
+    # One statement per distinct run_at would be too many: group sends by run_at second.
+    by_time: dict[datetime, list[dict]] = {}
+    for _, at, payload in payloads:
+        by_time.setdefault(at, []).append(payload)
+    for at, group in by_time.items():
+        ids = await enqueue_many(
+            session,
+            SEND_KIND,
+            group,
+            tenant_id=campaign.tenant_id,
+            priority=SEND_PRIORITY,
+            run_at=at,
+            campaign_id=campaign_id,
+            idempotency_keys=[send_key(p["campaign_id"], p["lead_id"], 1) for p in group],
+        )
+        planned += len(ids)
+    return planned
+
+
+def send_key(campaign_id: str, lead_id: str, step: int) -> str:
+    return f"send:{campaign_id}:{lead_id}:{step}"
+
+
+# --- the send job ----------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything the SMTP transaction needs, decided and recorded before it starts."""
+
+    message_id: uuid.UUID
+    sender: str
+    recipient: str
+    data: bytes
+    server: smtp.Server
+
+
+async def send_step(db: Database, settings: Settings, tenant_id: uuid.UUID, payload: dict) -> str:
+    """Sends one step to one lead; returns what happened (sent, bounced, skipped: why)."""
+    async with db.tenant_session(tenant_id) as session:
+        prepared = await _prepare(session, settings, payload)
+    if isinstance(prepared, str):
+        return prepared
+    try:
+        reply = await smtp.send(prepared.server, prepared.sender, prepared.recipient, prepared.data)
+    except (
+        aiosmtplib.SMTPRecipientRefused,
+        aiosmtplib.SMTPDataError,
+        aiosmtplib.SMTPSenderRefused,
+    ) as e:
+        if 500 <= e.code < 600:
+            async with db.tenant_session(tenant_id) as session:
+                await _record_hard_bounce(session, prepared.message_id, f"{e.code} {e.message}")
+            return "bounced"
+        raise  # 4xx: the queue retries with backoff
+    async with db.tenant_session(tenant_id) as session:
+        await _record_sent(session, prepared.message_id, str(reply))
+    return "sent"
+
+
+async def _prepare(session: AsyncSession, settings: Settings, payload: dict) -> Prepared | str:
+    from services import dkim_signing, mime, tracking
+
+    campaign = await session.get(Campaign, uuid.UUID(payload["campaign_id"]))
+    lead = await session.get(Lead, uuid.UUID(payload["lead_id"]))
+    account = await session.get(EmailAccount, uuid.UUID(payload["account_id"]))
+    position = int(payload["step"])
+    if campaign is None or lead is None or account is None:
+        return "skipped: gone"
+    if campaign.status != CampaignStatus.RUNNING:
+        return f"skipped: campaign {campaign.status.value}"
+    if lead.status not in SENDABLE_LEADS:
+        return f"skipped: lead {lead.status.value}"
+    if await session.scalar(select(Suppression.id).where(Suppression.email == lead.email)):
+        return "skipped: suppressed"
+    step = await session.scalar(
+        select(CampaignSequenceStep).where(
+            CampaignSequenceStep.campaign_id == campaign.id,
+            CampaignSequenceStep.position == position,
+        )
+    )
+    domain = await session.get(Domain, account.domain_id)
+    if step is None or domain is None:
+        return "skipped: step or domain gone"
+
+    key = send_key(str(campaign.id), str(lead.id), position)
+    message = await session.scalar(select(EmailMessage).where(EmailMessage.idempotency_key == key))
+    if message is not None and message.status != MessageStatus.PENDING:
+        return f"skipped: already {message.status.value}"  # a retried job never sends twice
+    if message is None:
+        token = secrets.token_hex(16)
+        message = EmailMessage(
+            tenant_id=campaign.tenant_id,
+            campaign_id=campaign.id,
+            lead_id=lead.id,
+            account_id=account.id,
+            step_position=position,
+            idempotency_key=key,
+            message_id_header=f"<{uuid.uuid4().hex}@{domain.name}>",
+            verp_token=token,
+            from_address=account.address,
+            to_address=lead.email,
+            subject="",
+        )
+        session.add(message)
+        await session.flush()
+
+    bounce_host = f"{settings.return_path_label}.{domain.name}"
+    unsubscribe = tracking.unsubscribe_url(settings, message.id)
+    rendered = templates.render(
+        step.subject,
+        step.html,
+        step.text,
+        {
+            "email": lead.email,
+            "first_name": lead.first_name,
+            "last_name": lead.last_name,
+            "company": lead.company,
+            "fields": lead.fields,
+            "sender_name": account.display_name,
+            "sender_email": account.address,
+            "unsubscribe_url": unsubscribe,
+        },
+    )
+    thread = [lead.first_message_id] if position > 1 and lead.first_message_id else []
+    data = mime.build(
+        mime.OutgoingMessage(
+            from_address=account.address,
+            from_name=account.display_name,
+            to_address=lead.email,
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            message_id=message.message_id_header,
+            return_path=f"bounce+{message.verp_token}@{bounce_host}",
+            list_unsubscribe_url=unsubscribe,
+            list_unsubscribe_mailto=f"mailto:unsubscribe+{message.verp_token}@{bounce_host}",
+            in_reply_to=thread[0] if thread else None,
+            references=thread,
+            open_url=tracking.open_url(settings, message.id),
+            click_url=lambda url: _tracked_link(settings, message.id, url),
+        )
+    )
+    signer = dkim_signing.signer_for(settings, domain)
+    if signer is not None:
+        data = signer.sign(data)
+    message.subject = rendered.subject
+    message.body_compressed = zlib.compress(data)
+    return Prepared(
+        message_id=message.id,
+        sender=f"bounce+{message.verp_token}@{bounce_host}",
+        recipient=lead.email,
+        data=data,
+        server=_server(settings, account),
+    )
+
+
+def _tracked_link(settings: Settings, message_id: uuid.UUID, url: str) -> str:
+    """The signed click URL, or the link itself when it cannot be tracked (no host, too long)."""
+    from services import tracking
+
+    try:
+        return tracking.click_url(settings, message_id, url)
+    except ValueError:
+        return url
+
+
+def _server(settings: Settings, account: EmailAccount) -> smtp.Server:
+    if account.smtp_host:
+        return smtp.Server(
+            account.smtp_host,
+            account.smtp_port or 587,
+            account.smtp_username or account.address,
+            accounts.smtp_password(settings, account),
+        )
+    relay_password = settings.smtp_relay_password
+    return smtp.Server(
+        settings.smtp_relay_host,
+        settings.smtp_relay_port,
+        settings.smtp_relay_username,
+        relay_password.get_secret_value() if relay_password else None,
+        settings.smtp_relay_starttls,
+    )
+
+
+async def _record_sent(session: AsyncSession, message_id: uuid.UUID, reply: str) -> None:
+    message = await session.get(EmailMessage, message_id, with_for_update=True)
+    message.status, message.sent_at, message.smtp_response = (
+        MessageStatus.SENT,
+        func.now(),
+        reply[:500],
+    )
+    lead = await session.get(Lead, message.lead_id, with_for_update=True)
+    lead.current_step = max(lead.current_step, message.step_position)
+    lead.last_sent_at = func.now()
+    if message.step_position == 1:
+        lead.first_message_id = message.message_id_header
+    if lead.status == LeadStatus.ACTIVE:
+        lead.status = LeadStatus.CONTACTED
+    session.add(_event(message, EventKind.SENT))
+    await _plan_follow_up(session, message, lead)
+
+
+async def _plan_follow_up(session: AsyncSession, message: EmailMessage, lead: Lead) -> None:
+    campaign = await session.get(Campaign, message.campaign_id)
+    following = await session.scalar(
+        select(CampaignSequenceStep).where(
+            CampaignSequenceStep.campaign_id == campaign.id,
+            CampaignSequenceStep.position == message.step_position + 1,
+        )
+    )
+    if following is None:
+        lead.status = LeadStatus.FINISHED
+        return
+    at = next_open(campaign, datetime.now(UTC) + timedelta(days=following.delay_days))
+    await enqueue(
+        session,
+        SEND_KIND,
+        {
+            "campaign_id": str(campaign.id),
+            "lead_id": str(lead.id),
+            "step": following.position,
+            "account_id": str(message.account_id),
+        },
+        tenant_id=campaign.tenant_id,
+        priority=SEND_PRIORITY,
+        run_at=at,
+        campaign_id=campaign.id,
+        idempotency_key=send_key(str(campaign.id), str(lead.id), following.position),
+    )
+
+
+async def _record_hard_bounce(session: AsyncSession, message_id: uuid.UUID, reply: str) -> None:
+    message = await session.get(EmailMessage, message_id, with_for_update=True)
+    message.status, message.smtp_response = MessageStatus.BOUNCED, reply[:500]
+    await session.execute(
+        update(Lead).where(Lead.id == message.lead_id).values(status=LeadStatus.BOUNCED)
+    )
+    await session.execute(
+        insert(Suppression)
+        .values(
+            tenant_id=message.tenant_id,
+            email=message.to_address.lower(),
+            reason=SuppressionReason.HARD_BOUNCE,
+            source=f"message {message.id}: {reply[:200]}",
+        )
+        .on_conflict_do_nothing()
+    )
+    session.add(_event(message, EventKind.BOUNCE, details={"hard": True, "reply": reply[:500]}))
+
+
+def _event(message: EmailMessage, kind: EventKind, **extra) -> EmailEvent:
+    return EmailEvent(
+        tenant_id=message.tenant_id,
+        kind=kind,
+        message_id=message.id,
+        campaign_id=message.campaign_id,
+        lead_id=message.lead_id,
+        account_id=message.account_id,
+        step_position=message.step_position,
+        **extra,
+    )

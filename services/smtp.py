@@ -1,0 +1,88 @@
+"""SMTP delivery over pooled, reused aiosmtplib connections, one pool per server and login.
+
+A connection stays open between messages (the expensive part is the TCP and TLS handshake,
+not the transaction); STARTTLS is used whenever the server offers it. A connection that
+failed is closed, never returned to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiosmtplib
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    require_tls: bool = False
+
+
+class ConnectionPool:
+    def __init__(self, server: Server, size: int = 8, timeout: float = 30.0) -> None:
+        self.server, self.size, self.timeout = server, size, timeout
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(size)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        async with self._slots:
+            smtp = await self._take()
+            try:
+                yield smtp
+            except BaseException:
+                smtp.close()
+                raise
+            else:
+                self._idle.put_nowait(smtp)
+
+    async def _take(self) -> aiosmtplib.SMTP:
+        while not self._idle.empty():
+            smtp = self._idle.get_nowait()
+            if smtp.is_connected:
+                return smtp
+        s = self.server
+        smtp = aiosmtplib.SMTP(
+            hostname=s.host, port=s.port, timeout=self.timeout,
+            start_tls=True if s.require_tls else None,  # None: upgrade when offered
+        )  # fmt: skip
+        await smtp.connect()
+        if s.username:
+            await smtp.login(s.username, s.password or "")
+        return smtp
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            smtp = self._idle.get_nowait()
+            try:
+                await smtp.quit()
+            except aiosmtplib.SMTPException:
+                smtp.close()
+
+
+_pools: dict[Server, ConnectionPool] = {}
+
+
+def pool_for(server: Server) -> ConnectionPool:
+    """The process's pool for a server (pools belong to the event loop that made them)."""
+    if server not in _pools:
+        _pools[server] = ConnectionPool(server)
+    return _pools[server]
+
+
+async def send(server: Server, sender: str, recipient: str, message: bytes) -> str:
+    """One SMTP transaction; returns the server's final reply. Raises aiosmtplib's
+    SMTPRecipientRefused / SMTPDataError / SMTPSenderRefused (carrying the code) or connection
+    errors; the caller decides what a code means."""
+    async with pool_for(server).connection() as smtp:
+        errors, reply = await smtp.sendmail(sender, [recipient], message)
+        if errors:  # the only recipient was refused
+            code, text = errors[recipient]
+            raise aiosmtplib.SMTPRecipientRefused(code, text, recipient)
+        return reply
