@@ -81,7 +81,10 @@ async def send(server: Server, sender: str, recipient: str, message: bytes) -> s
     SMTPRecipientRefused / SMTPDataError / SMTPSenderRefused (carrying the code) or connection
     errors; the caller decides what a code means."""
     async with pool_for(server).connection() as smtp:
-        errors, reply = await smtp.sendmail(sender, [recipient], message)
+        try:
+            errors, reply = await smtp.sendmail(sender, [recipient], message)
+        except aiosmtplib.SMTPRecipientsRefused as e:  # the only recipient: say which code
+            raise e.recipients[0] from e
         if errors:  # the only recipient was refused
             code, text = errors[recipient]
             raise aiosmtplib.SMTPRecipientRefused(code, text, recipient)

@@ -1,0 +1,207 @@
+"""A launched campaign really sends: planned inside its window, rendered, signed, delivered over
+SMTP to a real aiosmtpd server, recorded, and followed up in the same thread."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import socket
+import time
+from datetime import UTC, datetime
+from email import policy
+
+import dkim
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select, update
+
+from models.billing import Plan
+from models.campaigns import Campaign, Lead, LeadStatus, Suppression
+from models.content import EmailMessage, MessageStatus
+from models.infrastructure import Domain
+from models.sessions import Database
+from models.tenancy import Tenant
+from penguinmails.settings import Settings
+from services import accounts, campaigns, domains, leads, sending
+from tests.factories import create_tenant
+
+
+class Sink:
+    """Records every delivery; refuses recipients on a `refuse` list with 550 at RCPT."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.refuse: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def sink():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    handler = Sink()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+async def _campaign(db: Database, settings: Settings, lead_count: int, steps: int, accounts_n: int):
+    async with db.system_session() as s:
+        tenant = await create_tenant(s, "Sender")
+        plan = await s.scalar(select(Plan.id).where(Plan.code == "scale"))
+        await s.execute(update(Tenant).where(Tenant.id == tenant).values(plan_id=plan))
+    async with db.tenant_session(tenant) as s:
+        domain = await domains.add_domain(s, settings, tenant, f"send-{tenant.hex[:8]}.example")
+        senders = [
+            await accounts.create_email_account(
+                s, settings, tenant, domain.id, f"rep{n}", f"Rep {n}", None
+            )
+            for n in range(accounts_n)
+        ]
+        spec = campaigns.CampaignSpec(
+            name="e2e",
+            account_ids=[a.id for a in senders],
+            steps=[
+                campaigns.StepSpec(
+                    delay_days=0,
+                    subject="Hi {{ first_name }}" if n == 0 else "Re: hi",
+                    html=f"<p>Step {n + 1} for {{{{ company }}}} <a href='https://example.com/x'>link</a></p>",
+                    text=f"Step {n + 1}",
+                )
+                for n in range(steps)
+            ],
+            window=campaigns.WindowSpec(
+                timezone="UTC", days=[1, 2, 3, 4, 5, 6, 7], start_hour=0, end_hour=24
+            ),
+        )
+        campaign = await campaigns.create_campaign(s, tenant, spec)
+        campaign.send_spacing_seconds = 0
+        for a in senders:
+            a.daily_limit = 100_000
+        csv = "email,first_name,company\n" + "".join(
+            f"lead{n}@inbox.example,L{n},Co{n}\n" for n in range(lead_count)
+        )
+        await leads.import_leads(s, settings, campaign.id, csv)
+        await s.flush()
+        await campaigns.launch(s, campaign.id)
+    return tenant, campaign.id, domain.id
+
+
+async def _wait(predicate, within: float = 90) -> None:
+    deadline = time.monotonic() + within
+    while not await predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.3)
+
+
+def _dns_for(domain: Domain):
+    records = {r["host"] + ".": r["value"].encode() for r in domain.dns_records}
+    return lambda name, timeout=5: records.get(name.decode() if isinstance(name, bytes) else name)
+
+
+async def test_a_campaign_delivers_every_step_once_signed_threaded_and_unsubscribable(
+    db: Database, settings: Settings, sink, start_worker, run_queuer
+) -> None:
+    handler, port = sink
+    tenant, campaign_id, domain_id = await _campaign(
+        db, settings, lead_count=40, steps=2, accounts_n=3
+    )
+    start_worker(processes=1, threads=4, smtp_relay_port=port)
+    run_queuer()
+
+    async def all_sent() -> bool:
+        return len(handler.messages) >= 80
+
+    await _wait(all_sent)
+    await asyncio.sleep(1)  # nothing more arrives
+    assert len(handler.messages) == 80
+    async with db.tenant_session(tenant) as s:
+        domain = await s.get(Domain, domain_id)
+        statuses = dict(
+            (
+                await s.execute(
+                    select(EmailMessage.status, func.count()).group_by(EmailMessage.status)
+                )
+            ).all()
+        )
+        lead_states = set(
+            await s.scalars(select(Lead.status).where(Lead.campaign_id == campaign_id))
+        )
+    assert statuses == {MessageStatus.SENT: 80}
+    assert lead_states == {LeadStatus.FINISHED}
+
+    dnsfunc = _dns_for(domain)
+    by_recipient: dict[str, list] = {}
+    for mail_from, rcpts, raw in handler.messages:
+        assert dkim.verify(raw, dnsfunc=dnsfunc), "DKIM signature does not verify"
+        parsed = email.message_from_bytes(raw, policy=policy.default)
+        assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert (
+            "/u/" in parsed["List-Unsubscribe"]
+            and "<mailto:unsubscribe+" in parsed["List-Unsubscribe"]
+        )
+        assert mail_from.startswith("bounce+")
+        by_recipient.setdefault(rcpts[0], []).append(parsed)
+    assert len(by_recipient) == 40 and all(len(m) == 2 for m in by_recipient.values())
+    senders_used = {m["From"].addresses[0].addr_spec for ms in by_recipient.values() for m in ms}
+    assert len(senders_used) == 3  # round robin over the accounts
+    for messages in by_recipient.values():
+        first = next(m for m in messages if m["Subject"].startswith("Hi "))
+        second = next(m for m in messages if m["Subject"] == "Re: hi")
+        assert second["In-Reply-To"] == first["Message-ID"]
+        assert first["From"] == second["From"]  # the follow-up comes from the same account
+
+
+async def test_a_hard_bounce_at_rcpt_suppresses_the_address_and_stops_the_lead(
+    db: Database, settings: Settings, sink, start_worker, run_queuer
+) -> None:
+    handler, port = sink
+    handler.refuse = {"lead0@inbox.example"}
+    tenant, _, _ = await _campaign(db, settings, lead_count=3, steps=2, accounts_n=1)
+    start_worker(processes=1, threads=2, smtp_relay_port=port)
+    run_queuer()
+
+    async def done() -> bool:
+        return len(handler.messages) >= 4
+
+    await _wait(done)
+    await asyncio.sleep(1)
+    async with db.tenant_session(tenant) as s:
+        bounced = await s.scalar(select(Lead).where(Lead.email == "lead0@inbox.example"))
+        suppressed = await s.scalar(select(func.count()).select_from(Suppression))
+    assert bounced.status == LeadStatus.BOUNCED
+    assert suppressed == 1
+    assert len(handler.messages) == 4  # the two other leads got both steps; lead0 nothing
+
+
+def test_the_window_opens_at_the_next_allowed_local_hour_across_dst() -> None:
+    campaign = Campaign(
+        timezone="Europe/Berlin", window_days=[1, 2, 3, 4, 5], start_hour=9, end_hour=17
+    )
+    # Saturday 2026-03-28 20:00 UTC → Monday 2026-03-30 09:00 CEST (after the DST change) = 07:00 UTC
+    assert sending.next_open(campaign, datetime(2026, 3, 28, 20, tzinfo=UTC)) == datetime(
+        2026, 3, 30, 7, tzinfo=UTC
+    )
+    # Friday 2026-03-27 10:00 CET is inside the window (09:00 UTC)
+    assert sending.next_open(campaign, datetime(2026, 3, 27, 9, tzinfo=UTC)) == datetime(
+        2026, 3, 27, 9, tzinfo=UTC
+    )
+    # the daily cap moves the third send of a day to the next window day
+    campaign.send_spacing_seconds = 3600
+    stream = sending.slots(campaign, datetime(2026, 3, 27, 14, tzinfo=UTC), daily_limit=2)
+    assert [next(stream) for _ in range(3)] == [
+        datetime(2026, 3, 27, 14, tzinfo=UTC),
+        datetime(2026, 3, 27, 15, tzinfo=UTC),
+        datetime(2026, 3, 30, 7, tzinfo=UTC),
+    ]
