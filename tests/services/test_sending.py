@@ -24,6 +24,7 @@ from models.tenancy import Tenant
 from penguinmails.settings import Settings
 from services import accounts, campaigns, domains, leads, sending
 from tests.factories import create_tenant
+from tests.jobs.test_queuer import quiet_queue
 
 
 class Sink:
@@ -57,6 +58,7 @@ def sink():
 
 
 async def _campaign(db: Database, settings: Settings, lead_count: int, steps: int, accounts_n: int):
+    await quiet_queue(db, settings)  # other tests' campaigns must not send into this test's sink
     async with db.system_session() as s:
         tenant = await create_tenant(s, "Sender")
         plan = await s.scalar(select(Plan.id).where(Plan.code == "scale"))
