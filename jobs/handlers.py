@@ -22,4 +22,4 @@ async def plan_campaign(job: JobContext) -> None:
 
 @handler(sending.SEND_KIND)
 async def send_step(job: JobContext) -> None:
-    await sending.send_step(job.db, job.settings, job.tenant_id, job.payload)
+    await sending.send_step(job.db, job.settings, job.redis, job.tenant_id, job.payload)

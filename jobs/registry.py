@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis
+
 from models.sessions import Database
 from penguinmails.settings import Settings
 
@@ -24,10 +26,19 @@ class JobContext:
     max_attempts: int
     db: Database
     settings: Settings
+    redis: Redis
 
 
 Handler = Callable[[JobContext], Awaitable[None]]
 _handlers: dict[str, Handler] = {}
+
+
+class DeferJob(Exception):
+    """Not now (a rate limit is full): run again after `seconds`, without using an attempt."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
 
 
 class PermanentJobError(Exception):

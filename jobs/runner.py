@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from redis.asyncio import Redis
 
 from jobs.connections import create_pool
-from jobs.registry import JobContext, PermanentJobError, handler_for
+from jobs.registry import DeferJob, JobContext, PermanentJobError, handler_for
 from models.sessions import Database
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
@@ -42,6 +43,7 @@ class Outcome:
     error: str | None = None
     dead: bool = False
     retry_at: datetime | None = None
+    deferred: bool = False
 
 
 class Runner:
@@ -50,6 +52,7 @@ class Runner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings)
+        self.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         self._pool: asyncpg.Pool | None = None
 
     async def pool(self) -> asyncpg.Pool:
@@ -70,35 +73,61 @@ class Runner:
         )
         outcomes = [await self._run_one(row) for row in started]
         done = [o for o in outcomes if o.error is None]
-        failed = [o for o in outcomes if o.error is not None]
+        failed = [o for o in outcomes if o.error is not None and not o.deferred]
+        deferred = [o for o in outcomes if o.deferred]
         async with pool.acquire() as conn:
             if done:
                 await conn.execute(
                     statement("queue.sql", "finish_succeeded"),
-                    [o.id for o in done], [o.attempt for o in done], [o.duration_ms for o in done],
-                )  # fmt: skip
+                    [o.id for o in done],
+                    [o.attempt for o in done],
+                    [o.duration_ms for o in done],
+                )
+            if deferred:
+                await conn.execute(
+                    statement("queue.sql", "finish_deferred"),
+                    [o.id for o in deferred],
+                    [o.attempt for o in deferred],
+                    [o.retry_at for o in deferred],
+                    [o.error for o in deferred],
+                )
             if failed:
                 await conn.execute(
                     statement("queue.sql", "finish_failed"),
-                    [o.id for o in failed], [o.attempt for o in failed],
-                    [o.retry_at for o in failed], [o.error for o in failed],
-                    [o.dead for o in failed], [o.duration_ms for o in failed],
-                )  # fmt: skip
+                    [o.id for o in failed],
+                    [o.attempt for o in failed],
+                    [o.retry_at for o in failed],
+                    [o.error for o in failed],
+                    [o.dead for o in failed],
+                    [o.duration_ms for o in failed],
+                )
 
     async def _run_one(self, row: asyncpg.Record) -> Outcome:
         began = time.perf_counter()
         job = JobContext(
-            id=row["id"], kind=row["kind"], tenant_id=row["tenant_id"],
-            payload=json.loads(row["payload"]) if isinstance(row["payload"], str) else row["payload"],
-            attempt=row["attempts"], max_attempts=row["max_attempts"], db=self.db,
+            id=row["id"],
+            kind=row["kind"],
+            tenant_id=row["tenant_id"],
+            payload=json.loads(row["payload"])
+            if isinstance(row["payload"], str)
+            else row["payload"],
+            attempt=row["attempts"],
+            max_attempts=row["max_attempts"],
+            db=self.db,
             settings=self.settings,
-        )  # fmt: skip
+            redis=self.redis,
+        )
         handle = handler_for(job.kind)
         try:
             if handle is None:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             await asyncio.wait_for(handle(job), self.settings.job_timeout_seconds)
             return Outcome(job.id, job.attempt, _ms(began))
+        except DeferJob as e:
+            later = datetime.now(UTC) + timedelta(seconds=e.seconds)
+            return Outcome(
+                job.id, job.attempt, _ms(began), f"deferred: {e}", deferred=True, retry_at=later
+            )
         except Exception as e:  # a handler's failure is the job's, never the worker's
             dead = isinstance(e, PermanentJobError) or job.attempt >= job.max_attempts
             error = f"{type(e).__name__}: {e}"[:2000]

@@ -144,6 +144,38 @@ def sink(
 
 
 @app.command()
+def inbound(
+    host: str = typer.Option(None, help="Interface to bind (default from settings: 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default from settings: 2526)."),
+) -> None:
+    """Receive bounces (DSNs), complaint reports (ARF) and mailto unsubscribes over SMTP."""
+    from redis.asyncio import Redis
+
+    from models.sessions import Database
+    from services.inbound import start_inbound
+
+    settings = get_settings()
+    settings = settings.model_copy(
+        update={"inbound_host": host or settings.inbound_host,
+                "inbound_port": port or settings.inbound_port}
+    )  # fmt: skip
+
+    async def serve(stop: asyncio.Event) -> None:
+        db = Database(settings)
+        redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        controller = start_inbound(db, redis, settings)
+        console.print(f"inbound SMTP on {settings.inbound_host}:{controller.port}")
+        try:
+            await stop.wait()
+        finally:
+            controller.stop()
+            await redis.aclose()
+            await db.dispose()
+
+    _run_until_signalled(serve)
+
+
+@app.command()
 def schema() -> None:
     """Print the served GraphQL schema (SDL): `penguinmails schema > graphql_api/schema.graphql`."""
     from graphql_api.schema import build_schema
@@ -183,6 +215,7 @@ def up(
                 "worker": penguinmails_command("worker"),
                 "scheduler": penguinmails_command("scheduler"),
                 "sink": penguinmails_command("sink"),
+                "inbound": penguinmails_command("inbound"),
             },
             env=services.env,
         )

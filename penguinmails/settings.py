@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     smtp_relay_username: str | None = None
     smtp_relay_password: SecretStr | None = None
     smtp_relay_starttls: bool = False
+    # `penguinmails inbound`: receives DSNs, complaint reports and mailto unsubscribes.
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = 2526
+    # Sliding-window send rates (Redis), per email account and per sending IP (or relay).
+    account_sends_per_minute: int = 60
+    ip_sends_per_minute: int = 600
 
     # The DNS records a tenant publishes for a sending domain: SPF includes the platform's
     # senders; the return-path (bounces) and tracking hosts are CNAMEs under the tenant's domain

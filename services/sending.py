@@ -19,11 +19,13 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import aiosmtplib
+from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.queue import enqueue, enqueue_many
+from jobs.registry import DeferJob
 from models.campaigns import (
     Campaign,
     CampaignAccount,
@@ -35,10 +37,10 @@ from models.campaigns import (
     SuppressionReason,
 )
 from models.content import EmailEvent, EmailMessage, EventKind, MessageStatus
-from models.infrastructure import AccountStatus, Domain, EmailAccount
+from models.infrastructure import AccountStatus, Domain, EmailAccount, SmtpIpAddress
 from models.sessions import Database
 from penguinmails.settings import Settings
-from services import accounts, smtp, templates, usage
+from services import accounts, ratelimit, smtp, templates, usage
 from services.errors import DomainError
 
 SEND_KIND = "send_step"
@@ -180,6 +182,19 @@ def send_key(campaign_id: str, lead_id: str, step: int) -> str:
 # --- the send job ----------------------------------------------------------------------------
 
 
+async def _take_rate_slots(redis: Redis, settings: Settings, prepared: Prepared) -> None:
+    """One slot of the account's and of the sending IP's per-minute rate, or DeferJob."""
+    wait = await ratelimit.acquire(
+        redis, f"rate:account:{prepared.account_id}", settings.account_sends_per_minute, 60
+    )
+    if not wait:
+        wait = await ratelimit.acquire(
+            redis, f"rate:ip:{prepared.ip_key}", settings.ip_sends_per_minute, 60
+        )
+    if wait:
+        raise DeferJob(wait, "send rate full")
+
+
 @dataclass
 class Prepared:
     """Everything the SMTP transaction needs, decided and recorded before it starts."""
@@ -189,14 +204,20 @@ class Prepared:
     recipient: str
     data: bytes
     server: smtp.Server
+    account_id: uuid.UUID
+    ip_key: str  # the dedicated IP, or the relay the account sends through
 
 
-async def send_step(db: Database, settings: Settings, tenant_id: uuid.UUID, payload: dict) -> str:
-    """Sends one step to one lead; returns what happened (sent, bounced, skipped: why)."""
+async def send_step(
+    db: Database, settings: Settings, redis: Redis, tenant_id: uuid.UUID, payload: dict
+) -> str:
+    """Sends one step to one lead; returns what happened (sent, bounced, skipped: why).
+    Raises DeferJob when the account's or the IP's send rate is full."""
     async with db.tenant_session(tenant_id) as session:
         prepared = await _prepare(session, settings, payload)
     if isinstance(prepared, str):
         return prepared
+    await _take_rate_slots(redis, settings, prepared)  # the message stays PENDING if deferred
     try:
         reply = await smtp.send(prepared.server, prepared.sender, prepared.recipient, prepared.data)
     except (
@@ -302,12 +323,16 @@ async def _prepare(session: AsyncSession, settings: Settings, payload: dict) -> 
         data = signer.sign(data)
     message.subject = rendered.subject
     message.body_compressed = zlib.compress(data)
+    server = _server(settings, account)
+    ip = await session.get(SmtpIpAddress, account.ip_id) if account.ip_id else None
     return Prepared(
         message_id=message.id,
         sender=f"bounce+{message.verp_token}@{bounce_host}",
         recipient=lead.email,
         data=data,
-        server=_server(settings, account),
+        server=server,
+        account_id=account.id,
+        ip_key=str(ip.address) if ip else f"relay:{server.host}:{server.port}",
     )
 
 

@@ -139,3 +139,16 @@ RETURNING id;
 
 -- name: prune_job_logs
 DELETE FROM queue.job_logs WHERE at < now() - make_interval(days => $1);
+
+-- name: finish_deferred
+-- Not now (a rate limit was full): back to the queue at run_at, the attempt given back.
+WITH done AS (
+    UPDATE queue.jobs j
+    SET status = 'queued', attempts = j.attempts - 1, run_at = f.run_at, lease_until = NULL,
+        updated_at = now(), last_error = f.reason
+    FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[]) AS f(id, attempt, run_at, reason)
+    WHERE j.id = f.id AND j.attempts = f.attempt AND j.status = 'running'
+    RETURNING j.id, j.tenant_id, f.attempt, f.reason
+)
+INSERT INTO queue.job_logs (tenant_id, job_id, attempt, status, message)
+SELECT tenant_id, id, attempt, 'queued', reason FROM done;

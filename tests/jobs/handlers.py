@@ -9,7 +9,7 @@ import asyncio
 
 from sqlalchemy import text
 
-from jobs.registry import JobContext, PermanentJobError, handler
+from jobs.registry import DeferJob, JobContext, PermanentJobError, handler
 
 EFFECT_TABLES = """
 CREATE TABLE IF NOT EXISTS public.test_effects (key text PRIMARY KEY, job_id uuid NOT NULL);
@@ -43,3 +43,11 @@ async def always_fails(job: JobContext) -> None:
 @handler("fails_permanently")
 async def fails_permanently(job: JobContext) -> None:
     raise PermanentJobError("the object is gone")
+
+
+@handler("defer_once")
+async def defer_once(job: JobContext) -> None:
+    """Deferred on its first run (as a full rate limit would), then records its effect."""
+    if await job.redis.set(f"test:deferred:{job.id}", 1, nx=True, ex=300):
+        raise DeferJob(0.1, "rate full")
+    await effect(job)

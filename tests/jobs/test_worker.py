@@ -80,10 +80,14 @@ async def test_a_failing_job_backs_off_and_is_dead_after_max_attempts_with_a_log
     await wait_for(all_dead)
     async with db.system_session("queue") as s:
         logs = {
-            job: [(row.attempt, row.status.value) for row in await s.scalars(
-                select(JobLog).where(JobLog.job_id == job).order_by(JobLog.attempt))]
+            job: [
+                (row.attempt, row.status.value)
+                for row in await s.scalars(
+                    select(JobLog).where(JobLog.job_id == job).order_by(JobLog.attempt)
+                )
+            ]
             for job in (failing, permanent, unknown)
-        }  # fmt: skip
+        }
         job = await s.get(Job, failing)
         times = list(
             await s.scalars(
@@ -94,3 +98,31 @@ async def test_a_failing_job_backs_off_and_is_dead_after_max_attempts_with_a_log
     assert logs[permanent] == [(1, "dead")] and logs[unknown] == [(1, "dead")]
     assert job.attempts == 3 and "failure on attempt 3" in job.last_error
     assert all(later > earlier for earlier, later in itertools.pairwise(times))
+
+
+async def test_a_deferred_job_runs_again_later_without_using_an_attempt(
+    db: Database, effects, start_worker, run_queuer
+) -> None:
+    async with db.system_session() as s:
+        tenant = await create_tenant(s)
+    async with db.tenant_session(tenant) as s:
+        job_id = await enqueue(
+            s, "defer_once", {"key": f"defer-{uuid.uuid4()}"}, tenant_id=tenant, max_attempts=1
+        )
+    start_worker()
+    run_queuer()
+
+    async def succeeded():
+        return (await statuses(db, [job_id])).get("succeeded") == 1
+
+    await wait_for(succeeded)
+    async with db.system_session("queue") as s:
+        job = await s.get(Job, job_id)
+        logs = [
+            (row.attempt, row.status.value)
+            for row in await s.scalars(
+                select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id)
+            )
+        ]
+    assert job.attempts == 1  # max_attempts 1, yet it ran twice: the deferral was free
+    assert logs == [(1, "queued"), (1, "succeeded")]
