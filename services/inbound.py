@@ -314,9 +314,11 @@ async def _apply(
         details = {"hard": failure.hard, "status": failure.status}
         details["diagnostic"] = (failure.diagnostic or "")[:500]
         if failure.hard:
-            await _record_hard_bounce(db, redis, message, details)
+            await record_hard_bounce(db, redis, message, details)
             return Outcome("hard_bounce", **found, details=details)
-        await tracking._record(db, redis, message, EventKind.BOUNCE, machine=False, details=details)
+        await tracking.record_event(
+            db, redis, message, EventKind.BOUNCE, machine=False, details=details
+        )
         return Outcome("soft_bounce", **found, details=details)
     if report.kind == InboundKind.ARF:
         if report.feedback_type not in ("abuse", "fraud", "virus"):
@@ -356,7 +358,7 @@ def _failure_for(failures: tuple[Failure, ...], message: EmailMessage) -> Failur
     return next((f for f in own if f.hard), own[0])
 
 
-async def _record_hard_bounce(
+async def record_hard_bounce(
     db: Database, redis: Redis, message: EmailMessage, details: dict
 ) -> None:
     """Message and lead BOUNCED, the address suppressed, the lead's pending sends cancelled, one
@@ -370,7 +372,9 @@ async def _record_hard_bounce(
             .values(status=MessageStatus.BOUNCED, smtp_response=reply[:500])
         )
     if changed or bounced.rowcount > 0:
-        await tracking._record(db, redis, message, EventKind.BOUNCE, machine=False, details=details)
+        await tracking.record_event(
+            db, redis, message, EventKind.BOUNCE, machine=False, details=details
+        )
 
 
 async def _record_complaint(
@@ -379,7 +383,7 @@ async def _record_complaint(
     """Lead COMPLAINED, the address suppressed, the lead's pending sends cancelled, one
     COMPLAINT event. A repeated report changes nothing and records nothing."""
     if await _stop_lead(db, message, LeadStatus.COMPLAINED, SuppressionReason.COMPLAINT):
-        await tracking._record(
+        await tracking.record_event(
             db, redis, message, EventKind.COMPLAINT, machine=False,
             details={"feedback_type": feedback_type},
         )  # fmt: skip
@@ -415,7 +419,7 @@ async def _stop_lead(
             )
             async with db.tenant_session(tenant, tier="queue") as queue:
                 jobs = await queue.execute(
-                    tracking._CANCEL_LEAD_SENDS, {"lead": str(message.lead_id)}
+                    tracking.CANCEL_LEAD_SENDS, {"lead": str(message.lead_id)}
                 )
             changed = changed or lead.rowcount > 0 or jobs.rowcount > 0
     return changed

@@ -20,8 +20,7 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 from redis.asyncio import Redis
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.queue import enqueue, enqueue_many
@@ -34,13 +33,12 @@ from models.campaigns import (
     Lead,
     LeadStatus,
     Suppression,
-    SuppressionReason,
 )
 from models.content import EmailEvent, EmailMessage, EventKind, MessageStatus
 from models.infrastructure import AccountStatus, Domain, EmailAccount, SmtpIpAddress
 from models.sessions import Database
 from penguinmails.settings import Settings
-from services import accounts, ratelimit, smtp, templates, usage
+from services import accounts, inbound, ratelimit, smtp, templates, tracking, usage
 from services.errors import DomainError
 
 SEND_KIND = "send_step"
@@ -225,9 +223,10 @@ async def send_step(
         aiosmtplib.SMTPDataError,
         aiosmtplib.SMTPSenderRefused,
     ) as e:
-        if 500 <= e.code < 600:
-            async with db.tenant_session(tenant_id) as session:
-                await _record_hard_bounce(session, prepared.message_id, f"{e.code} {e.message}")
+        if 500 <= e.code < 600:  # recorded as a hard-bounce DSN would be
+            message = await tracking.find_message(db, prepared.message_id)
+            details = {"hard": True, "status": str(e.code), "diagnostic": e.message[:500]}
+            await inbound.record_hard_bounce(db, redis, message, details)
             return "bounced"
         raise  # 4xx: the queue retries with backoff
     async with db.tenant_session(tenant_id) as session:
@@ -409,25 +408,6 @@ async def _plan_follow_up(session: AsyncSession, message: EmailMessage, lead: Le
         campaign_id=campaign.id,
         idempotency_key=send_key(str(campaign.id), str(lead.id), following.position),
     )
-
-
-async def _record_hard_bounce(session: AsyncSession, message_id: uuid.UUID, reply: str) -> None:
-    message = await session.get(EmailMessage, message_id, with_for_update=True)
-    message.status, message.smtp_response = MessageStatus.BOUNCED, reply[:500]
-    await session.execute(
-        update(Lead).where(Lead.id == message.lead_id).values(status=LeadStatus.BOUNCED)
-    )
-    await session.execute(
-        insert(Suppression)
-        .values(
-            tenant_id=message.tenant_id,
-            email=message.to_address.lower(),
-            reason=SuppressionReason.HARD_BOUNCE,
-            source=f"message {message.id}: {reply[:200]}",
-        )
-        .on_conflict_do_nothing()
-    )
-    session.add(_event(message, EventKind.BOUNCE, details={"hard": True, "reply": reply[:500]}))
 
 
 def _event(message: EmailMessage, kind: EventKind, **extra) -> EmailEvent:

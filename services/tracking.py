@@ -195,7 +195,7 @@ async def record_open(
 ) -> EmailEvent:
     """Every fetch of the pixel is an OPEN event; proxy prefetches are flagged machine. The first
     open and the total are read back with `open_counts`."""
-    return await _record(
+    return await record_event(
         db, redis, message, EventKind.OPEN, machine=is_machine(user_agent),
         details={"user_agent": (user_agent or "")[:500]},
     )  # fmt: skip
@@ -204,7 +204,7 @@ async def record_open(
 async def record_click(
     db: Database, redis: Redis, message: EmailMessage, url: str, *, user_agent: str | None
 ) -> EmailEvent:
-    return await _record(
+    return await record_event(
         db, redis, message, EventKind.CLICK, machine=is_machine(user_agent), url=url,
         details={"user_agent": (user_agent or "")[:500]},
     )  # fmt: skip
@@ -224,7 +224,7 @@ async def open_counts(
     return first, total
 
 
-_CANCEL_LEAD_SENDS = text(
+CANCEL_LEAD_SENDS = text(
     "UPDATE queue.jobs SET status = 'cancelled', finished_at = now(), lease_until = NULL, "
     "updated_at = now() "
     "WHERE status IN ('queued', 'failed', 'dispatched') AND kind = 'send_step' "
@@ -260,15 +260,15 @@ async def unsubscribe(db: Database, redis: Redis, message: EmailMessage) -> bool
                 .values(status=LeadStatus.UNSUBSCRIBED)
             )
             async with db.tenant_session(tenant, tier="queue") as queue:
-                jobs = await queue.execute(_CANCEL_LEAD_SENDS, {"lead": str(message.lead_id)})
+                jobs = await queue.execute(CANCEL_LEAD_SENDS, {"lead": str(message.lead_id)})
             changed = changed or lead.rowcount > 0 or jobs.rowcount > 0
         if not changed:
             return False
-        await _record(db, redis, message, EventKind.UNSUBSCRIBE, machine=False)
+        await record_event(db, redis, message, EventKind.UNSUBSCRIBE, machine=False)
     return True
 
 
-async def _record(
+async def record_event(
     db: Database,
     redis: Redis,
     message: EmailMessage,
