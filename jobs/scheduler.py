@@ -63,6 +63,20 @@ async def prune_job_logs(settings: Settings) -> str:
         await conn.close()
 
 
+@periodic(seconds=60)
+async def plan_running_campaigns(settings: Settings) -> int:
+    """Running campaigns are re-planned every minute: new leads, accounts back from a pause."""
+    from models.sessions import Database
+    from services import sending
+
+    db = Database(settings)
+    try:
+        async with db.system_session() as session:
+            return await sending.plan_running_campaigns(session)
+    finally:
+        await db.dispose()
+
+
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     scheduler = AsyncIOScheduler(timezone="UTC")
     for item in registered():

@@ -43,6 +43,7 @@ from services.errors import DomainError
 
 SEND_KIND = "send_step"
 SEND_PRIORITY = 100
+PLAN_PRIORITY = 50
 USABLE_ACCOUNTS = (AccountStatus.ACTIVE, AccountStatus.WARMING_UP)
 SENDABLE_LEADS = (LeadStatus.ACTIVE, LeadStatus.CONTACTED)
 
@@ -421,3 +422,25 @@ def _event(message: EmailMessage, kind: EventKind, **extra) -> EmailEvent:
         step_position=message.step_position,
         **extra,
     )
+
+
+async def plan_running_campaigns(session: AsyncSession, now: datetime | None = None) -> int:
+    """Queues a planning job for every running campaign (leads imported after launch, accounts
+    back from a pause). Runs on a system session; one job per campaign per minute at most."""
+    now = now or datetime.now(UTC)
+    minute = now.strftime("%Y%m%d%H%M")
+    queued = 0
+    for campaign_id, tenant_id in await session.execute(
+        select(Campaign.id, Campaign.tenant_id).where(Campaign.status == CampaignStatus.RUNNING)
+    ):
+        await enqueue(
+            session,
+            "plan_campaign",
+            {"campaign_id": str(campaign_id)},
+            tenant_id=tenant_id,
+            priority=PLAN_PRIORITY,
+            campaign_id=campaign_id,
+            idempotency_key=f"plan_campaign:{campaign_id}:{minute}",
+        )
+        queued += 1
+    return queued

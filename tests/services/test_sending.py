@@ -207,3 +207,28 @@ def test_the_window_opens_at_the_next_allowed_local_hour_across_dst() -> None:
         datetime(2026, 3, 27, 15, tzinfo=UTC),
         datetime(2026, 3, 30, 7, tzinfo=UTC),
     ]
+
+
+async def test_running_campaigns_are_re_planned_once_a_minute(
+    db: Database, settings: Settings
+) -> None:
+    from models.queue import Job
+
+    tenant, campaign_id, _ = await _campaign(db, settings, lead_count=1, steps=1, accounts_n=1)
+    now = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
+    async with db.system_session() as s:
+        first = await sending.plan_running_campaigns(s, now)
+        again = await sending.plan_running_campaigns(s, now)  # same minute: the same job
+        await sending.plan_running_campaigns(s, now.replace(minute=1))
+    async with db.tenant_session(tenant) as s:
+        jobs = await s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.campaign_id == campaign_id,
+                Job.kind == "plan_campaign",
+                Job.idempotency_key.like("plan_campaign:%:2026%"),
+            )
+        )
+    assert first >= 1 and again == first
+    assert jobs == 2
