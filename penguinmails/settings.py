@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     # Sliding-window send rates (Redis), per email account and per sending IP (or relay).
     account_sends_per_minute: int = 60
     ip_sends_per_minute: int = 600
+    account_failures_before_pause: int = 10  # consecutive SMTP failures (4xx, connection)
 
     # The DNS records a tenant publishes for a sending domain: SPF includes the platform's
     # senders; the return-path (bounces) and tracking hosts are CNAMEs under the tenant's domain

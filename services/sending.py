@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.queue import enqueue, enqueue_many
@@ -44,6 +44,7 @@ from services.errors import DomainError
 SEND_KIND = "send_step"
 SEND_PRIORITY = 100
 PLAN_PRIORITY = 50
+ACCOUNT_PAUSED_RETRY_SECONDS = 900
 USABLE_ACCOUNTS = (AccountStatus.ACTIVE, AccountStatus.WARMING_UP)
 SENDABLE_LEADS = (LeadStatus.ACTIVE, LeadStatus.CONTACTED)
 
@@ -194,6 +195,33 @@ async def _take_rate_slots(redis: Redis, settings: Settings, prepared: Prepared)
         raise DeferJob(wait, "send rate full")
 
 
+async def _server_failed(
+    db: Database,
+    settings: Settings,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    error: str,
+) -> None:
+    """Counts consecutive failures of the account's server (reset by any success); at the
+    threshold the account is paused with the reason, and its sends wait (see _prepare)."""
+    key = f"smtp:failures:{account_id}"
+    failures = await redis.incr(key)
+    await redis.expire(key, 3600)
+    if failures >= settings.account_failures_before_pause:
+        async with db.tenant_session(tenant_id) as session:
+            await session.execute(
+                update(EmailAccount)
+                .where(EmailAccount.id == account_id, EmailAccount.status.in_(USABLE_ACCOUNTS))
+                .values(
+                    status=AccountStatus.PAUSED,
+                    status_reason=f"its SMTP server failed {failures} times in a row: {error}"[
+                        :500
+                    ],
+                )
+            )
+
+
 @dataclass
 class Prepared:
     """Everything the SMTP transaction needs, decided and recorded before it starts."""
@@ -229,7 +257,14 @@ async def send_step(
             details = {"hard": True, "status": str(e.code), "diagnostic": e.message[:500]}
             await inbound.record_hard_bounce(db, redis, message, details)
             return "bounced"
+        await _server_failed(
+            db, settings, redis, tenant_id, prepared.account_id, f"{e.code} {e.message}"
+        )
         raise  # 4xx: the queue retries with backoff
+    except (aiosmtplib.SMTPException, OSError) as e:
+        await _server_failed(db, settings, redis, tenant_id, prepared.account_id, str(e))
+        raise
+    await redis.delete(f"smtp:failures:{prepared.account_id}")
     async with db.tenant_session(tenant_id) as session:
         await _record_sent(session, prepared.message_id, str(reply))
     return "sent"
@@ -246,6 +281,8 @@ async def _prepare(session: AsyncSession, settings: Settings, payload: dict) -> 
         return "skipped: gone"
     if campaign.status != CampaignStatus.RUNNING:
         return f"skipped: campaign {campaign.status.value}"
+    if account.status not in USABLE_ACCOUNTS:  # paused (e.g. its server kept failing)
+        raise DeferJob(ACCOUNT_PAUSED_RETRY_SECONDS, f"account {account.status.value}")
     if lead.status not in SENDABLE_LEADS:
         return f"skipped: lead {lead.status.value}"
     if await session.scalar(select(Suppression.id).where(Suppression.email == lead.email)):

@@ -33,8 +33,11 @@ class Sink:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.refuse: set[str] = set()
+        self.unavailable = False
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.unavailable:
+            return "451 4.3.0 try again later"
         if address in self.refuse:
             return "550 5.1.1 no such user"
         envelope.rcpt_tos.append(address)
@@ -232,3 +235,32 @@ async def test_running_campaigns_are_re_planned_once_a_minute(
         )
     assert first >= 1 and again == first
     assert jobs == 2
+
+
+async def test_an_account_whose_server_keeps_failing_is_paused_and_its_sends_wait(
+    db: Database, settings: Settings, sink, start_worker, run_queuer
+) -> None:
+    from models.infrastructure import AccountStatus, EmailAccount
+    from models.queue import Job, JobStatus
+
+    handler, port = sink
+    handler.unavailable = True
+    tenant, campaign_id, _ = await _campaign(db, settings, lead_count=3, steps=1, accounts_n=1)
+    start_worker(processes=1, threads=2, smtp_relay_port=port, account_failures_before_pause=3)
+    run_queuer()
+
+    async def paused() -> bool:
+        async with db.tenant_session(tenant) as s:
+            return await s.scalar(select(EmailAccount.status)) == AccountStatus.PAUSED
+
+    await _wait(paused, within=60)
+    async with db.tenant_session(tenant) as s:
+        account = await s.scalar(select(EmailAccount))
+        sends = list(
+            await s.scalars(
+                select(Job.status).where(Job.campaign_id == campaign_id, Job.kind == "send_step")
+            )
+        )
+    assert "451" in account.status_reason and "failed 3 times" in account.status_reason
+    assert len(sends) == 3 and JobStatus.DEAD not in sends  # they wait for the account
+    assert handler.messages == []
