@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from redis.asyncio import Redis
 
+from jobs.broker import batch_lease_seconds
 from jobs.connections import create_pool
 from jobs.registry import DeferJob, JobContext, PermanentJobError, handler_for
 from models.sessions import Database
@@ -69,9 +70,17 @@ class Runner:
             statement("queue.sql", "start_jobs"),
             ids,
             attempts,
-            self.settings.job_timeout_seconds + 30,
+            batch_lease_seconds(self.settings, len(ids)),
         )
-        outcomes = [await self._run_one(row) for row in started]
+        # The jobs of a batch run side by side (they wait on I/O: SMTP, DNS, Postgres), at most
+        # job_concurrency at once, so a batch lasts about its slowest wave, not the sum of all.
+        limit = asyncio.Semaphore(self.settings.job_concurrency)
+
+        async def bounded(row: asyncpg.Record) -> Outcome:
+            async with limit:
+                return await self._run_one(row)
+
+        outcomes = await asyncio.gather(*(bounded(row) for row in started))
         done = [o for o in outcomes if o.error is None]
         failed = [o for o in outcomes if o.error is not None and not o.deferred]
         deferred = [o for o in outcomes if o.deferred]
