@@ -54,13 +54,14 @@ async def _quiet(db: Database, queue_settings: Settings) -> AsyncIterator[None]:
 
 
 async def enqueue_effects(db: Database, label: str) -> tuple[list[uuid.UUID], set[str]]:
-    """5,000 `effect` jobs with unique keys, each a few milliseconds of work."""
+    """5,000 `effect` jobs with unique keys, each 20 ms of work (a batch is still mid-run when
+    the test sees it running and kills the worker)."""
     async with db.system_session() as s:
         tenant = await create_tenant(s)
     keys = [f"{label}-{uuid.uuid4()}" for _ in range(JOBS)]
     async with db.tenant_session(tenant) as s:
         ids = await enqueue_many(
-            s, "effect", [{"key": k, "sleep": 0.002} for k in keys], tenant_id=tenant
+            s, "effect", [{"key": k, "sleep": 0.02} for k in keys], tenant_id=tenant
         )
     return ids, set(keys)
 
