@@ -10,19 +10,11 @@ from datetime import datetime
 from sqlalchemy import ScalarSelect, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.billing import Plan, Subscription, SubscriptionStatus
+from models.billing import Plan, Subscription
 from models.content import EmailMessage, MessageStatus
 from models.infrastructure import Domain, EmailAccount, IpStatus, SmtpIpAddress
 from models.tenancy import Tenant, TenantUser
-
-# Subscriptions whose billing period is running (a suspended one still has its period).
-_LIVE = (
-    SubscriptionStatus.TRIALING,
-    SubscriptionStatus.ACTIVE,
-    SubscriptionStatus.PAST_DUE,
-    SubscriptionStatus.GRACE,
-    SubscriptionStatus.SUSPENDED,
-)
+from services.billing import LIVE_STATUSES  # a running period (a suspended one has it too)
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,7 @@ def _subscription_period_start(tenant_id: uuid.UUID) -> ScalarSelect:
         select(Subscription.current_period_start)
         .where(
             Subscription.tenant_id == tenant_id,
-            Subscription.status.in_(_LIVE),
+            Subscription.status.in_(LIVE_STATUSES),
             Subscription.current_period_start <= func.now(),
             or_(
                 Subscription.current_period_end.is_(None),

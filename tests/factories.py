@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -21,11 +22,14 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    select,
 )
 from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import models
+from models.content import EmailEvent, EmailMessage
+from models.sessions import Database
 from models.tenancy import Tenant
 
 # Values a column's CHECK constraint needs that its type alone does not tell.
@@ -111,3 +115,50 @@ def value_for(col) -> Any:
     if isinstance(t, LargeBinary):
         return b"x"
     raise TypeError(f"no test value for {col.table.fullname}.{col.name} of type {t!r}")
+
+
+# --- a sent message (tracking and inbound tests) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    tenant: uuid.UUID
+    campaign: uuid.UUID
+    lead: uuid.UUID
+    email: str
+    message: EmailMessage
+
+
+async def sent_message(db: Database) -> Sent:
+    """A tenant, a campaign with a lead, and one message sent to the lead (its address in mixed
+    case, as a mail header may carry it)."""
+    async with db.system_session() as s:
+        tenant = await create_tenant(s)
+        lead = await create_row(s, table("app.leads"), tenant)
+        token = uuid.uuid4().hex
+        message = await s.scalar(
+            insert(EmailMessage)
+            .values(
+                tenant_id=tenant,
+                campaign_id=lead["campaign_id"],
+                lead_id=lead["id"],
+                step_position=1,
+                idempotency_key=f"{lead['campaign_id']}:{lead['id']}:1",
+                message_id_header=f"<{token}@mail.example.com>",
+                verp_token=token,
+                from_address="sender@example.com",
+                to_address=lead["email"].capitalize(),
+                subject="Hello",
+            )
+            .returning(EmailMessage)
+        )
+    return Sent(tenant, lead["campaign_id"], lead["id"], lead["email"], message)
+
+
+async def events(db: Database, message_id: uuid.UUID) -> list[EmailEvent]:
+    async with db.system_session("content") as s:
+        return list(
+            await s.scalars(
+                select(EmailEvent).where(EmailEvent.message_id == message_id).order_by("seq")
+            )
+        )

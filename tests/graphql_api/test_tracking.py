@@ -22,9 +22,8 @@ from models.queue import Job, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import tracking
-from tests.factories import create_row, table
+from tests.factories import create_row, events, sent_message, table
 from tests.graphql_api.conftest import running
-from tests.services.test_tracking import events, sent_message
 
 READER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:127.0) Gecko/20100101 Firefox/127.0"
 GMAIL_PROXY = (

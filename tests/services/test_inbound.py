@@ -23,7 +23,7 @@ from models.queue import Job, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import inbound
-from tests.services.test_tracking import Sent, events, sent_message
+from tests.factories import Sent, events, sent_message
 
 BOUNCE_HOST = "bounces.mail.example.com"
 

@@ -4,67 +4,22 @@ a click or an unsubscribe leaves in the tables."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from jobs.queue import enqueue
 from models.campaigns import Lead, LeadStatus, Suppression, SuppressionReason
-from models.content import EmailEvent, EmailMessage, EventKind
+from models.content import EventKind
 from models.queue import Job, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import tracking
-from tests.factories import create_row, create_tenant, table
+from tests.factories import create_row, events, sent_message, table
 
 # --- arranging -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sent:
-    tenant: uuid.UUID
-    campaign: uuid.UUID
-    lead: uuid.UUID
-    email: str
-    message: EmailMessage
-
-
-async def sent_message(db: Database) -> Sent:
-    """A tenant, a campaign with a lead, and one message sent to the lead (its address in mixed
-    case, as a mail header may carry it)."""
-    async with db.system_session() as s:
-        tenant = await create_tenant(s)
-        lead = await create_row(s, table("app.leads"), tenant)
-        token = uuid.uuid4().hex
-        message = await s.scalar(
-            insert(EmailMessage)
-            .values(
-                tenant_id=tenant,
-                campaign_id=lead["campaign_id"],
-                lead_id=lead["id"],
-                step_position=1,
-                idempotency_key=f"{lead['campaign_id']}:{lead['id']}:1",
-                message_id_header=f"<{token}@mail.example.com>",
-                verp_token=token,
-                from_address="sender@example.com",
-                to_address=lead["email"].capitalize(),
-                subject="Hello",
-            )
-            .returning(EmailMessage)
-        )
-    return Sent(tenant, lead["campaign_id"], lead["id"], lead["email"], message)
-
-
-async def events(db: Database, message_id: uuid.UUID) -> list[EmailEvent]:
-    async with db.system_session("content") as s:
-        return list(
-            await s.scalars(
-                select(EmailEvent).where(EmailEvent.message_id == message_id).order_by("seq")
-            )
-        )
 
 
 @pytest.fixture
