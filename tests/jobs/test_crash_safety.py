@@ -77,27 +77,34 @@ def succeeded_at_least(db: Database, ids: list[uuid.UUID], n: int, *, running: b
     return check
 
 
-def lose_redis_data(settings: Settings) -> int:
-    """Redis lost all of the queue's data: FLUSHALL when the session's Redis is the project's
-    embedded one; on a Redis that may be shared (a developer's), every key under the session's
-    namespace is deleted instead, which is the same loss as far as the queue can tell."""
-    client = redis_client(settings)
-    try:
-        if urlparse(settings.redis_url).port == settings.embedded_redis_port:
-            client.flushall()
-            return -1
-        keys = list(client.scan_iter(match=f"{settings.redis_namespace}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        return len(keys)
-    finally:
-        client.close()
+# Counts the messages waiting in the tier lists and, only when there are some, loses the data in
+# the same atomic step: FLUSHALL on the project's embedded Redis, else every key under the
+# session's namespace (a Redis that may be shared; the same loss as far as the queue can tell).
+LOSE_IF_WAITING = """
+local waiting = 0
+for i = 1, #KEYS do waiting = waiting + redis.call('LLEN', KEYS[i]) end
+if waiting == 0 then return 0 end
+if ARGV[1] == 'flushall' then
+  redis.call('FLUSHALL')
+else
+  local keys = redis.call('KEYS', ARGV[2] .. '*')
+  for i = 1, #keys, 1000 do
+    redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
+  end
+end
+return waiting
+"""
 
 
-def messages_waiting(settings: Settings) -> int:
+def lose_redis_data_while_messages_wait(settings: Settings) -> int:
+    """Redis loses all of the queue's data at a moment when messages wait in it; returns how
+    many were waiting (0: none waited, nothing was done)."""
     client = redis_client(settings)
     try:
-        return sum(client.llen(f"{settings.redis_namespace}:{tier}") for tier in TIERS)
+        embedded = urlparse(settings.redis_url).port == settings.embedded_redis_port
+        tiers = [f"{settings.redis_namespace}:{tier}" for tier in TIERS]
+        how = "flushall" if embedded else "namespace"
+        return int(client.eval(LOSE_IF_WAITING, len(tiers), *tiers, how, settings.redis_namespace))
     finally:
         client.close()
 
@@ -174,14 +181,15 @@ async def test_redis_losing_all_queue_data_mid_run_loses_no_job_and_repeats_no_e
     began = time.monotonic()
     worker = start_worker(processes=PROCESSES, threads=THREADS)
     run_queuer(**QUEUER)
-    under_way = succeeded_at_least(db, ids, 500)
+    await wait_for(succeeded_at_least(db, ids, 500), within=60, every=0.02)
+    waiting = 0
 
-    async def under_way_with_messages_waiting_in_redis():
-        return await under_way() and messages_waiting(queue_settings) > 0
+    async def redis_lost_its_data_with_messages_waiting():
+        nonlocal waiting
+        waiting = lose_redis_data_while_messages_wait(queue_settings)
+        return waiting > 0
 
-    await wait_for(under_way_with_messages_waiting_in_redis, within=60, every=0.02)
-    waiting = messages_waiting(queue_settings)
-    lose_redis_data(queue_settings)
+    await wait_for(redis_lost_its_data_with_messages_waiting, within=60, every=0.005)
     at_loss = await statuses(db, ids)
     assert at_loss.get("succeeded", 0) < JOBS, "the run ended before the loss: nothing tested"
     assert waiting > 0, "no message was waiting in Redis: nothing was lost"
