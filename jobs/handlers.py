@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from jobs.registry import JobContext, handler
+from jobs.registry import JobContext, batch_handler, handler
 from services import sending
 
 
@@ -20,6 +20,11 @@ async def plan_campaign(job: JobContext) -> None:
         await sending.plan_campaign(session, uuid.UUID(job.payload["campaign_id"]))
 
 
-@handler(sending.SEND_KIND)
-async def send_step(job: JobContext) -> None:
-    await sending.send_step(job.db, job.settings, job.redis, job.tenant_id, job.payload)
+@batch_handler(sending.SEND_KIND)
+async def send_steps(jobs: list[JobContext]) -> list[BaseException | None]:
+    """A batch's sends together: one read, one rate-limit call and one write each for all."""
+    first = jobs[0]
+    results = await sending.send_batch(
+        first.db, first.settings, first.redis, [(job.tenant_id, job.payload) for job in jobs]
+    )
+    return [result if isinstance(result, BaseException) else None for result in results]

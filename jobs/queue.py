@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.sessions import driver_connection
 from models.sqlfiles import statement
 
 DEFAULT_MAX_ATTEMPTS = 5
@@ -28,7 +29,7 @@ async def enqueue(
     campaign_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Insert a job (or find the one with the same idempotency key) and return its id."""
-    raw = await _raw(session)
+    raw = await driver_connection(session)
     return await raw.fetchval(
         statement("queue.sql", "enqueue"),
         tenant_id, kind, json.dumps(payload), priority, run_at, max_attempts,
@@ -53,7 +54,7 @@ async def enqueue_many(
     keys = idempotency_keys or [None] * len(payloads)
     if len(keys) != len(payloads):
         raise ValueError("one idempotency key per payload")
-    raw = await _raw(session)
+    raw = await driver_connection(session)
     rows = await raw.fetch(
         statement("queue.sql", "enqueue_many"),
         tenant_id, kind, [json.dumps(p) for p in payloads], priority, run_at, max_attempts,
@@ -64,17 +65,11 @@ async def enqueue_many(
 
 async def cancel(session: AsyncSession, job_id: uuid.UUID) -> bool:
     """Cancels a job that has not started; a dispatched one is fenced off when it arrives."""
-    raw = await _raw(session)
+    raw = await driver_connection(session)
     return await raw.fetchval(statement("queue.sql", "cancel_job"), job_id) is not None
 
 
 async def cancel_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> int:
     """Cancels every pending job of a campaign; returns how many."""
-    raw = await _raw(session)
+    raw = await driver_connection(session)
     return len(await raw.fetch(statement("queue.sql", "cancel_campaign_jobs"), campaign_id))
-
-
-async def _raw(session: AsyncSession):
-    """The asyncpg connection under the session (same transaction, same tenant binding)."""
-    conn = await session.connection()
-    return (await conn.get_raw_connection()).driver_connection

@@ -30,7 +30,11 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], Awaitable[None]]
+# Runs all the jobs of one kind in a dispatched batch at once; returns, per job in order, None
+# (succeeded) or the exception that job ends with (DeferJob, PermanentJobError, any failure).
+BatchHandler = Callable[[list[JobContext]], Awaitable[list[BaseException | None]]]
 _handlers: dict[str, Handler] = {}
+_batch_handlers: dict[str, BatchHandler] = {}
 
 
 class DeferJob(Exception):
@@ -46,10 +50,19 @@ class PermanentJobError(Exception):
 
 
 def handler(kind: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        if kind in _handlers and _handlers[kind] is not fn:
+    return _register(kind, _handlers)
+
+
+def batch_handler(kind: str) -> Callable[[BatchHandler], BatchHandler]:
+    """For kinds whose jobs are cheaper together (one read and one write for many sends)."""
+    return _register(kind, _batch_handlers)
+
+
+def _register(kind: str, into: dict) -> Callable:
+    def register(fn):
+        if (kind in _handlers or kind in _batch_handlers) and into.get(kind) is not fn:
             raise ValueError(f"job kind {kind!r} has two handlers")
-        _handlers[kind] = fn
+        into[kind] = fn
         return fn
 
     return register
@@ -59,5 +72,9 @@ def handler_for(kind: str) -> Handler | None:
     return _handlers.get(kind)
 
 
+def batch_handler_for(kind: str) -> BatchHandler | None:
+    return _batch_handlers.get(kind)
+
+
 def kinds() -> list[str]:
-    return sorted(_handlers)
+    return sorted([*_handlers, *_batch_handlers])

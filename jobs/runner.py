@@ -20,7 +20,13 @@ from redis.asyncio import Redis
 
 from jobs.broker import batch_lease_seconds
 from jobs.connections import create_pool
-from jobs.registry import DeferJob, JobContext, PermanentJobError, handler_for
+from jobs.registry import (
+    DeferJob,
+    JobContext,
+    PermanentJobError,
+    batch_handler_for,
+    handler_for,
+)
 from models.sessions import Database
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
@@ -73,14 +79,27 @@ class Runner:
             batch_lease_seconds(self.settings, len(ids)),
         )
         # The jobs of a batch run side by side (they wait on I/O: SMTP, DNS, Postgres), at most
-        # job_concurrency at once, so a batch lasts about its slowest wave, not the sum of all.
+        # job_concurrency at once, so a batch lasts about its slowest wave, not the sum of all;
+        # the jobs of a kind with a batch handler run in one call of it.
         limit = asyncio.Semaphore(self.settings.job_concurrency)
+        jobs = [self._context(row) for row in started]
+        together: dict[str, list[JobContext]] = {}
+        alone: list[JobContext] = []
+        for job in jobs:
+            if batch_handler_for(job.kind) is not None:
+                together.setdefault(job.kind, []).append(job)
+            else:
+                alone.append(job)
 
-        async def bounded(row: asyncpg.Record) -> Outcome:
+        async def bounded(job: JobContext) -> list[Outcome]:
             async with limit:
-                return await self._run_one(row)
+                return [await self._run_one(job)]
 
-        outcomes = await asyncio.gather(*(bounded(row) for row in started))
+        groups = await asyncio.gather(
+            *(bounded(job) for job in alone),
+            *(self._run_batch(kind, batch) for kind, batch in together.items()),
+        )
+        outcomes = [outcome for group in groups for outcome in group]
         done = [o for o in outcomes if o.error is None]
         failed = [o for o in outcomes if o.error is not None and not o.deferred]
         deferred = [o for o in outcomes if o.deferred]
@@ -111,43 +130,61 @@ class Runner:
                     [o.duration_ms for o in failed],
                 )
 
-    async def _run_one(self, row: asyncpg.Record) -> Outcome:
-        began = time.perf_counter()
-        job = JobContext(
+    def _context(self, row: asyncpg.Record) -> JobContext:
+        payload = row["payload"]
+        return JobContext(
             id=row["id"],
             kind=row["kind"],
             tenant_id=row["tenant_id"],
-            payload=json.loads(row["payload"])
-            if isinstance(row["payload"], str)
-            else row["payload"],
+            payload=json.loads(payload) if isinstance(payload, str) else payload,
             attempt=row["attempts"],
             max_attempts=row["max_attempts"],
             db=self.db,
             settings=self.settings,
             redis=self.redis,
         )
+
+    async def _run_one(self, job: JobContext) -> Outcome:
+        began = time.perf_counter()
         handle = handler_for(job.kind)
         try:
             if handle is None:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             await asyncio.wait_for(handle(job), self.settings.job_timeout_seconds)
             return Outcome(job.id, job.attempt, _ms(began))
-        except DeferJob as e:
+        except Exception as e:  # a handler's failure is the job's, never the worker's
+            return self._failed(job, _ms(began), e)
+
+    async def _run_batch(self, kind: str, jobs: list[JobContext]) -> list[Outcome]:
+        began = time.perf_counter()
+        timeout = batch_lease_seconds(self.settings, len(jobs)) - 30
+        try:
+            errors = await asyncio.wait_for(batch_handler_for(kind)(jobs), timeout)
+        except Exception as e:  # the whole call failed: every job of it did
+            errors = [e] * len(jobs)
+        spent = _ms(began)
+        return [
+            Outcome(job.id, job.attempt, spent)
+            if error is None
+            else self._failed(job, spent, error)
+            for job, error in zip(jobs, errors, strict=True)
+        ]
+
+    def _failed(self, job: JobContext, duration_ms: int, e: BaseException) -> Outcome:
+        if isinstance(e, DeferJob):
             later = datetime.now(UTC) + timedelta(seconds=e.seconds)
             return Outcome(
-                job.id, job.attempt, _ms(began), f"deferred: {e}", deferred=True, retry_at=later
+                job.id, job.attempt, duration_ms, f"deferred: {e}", deferred=True, retry_at=later
             )
-        except Exception as e:  # a handler's failure is the job's, never the worker's
-            dead = isinstance(e, PermanentJobError) or job.attempt >= job.max_attempts
-            error = f"{type(e).__name__}: {e}"[:2000]
-            log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, error)
-            retry_at = (
-                None
-                if dead
-                else datetime.now(UTC)
-                + timedelta(seconds=backoff_seconds(self.settings, job.attempt))
-            )
-            return Outcome(job.id, job.attempt, _ms(began), error, dead, retry_at)
+        dead = isinstance(e, PermanentJobError) or job.attempt >= job.max_attempts
+        error = f"{type(e).__name__}: {e}"[:2000]
+        log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, error)
+        retry_at = (
+            None
+            if dead
+            else datetime.now(UTC) + timedelta(seconds=backoff_seconds(self.settings, job.attempt))
+        )
+        return Outcome(job.id, job.attempt, duration_ms, error, dead, retry_at)
 
 
 def _ms(began: float) -> int:

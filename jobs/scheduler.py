@@ -18,19 +18,24 @@ from penguinmails.settings import Settings
 
 log = logging.getLogger("penguinmails.scheduler")
 Task = Callable[[Settings], Awaitable[object]]
+# An interval in seconds, or how to read it from the settings the scheduler runs with.
+Interval = float | Callable[[Settings], float]
 
 
 @dataclass
 class Periodic:
     name: str
-    seconds: float
+    seconds: Interval
     task: Task
+
+    def interval(self, settings: Settings) -> float:
+        return self.seconds(settings) if callable(self.seconds) else self.seconds
 
 
 _periodic: list[Periodic] = []
 
 
-def periodic(seconds: float) -> Callable[[Task], Task]:
+def periodic(seconds: Interval) -> Callable[[Task], Task]:
     def register(task: Task) -> Task:
         _periodic.append(Periodic(task.__name__, seconds, task))
         return task
@@ -77,14 +82,29 @@ async def plan_running_campaigns(settings: Settings) -> int:
         await db.dispose()
 
 
+@periodic(seconds=lambda settings: settings.reply_poll_seconds)
+async def poll_replies(settings: Settings) -> int:
+    """Every account with an IMAP server gets one reply poll per interval."""
+    from models.sessions import Database
+    from services import replies
+
+    db = Database(settings)
+    try:
+        async with db.system_session() as session:
+            return await replies.queue_polls(session, settings)
+    finally:
+        await db.dispose()
+
+
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     scheduler = AsyncIOScheduler(timezone="UTC")
     for item in registered():
+        seconds = item.interval(settings)
         scheduler.add_job(
-            item.task, "interval", seconds=item.seconds, args=[settings], id=item.name,
-            max_instances=1, coalesce=True, misfire_grace_time=max(1, int(item.seconds)),
+            item.task, "interval", seconds=seconds, args=[settings], id=item.name,
+            max_instances=1, coalesce=True, misfire_grace_time=max(1, int(seconds)),
         )  # fmt: skip
-        log.info("scheduled %s every %ss", item.name, item.seconds)
+        log.info("scheduled %s every %ss", item.name, seconds)
     scheduler.start()
     try:
         await stop.wait()

@@ -3,6 +3,7 @@ one actor per priority tier, each running the batches the queuer packed for it."
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 
 import dramatiq
@@ -10,6 +11,15 @@ import dramatiq
 from jobs.broker import TIERS, build_broker
 from jobs.runner import Runner
 from penguinmails.settings import get_settings
+
+# The actors' event loop (Dramatiq's AsyncIO middleware makes it) is uvloop's where it exists:
+# the send jobs spend much of their time in socket I/O, which uvloop does in C.
+try:
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+except ImportError:  # e.g. Windows
+    pass
 
 settings = get_settings()
 broker = build_broker(settings)

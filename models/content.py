@@ -27,6 +27,7 @@ from models.base import Base, TenantTagged, Timestamps, UUIDPrimaryKey, enum_col
 
 class MessageStatus(enum.StrEnum):
     PENDING = "PENDING"  # written before the SMTP transaction
+    SENDING = "SENDING"  # committed just before the transaction: a retry never resends it
     SENT = "SENT"  # 250 from the server
     BOUNCED = "BOUNCED"
     FAILED = "FAILED"
@@ -47,6 +48,7 @@ class InboundKind(enum.StrEnum):
     DSN = "DSN"
     ARF = "ARF"
     REPLY = "REPLY"
+    UNSUBSCRIBE = "UNSUBSCRIBE"  # mail to a message's mailto: unsubscribe address
     UNKNOWN = "UNKNOWN"
 
 

@@ -69,6 +69,15 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
             "campaign_id",
             postgresql_where=text("status IN ('queued', 'failed', 'dispatched')"),
         ),
+        # Cancelling one lead's pending sends (unsubscribe, bounce, complaint, reply).
+        Index(
+            "ix_jobs_tenant_id_lead_sends",
+            "tenant_id",
+            text("(payload->>'lead_id')"),
+            postgresql_where=text(
+                "kind = 'send_step' AND status IN ('queued', 'failed', 'dispatched')"
+            ),
+        ),
         {"schema": "queue"},
     )
 

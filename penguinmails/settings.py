@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     job_backoff_max_seconds: float = 3600.0
     job_max_attempts: int = 5
     job_log_retention_days: int = 30
-    job_modules: list[str] = ["jobs.handlers"]  # imported by workers: they register handlers
+    # Imported by workers: they register handlers.
+    job_modules: list[str] = ["jobs.handlers", "jobs.replies"]
     worker_processes: int = 2
     worker_threads: int = 8
     worker_prefetch: int = 100
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     smtp_relay_username: str | None = None
     smtp_relay_password: SecretStr | None = None
     smtp_relay_starttls: bool = False
+    smtp_pool_size: int = 16  # open connections per SMTP server and login, per worker process
     # `penguinmails inbound`: receives DSNs, complaint reports and mailto unsubscribes.
     inbound_host: str = "127.0.0.1"
     inbound_port: int = 2526
@@ -113,6 +115,10 @@ class Settings(BaseSettings):
     account_sends_per_minute: int = 60
     ip_sends_per_minute: int = 600
     account_failures_before_pause: int = 10  # consecutive SMTP failures (4xx, connection)
+    # Reply detection: the inbox of every account with an IMAP server is read this often; a
+    # connection or IMAP command taking longer than the timeout fails that poll (it is retried).
+    reply_poll_seconds: float = 60.0
+    imap_timeout_seconds: float = 30.0
 
     # The DNS records a tenant publishes for a sending domain: SPF includes the platform's
     # senders; the return-path (bounces) and tracking hosts are CNAMEs under the tenant's domain

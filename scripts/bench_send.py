@@ -13,7 +13,7 @@
 The sink (scripts/bench_send_sink.py) is a separate process: a minimal asyncio SMTP server
 on uvloop that only counts accepted messages (its `XCOUNT` verb reports the count), so it is not
 the limit. CONNECTIONS defaults to the platform's own concurrency: 2 worker processes × the
-SMTP pool size of 8 (services.smtp.ConnectionPool).
+SMTP pool size (settings.smtp_pool_size, 16).
 
 Runs on a scratch database created on the server DATABASE_URL names and a Redis namespace of
 its own; every process it starts is stopped, the database dropped and the Redis keys deleted:
@@ -61,7 +61,7 @@ LOGS = Path(tempfile.mkdtemp(prefix="pm_bench_send_"))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=PROCESSES * Settings().smtp_pool_size)
     parser.add_argument("--threads", type=int, default=None, help="worker threads per process")
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--skip-platform", action="store_true")

@@ -261,7 +261,7 @@ async def process(
     """
     recipient = parse_recipient(rcpt_to)
     report = (
-        Report(InboundKind.UNKNOWN)
+        Report(InboundKind.UNSUBSCRIBE)
         if recipient is not None and recipient.route == "unsubscribe"
         else parse_report(raw)
     )
@@ -364,7 +364,9 @@ async def record_hard_bounce(
     """Message and lead BOUNCED, the address suppressed, the lead's pending sends cancelled, one
     BOUNCE event. A repeated DSN changes nothing and records nothing."""
     reply = f"{details['status']} {details['diagnostic']}".strip()
-    changed = await _stop_lead(db, message, LeadStatus.BOUNCED, SuppressionReason.HARD_BOUNCE)
+    changed = await stop_lead(
+        db, message, LeadStatus.BOUNCED, suppress=SuppressionReason.HARD_BOUNCE
+    )
     async with db.tenant_session(message.tenant_id, tier="content") as content:
         bounced = await content.execute(
             update(EmailMessage)
@@ -382,41 +384,45 @@ async def _record_complaint(
 ) -> None:
     """Lead COMPLAINED, the address suppressed, the lead's pending sends cancelled, one
     COMPLAINT event. A repeated report changes nothing and records nothing."""
-    if await _stop_lead(db, message, LeadStatus.COMPLAINED, SuppressionReason.COMPLAINT):
+    if await stop_lead(db, message, LeadStatus.COMPLAINED, suppress=SuppressionReason.COMPLAINT):
         await tracking.record_event(
             db, redis, message, EventKind.COMPLAINT, machine=False,
             details={"feedback_type": feedback_type},
         )  # fmt: skip
 
 
-async def _stop_lead(
+async def stop_lead(
     db: Database,
     message: EmailMessage,
     status: LeadStatus,
-    reason: SuppressionReason,
+    *,
+    suppress: SuppressionReason | None,
+    only_from: tuple[LeadStatus, ...] | None = None,
 ) -> bool:
-    """Suppresses the recipient for the tenant, sets the lead's status and cancels its pending
-    sends; whether anything changed."""
+    """Sets the lead's status (when it is one of `only_from`, or any other status when None),
+    cancels its pending sends and, with a `suppress` reason, suppresses the recipient for the
+    tenant; whether anything changed."""
     tenant = message.tenant_id
+    changed = False
     async with db.tenant_session(tenant) as oltp:
-        suppressed = await oltp.scalar(
-            pg_insert(Suppression)
-            .values(
-                tenant_id=tenant,
-                email=message.to_address.lower(),
-                reason=reason,
-                source=str(message.id),
+        if suppress is not None:
+            suppressed = await oltp.scalar(
+                pg_insert(Suppression)
+                .values(
+                    tenant_id=tenant,
+                    email=message.to_address.lower(),
+                    reason=suppress,
+                    source=str(message.id),
+                )
+                .on_conflict_do_nothing(index_elements=["tenant_id", "email"])
+                .returning(Suppression.id)
             )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "email"])
-            .returning(Suppression.id)
-        )
-        changed = suppressed is not None
+            changed = suppressed is not None
         if message.lead_id is not None:
-            lead = await oltp.execute(
-                update(Lead)
-                .where(Lead.id == message.lead_id, Lead.status != status)
-                .values(status=status)
-            )
+            which = [Lead.id == message.lead_id, Lead.status != status]
+            if only_from is not None:
+                which.append(Lead.status.in_(only_from))
+            lead = await oltp.execute(update(Lead).where(*which).values(status=status))
             async with db.tenant_session(tenant, tier="queue") as queue:
                 jobs = await queue.execute(
                     tracking.CANCEL_LEAD_SENDS, {"lead": str(message.lead_id)}

@@ -16,6 +16,7 @@ from email_validator import EmailNotValidError, caching_resolver, validate_email
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.campaigns import Campaign, CampaignStatus
+from models.sessions import driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
 from services.errors import DomainError
@@ -88,7 +89,7 @@ async def import_leads(
 
     report = ImportReport()
     conn = await session.connection()
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw = await driver_connection(session)
     # The connection's own savepoint, begun at once (the session's would wait for an ORM query).
     async with conn.begin_nested():
         await _insert_batches(raw, campaign, leads.batches(), report)

@@ -10,6 +10,8 @@ who replied, bounced, complained or unsubscribed.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import uuid
 import zlib
@@ -20,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 from redis.asyncio import Redis
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.queue import enqueue, enqueue_many
@@ -34,9 +36,10 @@ from models.campaigns import (
     LeadStatus,
     Suppression,
 )
-from models.content import EmailEvent, EmailMessage, EventKind, MessageStatus
+from models.content import EmailEvent, EmailMessage, MessageStatus
 from models.infrastructure import AccountStatus, Domain, EmailAccount, SmtpIpAddress
-from models.sessions import Database
+from models.sessions import Database, driver_connection
+from models.sqlfiles import statement
 from penguinmails.settings import Settings
 from services import accounts, inbound, ratelimit, smtp, templates, tracking, usage
 from services.errors import DomainError
@@ -180,145 +183,264 @@ def send_key(campaign_id: str, lead_id: str, step: int) -> str:
 
 
 # --- the send job ----------------------------------------------------------------------------
+#
+# A worker gets send jobs in batches (one Dramatiq message holds up to queue_jobs_per_message),
+# and sends a batch as one: its reads, its rate-limit slots and each of its writes are one
+# statement or round trip for the lot, and its SMTP transactions run side by side over the
+# pooled connections. Per tenant of the batch:
+#
+#   1. read the campaigns, leads, accounts, steps, domains, IPs, suppressions and existing
+#      messages the jobs name (OLTP and content tiers);
+#   2. take the account's and the IP's sliding-window slot for each send (one Redis call); a
+#      send without a slot is deferred, without using an attempt;
+#   3. render, build and DKIM-sign each message, and commit them as SENDING (claim_messages);
+#   4. the SMTP transactions;
+#   5. commit SENT with the SENT events (mark_sent), then the leads (leads_sent), then the
+#      follow-ups (enqueue), then publish the events.
+#
+# A message is never sent twice: a retry finds it SENDING or SENT and does not send it again.
+# SENT without its lead and follow-up (the worker died between step 5's commits) is completed
+# by the retry; SENDING (the worker died during the SMTP transaction, so whether the server
+# said 250 is unknown) is taken as sent, and says so in smtp_response and in its event.
 
-
-async def _take_rate_slots(redis: Redis, settings: Settings, prepared: Prepared) -> None:
-    """One slot of the account's and of the sending IP's per-minute rate, or DeferJob."""
-    wait = await ratelimit.acquire(
-        redis, f"rate:account:{prepared.account_id}", settings.account_sends_per_minute, 60
-    )
-    if not wait:
-        wait = await ratelimit.acquire(
-            redis, f"rate:ip:{prepared.ip_key}", settings.ip_sends_per_minute, 60
-        )
-    if wait:
-        raise DeferJob(wait, "send rate full")
-
-
-async def _server_failed(
-    db: Database,
-    settings: Settings,
-    redis: Redis,
-    tenant_id: uuid.UUID,
-    account_id: uuid.UUID,
-    error: str,
-) -> None:
-    """Counts consecutive failures of the account's server (reset by any success); at the
-    threshold the account is paused with the reason, and its sends wait (see _prepare)."""
-    key = f"smtp:failures:{account_id}"
-    failures = await redis.incr(key)
-    await redis.expire(key, 3600)
-    if failures >= settings.account_failures_before_pause:
-        async with db.tenant_session(tenant_id) as session:
-            await session.execute(
-                update(EmailAccount)
-                .where(EmailAccount.id == account_id, EmailAccount.status.in_(USABLE_ACCOUNTS))
-                .values(
-                    status=AccountStatus.PAUSED,
-                    status_reason=f"its SMTP server failed {failures} times in a row: {error}"[
-                        :500
-                    ],
-                )
-            )
+UNKNOWN_OUTCOME = "outcome unknown: the worker stopped during the SMTP transaction; not resent"
 
 
 @dataclass
-class Prepared:
-    """Everything the SMTP transaction needs, decided and recorded before it starts."""
+class Send:
+    """One send job of a batch, and what the batch decided for it."""
 
-    message_id: uuid.UUID
-    sender: str
-    recipient: str
-    data: bytes
-    server: smtp.Server
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    lead_id: uuid.UUID
     account_id: uuid.UUID
-    ip_key: str  # the dedicated IP, or the relay the account sends through
+    step: int
+    result: str | BaseException | None = None
+    message: EmailMessage | None = None  # the row being sent or completed
+    data: bytes = b""
+    server: smtp.Server | None = None
+    sender: str = ""  # the VERP return path
+    ip_key: str = ""
+    reply: str = ""
+
+    @property
+    def key(self) -> str:
+        return send_key(str(self.campaign_id), str(self.lead_id), self.step)
+
+
+@dataclass
+class World:
+    """Everything a tenant's sends refer to, read in one pass."""
+
+    campaigns: dict[uuid.UUID, Campaign]
+    leads: dict[uuid.UUID, Lead]
+    accounts: dict[uuid.UUID, EmailAccount]
+    steps: dict[tuple[uuid.UUID, int], CampaignSequenceStep]
+    domains: dict[uuid.UUID, Domain]
+    ips: dict[uuid.UUID, SmtpIpAddress]
+    suppressed: set[str]
+    messages: dict[str, EmailMessage]  # by idempotency key
+
+
+async def send_batch(
+    db: Database, settings: Settings, redis: Redis, jobs: list[tuple[uuid.UUID, dict]]
+) -> list[str | BaseException]:
+    """Sends a batch of (tenant, payload) send jobs; returns, in order, what happened to each:
+    "sent", "bounced", "skipped: why", or the exception its job ends with (DeferJob when a rate
+    is full or the account is paused; a 4xx or connection error, which the queue retries)."""
+    sends = [
+        Send(
+            tenant_id=tenant_id,
+            campaign_id=uuid.UUID(payload["campaign_id"]),
+            lead_id=uuid.UUID(payload["lead_id"]),
+            account_id=uuid.UUID(payload["account_id"]),
+            step=int(payload["step"]),
+        )
+        for tenant_id, payload in jobs
+    ]
+    by_tenant: dict[uuid.UUID, list[Send]] = {}
+    for send in sends:
+        by_tenant.setdefault(send.tenant_id, []).append(send)
+    await asyncio.gather(
+        *(_send_for_tenant(db, settings, redis, t, group) for t, group in by_tenant.items())
+    )
+    return [send.result for send in sends]
 
 
 async def send_step(
     db: Database, settings: Settings, redis: Redis, tenant_id: uuid.UUID, payload: dict
 ) -> str:
-    """Sends one step to one lead; returns what happened (sent, bounced, skipped: why).
-    Raises DeferJob when the account's or the IP's send rate is full."""
+    """One send job on its own (see send_batch); raises what its job would end with."""
+    [result] = await send_batch(db, settings, redis, [(tenant_id, payload)])
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+async def _send_for_tenant(
+    db: Database, settings: Settings, redis: Redis, tenant_id: uuid.UUID, sends: list[Send]
+) -> None:
+    world = await _read(db, tenant_id, sends)
+    fresh, finish = [], []
+    for send in sends:
+        verdict = _check(world, send)
+        if verdict == "send":
+            fresh.append(send)
+        elif verdict == "finish":
+            finish.append(send)
+        else:
+            send.result = verdict
+    fresh = await _take_rate_slots(redis, settings, world, fresh)
+    fresh = await _claim(db, settings, world, tenant_id, fresh)
+    await asyncio.gather(*(_deliver(send) for send in fresh))
+
+    sent = [s for s in fresh if s.result == "sent"]
+    await _record_sent(db, redis, settings, world, tenant_id, sent + finish)
+    for send in finish:
+        send.result = "sent"
+    await _record_failures(db, settings, redis, tenant_id, fresh)
+
+
+async def _read(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> World:
+    campaign_ids = {s.campaign_id for s in sends}
     async with db.tenant_session(tenant_id) as session:
-        prepared = await _prepare(session, settings, payload)
-    if isinstance(prepared, str):
-        return prepared
-    await _take_rate_slots(redis, settings, prepared)  # the message stays PENDING if deferred
-    try:
-        reply = await smtp.send(prepared.server, prepared.sender, prepared.recipient, prepared.data)
-    except (
-        aiosmtplib.SMTPRecipientRefused,
-        aiosmtplib.SMTPDataError,
-        aiosmtplib.SMTPSenderRefused,
-    ) as e:
-        if 500 <= e.code < 600:  # recorded as a hard-bounce DSN would be
-            message = await tracking.find_message(db, prepared.message_id)
-            details = {"hard": True, "status": str(e.code), "diagnostic": e.message[:500]}
-            await inbound.record_hard_bounce(db, redis, message, details)
-            return "bounced"
-        await _server_failed(
-            db, settings, redis, tenant_id, prepared.account_id, f"{e.code} {e.message}"
+        campaigns = await _by_id(session, Campaign, campaign_ids)
+        leads = await _by_id(session, Lead, {s.lead_id for s in sends})
+        accounts = await _by_id(session, EmailAccount, {s.account_id for s in sends})
+        steps = await session.scalars(
+            select(CampaignSequenceStep).where(CampaignSequenceStep.campaign_id.in_(campaign_ids))
         )
-        raise  # 4xx: the queue retries with backoff
-    except (aiosmtplib.SMTPException, OSError) as e:
-        await _server_failed(db, settings, redis, tenant_id, prepared.account_id, str(e))
-        raise
-    await redis.delete(f"smtp:failures:{prepared.account_id}")
-    async with db.tenant_session(tenant_id) as session:
-        await _record_sent(session, prepared.message_id, str(reply))
-    return "sent"
+        domains = await _by_id(session, Domain, {a.domain_id for a in accounts.values()})
+        ips = await _by_id(session, SmtpIpAddress, {a.ip_id for a in accounts.values()} - {None})
+        emails = [lead.email for lead in leads.values()]
+        suppressed = set(
+            await session.scalars(select(Suppression.email).where(Suppression.email.in_(emails)))
+        )
+    async with db.tenant_session(tenant_id, tier="content") as session:
+        messages = await session.scalars(
+            select(EmailMessage).where(EmailMessage.idempotency_key.in_([s.key for s in sends]))
+        )
+        messages = {m.idempotency_key: m for m in messages}
+    return World(
+        campaigns, leads, accounts, {(s.campaign_id, s.position): s for s in steps}, domains,
+        ips, suppressed, messages,
+    )  # fmt: skip
 
 
-async def _prepare(session: AsyncSession, settings: Settings, payload: dict) -> Prepared | str:
-    from services import dkim_signing, mime, tracking
+async def _by_id(session: AsyncSession, model, ids: set) -> dict:
+    if not ids:
+        return {}
+    return {row.id: row for row in await session.scalars(select(model).where(model.id.in_(ids)))}
 
-    campaign = await session.get(Campaign, uuid.UUID(payload["campaign_id"]))
-    lead = await session.get(Lead, uuid.UUID(payload["lead_id"]))
-    account = await session.get(EmailAccount, uuid.UUID(payload["account_id"]))
-    position = int(payload["step"])
+
+def _check(world: World, send: Send) -> str | BaseException:
+    """ "send", "finish" (sent before, its bookkeeping to complete), or the job's result."""
+    campaign = world.campaigns.get(send.campaign_id)
+    lead = world.leads.get(send.lead_id)
+    account = world.accounts.get(send.account_id)
+    message = world.messages.get(send.key)
+    send.message = message
+    if message is not None and message.status in (MessageStatus.SENT, MessageStatus.SENDING):
+        if message.status == MessageStatus.SENDING:
+            send.reply = UNKNOWN_OUTCOME
+        return "finish"  # a retried job never sends twice
+    if message is not None and message.status != MessageStatus.PENDING:
+        return f"skipped: already {message.status.value}"
     if campaign is None or lead is None or account is None:
         return "skipped: gone"
     if campaign.status != CampaignStatus.RUNNING:
         return f"skipped: campaign {campaign.status.value}"
     if account.status not in USABLE_ACCOUNTS:  # paused (e.g. its server kept failing)
-        raise DeferJob(ACCOUNT_PAUSED_RETRY_SECONDS, f"account {account.status.value}")
+        return DeferJob(ACCOUNT_PAUSED_RETRY_SECONDS, f"account {account.status.value}")
     if lead.status not in SENDABLE_LEADS:
         return f"skipped: lead {lead.status.value}"
-    if await session.scalar(select(Suppression.id).where(Suppression.email == lead.email)):
+    if lead.email in world.suppressed:
         return "skipped: suppressed"
-    step = await session.scalar(
-        select(CampaignSequenceStep).where(
-            CampaignSequenceStep.campaign_id == campaign.id,
-            CampaignSequenceStep.position == position,
-        )
-    )
-    domain = await session.get(Domain, account.domain_id)
-    if step is None or domain is None:
+    if (send.campaign_id, send.step) not in world.steps or account.domain_id not in world.domains:
         return "skipped: step or domain gone"
+    return "send"
 
-    key = send_key(str(campaign.id), str(lead.id), position)
-    message = await session.scalar(select(EmailMessage).where(EmailMessage.idempotency_key == key))
-    if message is not None and message.status != MessageStatus.PENDING:
-        return f"skipped: already {message.status.value}"  # a retried job never sends twice
-    if message is None:
-        token = secrets.token_hex(16)
-        message = EmailMessage(
-            tenant_id=campaign.tenant_id,
-            campaign_id=campaign.id,
-            lead_id=lead.id,
-            account_id=account.id,
-            step_position=position,
-            idempotency_key=key,
-            message_id_header=f"<{uuid.uuid4().hex}@{domain.name}>",
-            verp_token=token,
-            from_address=account.address,
-            to_address=lead.email,
-            subject="",
-        )
-        session.add(message)
-        await session.flush()
 
+async def _take_rate_slots(
+    redis: Redis, settings: Settings, world: World, sends: list[Send]
+) -> list[Send]:
+    """One slot of the account's and of its sending IP's per-minute rate for each send, in one
+    Redis call; a send that gets none is deferred until its window has room."""
+    if not sends:
+        return []
+    for send in sends:
+        account = world.accounts[send.account_id]
+        send.server = _server(settings, account)
+        ip = world.ips.get(account.ip_id) if account.ip_id else None
+        send.ip_key = str(ip.address) if ip else f"relay:{send.server.host}:{send.server.port}"
+    waits = await ratelimit.acquire_many(
+        redis,
+        [
+            [
+                (f"rate:account:{send.account_id}", settings.account_sends_per_minute),
+                (f"rate:ip:{send.ip_key}", settings.ip_sends_per_minute),
+            ]
+            for send in sends
+        ],
+        60,
+    )
+    for send, wait in zip(sends, waits, strict=True):
+        if wait:
+            send.result = DeferJob(wait, "send rate full")
+    return [send for send, wait in zip(sends, waits, strict=True) if not wait]
+
+
+async def _claim(
+    db: Database, settings: Settings, world: World, tenant_id: uuid.UUID, sends: list[Send]
+) -> list[Send]:
+    """Builds each message and commits the lot as SENDING; returns the sends that may go out."""
+    for send in sends:
+        _build(settings, world, send)
+    if not sends:
+        return []
+    columns = _columns(
+        sends,
+        lambda s: (
+            s.message.id, s.campaign_id, s.lead_id, s.account_id, s.step, s.key,
+            s.message.message_id_header, s.message.verp_token, s.message.from_address,
+            s.message.to_address, s.message.subject, zlib.compress(s.data),
+        ),
+    )  # fmt: skip
+    async with db.tenant_session(tenant_id, tier="content") as session:
+        conn = await driver_connection(session)
+        rows = await conn.fetch(statement("sending.sql", "claim_messages"), tenant_id, *columns)
+    claimed = {row["id"] for row in rows}
+    for send in sends:
+        if send.message.id not in claimed:
+            send.result = "skipped: claimed by another attempt"
+    return [send for send in sends if send.message.id in claimed]
+
+
+def _columns(items: list, row) -> list[list]:
+    """Rows (as `row` makes them) turned into one list per column, for unnest()."""
+    return [list(column) for column in zip(*(row(item) for item in items), strict=True)]
+
+
+def _build(settings: Settings, world: World, send: Send) -> None:
+    """Renders, builds and signs the message; a PENDING row's id and tokens are kept."""
+    from services import dkim_signing, mime
+
+    campaign, lead = world.campaigns[send.campaign_id], world.leads[send.lead_id]
+    account = world.accounts[send.account_id]
+    domain, step = world.domains[account.domain_id], world.steps[(send.campaign_id, send.step)]
+    message = send.message or EmailMessage(
+        id=uuid.uuid4(),
+        tenant_id=campaign.tenant_id,
+        campaign_id=send.campaign_id,
+        lead_id=send.lead_id,
+        account_id=send.account_id,
+        step_position=send.step,
+        idempotency_key=send.key,
+        message_id_header=f"<{uuid.uuid4().hex}@{domain.name}>",
+        verp_token=secrets.token_hex(16),
+        from_address=account.address,
+        to_address=lead.email,
+    )
     bounce_host = f"{settings.return_path_label}.{domain.name}"
     unsubscribe = tracking.unsubscribe_url(settings, message.id)
     rendered = templates.render(
@@ -336,7 +458,8 @@ async def _prepare(session: AsyncSession, settings: Settings, payload: dict) -> 
             "unsubscribe_url": unsubscribe,
         },
     )
-    thread = [lead.first_message_id] if position > 1 and lead.first_message_id else []
+    thread = [lead.first_message_id] if send.step > 1 and lead.first_message_id else []
+    return_path = f"bounce+{message.verp_token}@{bounce_host}"
     data = mime.build(
         mime.OutgoingMessage(
             from_address=account.address,
@@ -346,7 +469,7 @@ async def _prepare(session: AsyncSession, settings: Settings, payload: dict) -> 
             html=rendered.html,
             text=rendered.text,
             message_id=message.message_id_header,
-            return_path=f"bounce+{message.verp_token}@{bounce_host}",
+            return_path=return_path,
             list_unsubscribe_url=unsubscribe,
             list_unsubscribe_mailto=f"mailto:unsubscribe+{message.verp_token}@{bounce_host}",
             in_reply_to=thread[0] if thread else None,
@@ -356,27 +479,166 @@ async def _prepare(session: AsyncSession, settings: Settings, payload: dict) -> 
         )
     )
     signer = dkim_signing.signer_for(settings, domain)
-    if signer is not None:
-        data = signer.sign(data)
     message.subject = rendered.subject
-    message.body_compressed = zlib.compress(data)
-    server = _server(settings, account)
-    ip = await session.get(SmtpIpAddress, account.ip_id) if account.ip_id else None
-    return Prepared(
-        message_id=message.id,
-        sender=f"bounce+{message.verp_token}@{bounce_host}",
-        recipient=lead.email,
-        data=data,
-        server=server,
-        account_id=account.id,
-        ip_key=str(ip.address) if ip else f"relay:{server.host}:{server.port}",
+    send.message, send.sender = message, return_path
+    send.data = signer.sign(data) if signer is not None else data
+
+
+async def _deliver(send: Send) -> None:
+    """One SMTP transaction: "sent" with the reply, or the exception, on the send."""
+    try:
+        reply = await smtp.send(send.server, send.sender, send.message.to_address, send.data)
+        send.reply, send.result = str(reply), "sent"
+    except (aiosmtplib.SMTPException, OSError) as e:
+        send.result = e
+
+
+async def _record_sent(
+    db: Database,
+    redis: Redis,
+    settings: Settings,
+    world: World,
+    tenant_id: uuid.UUID,
+    sends: list[Send],
+) -> None:
+    """SENT and its event, then the leads, then the follow-ups: each a statement for the batch,
+    each safe to run again (a retry completes what a dead worker left half done)."""
+    if not sends:
+        return
+    async with db.tenant_session(tenant_id, tier="content") as session:
+        conn = await driver_connection(session)
+        rows = await conn.fetch(
+            statement("sending.sql", "mark_sent"),
+            *_columns(
+                sends,
+                lambda s: (
+                    s.message.id,
+                    s.reply[:500],
+                    json.dumps({"assumed": True} if s.reply == UNKNOWN_OUTCOME else {}),
+                ),
+            ),
+        )
+    events = [EmailEvent(**dict(row)) for row in rows]
+    leads = _columns(
+        sends,
+        lambda s: (
+            s.lead_id, s.step, s.message.message_id_header,
+            (s.campaign_id, s.step + 1) not in world.steps,
+        ),
+    )  # fmt: skip
+    async with db.tenant_session(tenant_id) as session:
+        conn = await driver_connection(session)
+        statuses = dict(await conn.fetch(statement("sending.sql", "leads_sent"), *leads))
+    following = [s for s in sends if statuses.get(s.lead_id) == LeadStatus.CONTACTED.value]
+    async with db.tenant_session(tenant_id, tier="queue") as session:
+        await _plan_follow_ups(session, world, following)
+    await tracking.publish(redis, events)
+    accounts = {s.account_id for s in sends}
+    await redis.delete(*(f"smtp:failures:{a}" for a in accounts))
+
+
+async def _plan_follow_ups(session: AsyncSession, world: World, sends: list[Send]) -> None:
+    """The next step of each lead, `delay_days` after now, inside the window, from the same
+    account (so it threads). Idempotent by the job's key."""
+    now = datetime.now(UTC)
+    groups: dict[tuple[uuid.UUID, int, datetime], list[Send]] = {}
+    for send in sends:
+        campaign = world.campaigns.get(send.campaign_id)
+        following = world.steps.get((send.campaign_id, send.step + 1))
+        if campaign is None or following is None:
+            continue
+        at = next_open(campaign, now + timedelta(days=following.delay_days))
+        groups.setdefault((campaign.id, following.position, at), []).append(send)
+    for (campaign_id, position, at), group in groups.items():
+        await enqueue_many(
+            session,
+            SEND_KIND,
+            [
+                {
+                    "campaign_id": str(campaign_id),
+                    "lead_id": str(s.lead_id),
+                    "step": position,
+                    "account_id": str(s.account_id),
+                }
+                for s in group
+            ],
+            tenant_id=world.campaigns[campaign_id].tenant_id,
+            priority=SEND_PRIORITY,
+            run_at=at,
+            campaign_id=campaign_id,
+            idempotency_keys=[send_key(str(campaign_id), str(s.lead_id), position) for s in group],
+        )
+
+
+async def _record_failures(
+    db: Database, settings: Settings, redis: Redis, tenant_id: uuid.UUID, sends: list[Send]
+) -> None:
+    """5xx at RCPT/DATA: a hard bounce, recorded as a DSN would be. 4xx and connection errors:
+    the message back to PENDING for the queue's retry, and the account's server one failure
+    closer to being paused."""
+    bounced = [s for s in sends if _refused(s.result) and 500 <= s.result.code < 600]
+    for send in bounced:
+        error = send.result
+        details = {"hard": True, "status": str(error.code), "diagnostic": error.message[:500]}
+        await inbound.record_hard_bounce(db, redis, send.message, details)
+        send.result = "bounced"
+    failed = [s for s in sends if isinstance(s.result, BaseException)]
+    if not failed:
+        return
+    async with db.tenant_session(tenant_id, tier="content") as session:
+        conn = await driver_connection(session)
+        await conn.execute(
+            statement("sending.sql", "release_messages"),
+            *_columns(failed, lambda s: (s.message.id, _describe(s.result)[:500])),
+        )
+    by_account: dict[uuid.UUID, list[Send]] = {}
+    for send in failed:
+        by_account.setdefault(send.account_id, []).append(send)
+    for account_id, group in by_account.items():
+        await _server_failed(
+            db, settings, redis, tenant_id, account_id, len(group), _describe(group[-1].result)
+        )
+
+
+def _refused(error: object) -> bool:
+    return isinstance(
+        error,
+        aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError | aiosmtplib.SMTPSenderRefused,
     )
+
+
+def _describe(error: BaseException) -> str:
+    return f"{error.code} {error.message}" if _refused(error) else str(error) or repr(error)
+
+
+async def _server_failed(
+    db: Database,
+    settings: Settings,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    failures: int,
+    error: str,
+) -> None:
+    """Counts consecutive failures of the account's server (reset by any success); at the
+    threshold the account is paused with the reason, and its sends wait (see _check)."""
+    key = f"smtp:failures:{account_id}"
+    total = await redis.incrby(key, failures)
+    await redis.expire(key, 3600)
+    if total >= settings.account_failures_before_pause:
+        async with db.tenant_session(tenant_id) as session:
+            await session.execute(
+                update(EmailAccount)
+                .where(EmailAccount.id == account_id, EmailAccount.status.in_(USABLE_ACCOUNTS))
+                .values(
+                    status=AccountStatus.PAUSED,
+                    status_reason=f"its SMTP server failed {total} times in a row: {error}"[:500],
+                )
+            )
 
 
 def _tracked_link(settings: Settings, message_id: uuid.UUID, url: str) -> str:
     """The signed click URL, or the link itself when it cannot be tracked (no host, too long)."""
-    from services import tracking
-
     try:
         return tracking.click_url(settings, message_id, url)
     except ValueError:
@@ -390,6 +652,7 @@ def _server(settings: Settings, account: EmailAccount) -> smtp.Server:
             account.smtp_port or 587,
             account.smtp_username or account.address,
             accounts.smtp_password(settings, account),
+            connections=settings.smtp_pool_size,
         )
     relay_password = settings.smtp_relay_password
     return smtp.Server(
@@ -398,66 +661,7 @@ def _server(settings: Settings, account: EmailAccount) -> smtp.Server:
         settings.smtp_relay_username,
         relay_password.get_secret_value() if relay_password else None,
         settings.smtp_relay_starttls,
-    )
-
-
-async def _record_sent(session: AsyncSession, message_id: uuid.UUID, reply: str) -> None:
-    message = await session.get(EmailMessage, message_id, with_for_update=True)
-    message.status, message.sent_at, message.smtp_response = (
-        MessageStatus.SENT,
-        func.now(),
-        reply[:500],
-    )
-    lead = await session.get(Lead, message.lead_id, with_for_update=True)
-    lead.current_step = max(lead.current_step, message.step_position)
-    lead.last_sent_at = func.now()
-    if message.step_position == 1:
-        lead.first_message_id = message.message_id_header
-    if lead.status == LeadStatus.ACTIVE:
-        lead.status = LeadStatus.CONTACTED
-    session.add(_event(message, EventKind.SENT))
-    await _plan_follow_up(session, message, lead)
-
-
-async def _plan_follow_up(session: AsyncSession, message: EmailMessage, lead: Lead) -> None:
-    campaign = await session.get(Campaign, message.campaign_id)
-    following = await session.scalar(
-        select(CampaignSequenceStep).where(
-            CampaignSequenceStep.campaign_id == campaign.id,
-            CampaignSequenceStep.position == message.step_position + 1,
-        )
-    )
-    if following is None:
-        lead.status = LeadStatus.FINISHED
-        return
-    at = next_open(campaign, datetime.now(UTC) + timedelta(days=following.delay_days))
-    await enqueue(
-        session,
-        SEND_KIND,
-        {
-            "campaign_id": str(campaign.id),
-            "lead_id": str(lead.id),
-            "step": following.position,
-            "account_id": str(message.account_id),
-        },
-        tenant_id=campaign.tenant_id,
-        priority=SEND_PRIORITY,
-        run_at=at,
-        campaign_id=campaign.id,
-        idempotency_key=send_key(str(campaign.id), str(lead.id), following.position),
-    )
-
-
-def _event(message: EmailMessage, kind: EventKind, **extra) -> EmailEvent:
-    return EmailEvent(
-        tenant_id=message.tenant_id,
-        kind=kind,
-        message_id=message.id,
-        campaign_id=message.campaign_id,
-        lead_id=message.lead_id,
-        account_id=message.account_id,
-        step_position=message.step_position,
-        **extra,
+        settings.smtp_pool_size,
     )
 
 

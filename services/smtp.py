@@ -22,6 +22,7 @@ class Server:
     username: str | None = None
     password: str | None = None
     require_tls: bool = False
+    connections: int = 8  # the pool's size: transactions to this server at once
 
 
 class ConnectionPool:
@@ -72,7 +73,7 @@ _pools: dict[Server, ConnectionPool] = {}
 def pool_for(server: Server) -> ConnectionPool:
     """The process's pool for a server (pools belong to the event loop that made them)."""
     if server not in _pools:
-        _pools[server] = ConnectionPool(server)
+        _pools[server] = ConnectionPool(server, size=server.connections)
     return _pools[server]
 
 

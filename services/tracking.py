@@ -296,22 +296,26 @@ async def record_event(
             )
             .returning(EmailEvent)
         )
-    await _publish(redis, event)
+    await publish(redis, [event])
     return event
 
 
-async def _publish(redis: Redis, event: EmailEvent) -> None:
-    body = {
-        "kind": event.kind.value,
-        "messageId": str(event.message_id),
-        "campaignId": str(event.campaign_id) if event.campaign_id else None,
-        "leadId": str(event.lead_id) if event.lead_id else None,
-        "machine": event.machine,
-        "url": event.url,
-        "at": event.occurred_at.isoformat(),
-    }
+async def publish(redis: Redis, events: list[EmailEvent]) -> None:
+    """Tells live views about stored events, in one round trip. A failure only logs: the events
+    are stored, and live views catch up from the tables."""
     try:
-        await redis.publish(email_channel(event.tenant_id), json.dumps(body))
+        async with redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                body = {
+                    "kind": EventKind(event.kind).value,
+                    "messageId": str(event.message_id),
+                    "campaignId": str(event.campaign_id) if event.campaign_id else None,
+                    "leadId": str(event.lead_id) if event.lead_id else None,
+                    "machine": event.machine,
+                    "url": event.url,
+                    "at": event.occurred_at.isoformat(),
+                }
+                pipe.publish(email_channel(event.tenant_id), json.dumps(body))
+            await pipe.execute()
     except RedisError:
-        # The event is stored; live views catch up from the tables.
-        log.warning("could not publish %s event %s", event.kind, event.id, exc_info=True)
+        log.warning("could not publish %d events", len(events), exc_info=True)

@@ -6,13 +6,14 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
-from sqlalchemy import func, select, text
+from sqlalchemy import select
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
 from graphql_api.ids import encode_id
 from graphql_api.pagination import Connection, paginate
 from models import tenancy
+from services import staff
 
 
 class IsStaff(BasePermission):
@@ -20,14 +21,7 @@ class IsStaff(BasePermission):
 
     async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         user_id = await info.context.user_id()
-        if user_id is None:
-            return False
-        async with info.context.db.system_session() as session:  # staff are not tenant data
-            return bool(
-                await session.scalar(
-                    text("SELECT active FROM app.staff_members WHERE user_id = :u"), {"u": user_id}
-                )
-            )
+        return user_id is not None and await staff.is_active_staff(info.context.db, user_id)
 
 
 @strawberry.type
@@ -47,12 +41,6 @@ class Admin:
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[AdminTenant]:
         user_id = await info.context.user_id()
-        members = (
-            select(func.count())
-            .select_from(tenancy.TenantUser)
-            .where(tenancy.TenantUser.tenant_id == tenancy.Tenant.id)
-            .scalar_subquery()
-        )
         counts: dict = {}
 
         def shape(row: tenancy.Tenant) -> AdminTenant:
@@ -77,14 +65,7 @@ class Admin:
                 max_page=info.context.settings.graphql_max_page_size,
                 node=lambda row: row,
             )
-            ids = [edge.node.id for edge in page.edges]
-            counts.update(
-                (
-                    await session.execute(
-                        select(tenancy.Tenant.id, members).where(tenancy.Tenant.id.in_(ids))
-                    )
-                ).all()
-            )
+            counts.update(await staff.member_counts(session, [e.node.id for e in page.edges]))
         for edge in page.edges:
             edge.node = shape(edge.node)
         return page

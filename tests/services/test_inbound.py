@@ -263,6 +263,7 @@ async def test_mail_to_the_unsubscribe_address_unsubscribes_the_lead(
     )  # fmt: skip
 
     assert outcome.action == "unsubscribe" and outcome.inbound.error is None
+    assert outcome.inbound.kind == InboundKind.UNSUBSCRIBE
     assert await lead_status(db, sent) == LeadStatus.UNSUBSCRIBED
     assert await suppressions(db, sent) == [(sent.email, SuppressionReason.UNSUBSCRIBE)]
     assert [e.kind for e in await events(db, sent.message.id)] == [EventKind.UNSUBSCRIBE]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import socket
 import time
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from email import policy
 import dkim
 import pytest
 from aiosmtpd.controller import Controller
+from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 
 from models.billing import Plan
@@ -22,9 +24,13 @@ from models.infrastructure import Domain
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
-from services import accounts, campaigns, domains, leads, sending
+from services import accounts, campaigns, domains, leads, sending, tracking
 from tests.factories import create_tenant
+from tests.jobs.conftest import QUEUE_SETTINGS
 from tests.jobs.test_queuer import quiet_queue
+
+LEADS, STEPS = 200, 3  # the issue's campaign: 3 steps x 200 leads across 3 accounts
+FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
 
 
 class Sink:
@@ -34,6 +40,7 @@ class Sink:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.refuse: set[str] = set()
         self.unavailable = False
+        self.delay = 0.0  # seconds each DATA takes, so a transaction can be caught mid-way
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.unavailable:
@@ -44,6 +51,7 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.delay)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
         return "250 OK"
 
@@ -120,17 +128,31 @@ async def test_a_campaign_delivers_every_step_once_signed_threaded_and_unsubscri
 ) -> None:
     handler, port = sink
     tenant, campaign_id, domain_id = await _campaign(
-        db, settings, lead_count=40, steps=2, accounts_n=3
+        db, settings, lead_count=LEADS, steps=STEPS, accounts_n=3
     )
-    start_worker(processes=1, threads=4, smtp_relay_port=port)
+    live = Redis.from_url(settings.redis_url)
+    channel = live.pubsub()
+    await channel.subscribe(tracking.email_channel(tenant))
+    # 600 sends in seconds: the per-minute rates (60 per account, 600 per IP) would spread them
+    # over two minutes.
+    start_worker(processes=1, threads=4, smtp_relay_port=port, **FAST)
     run_queuer()
 
     async def all_sent() -> bool:
-        return len(handler.messages) >= 80
+        return len(handler.messages) >= LEADS * STEPS
 
     await _wait(all_sent)
     await asyncio.sleep(1)  # nothing more arrives
-    assert len(handler.messages) == 80
+    assert len(handler.messages) == LEADS * STEPS
+    published = []
+    deadline = time.monotonic() + 10
+    while len(published) < LEADS * STEPS and time.monotonic() < deadline:
+        item = await channel.get_message(ignore_subscribe_messages=True, timeout=1)
+        if item is not None:  # (None also for the subscribe confirmation it skips)
+            published.append(json.loads(item["data"]))
+    await channel.aclose()
+    await live.aclose()
+    assert len(published) == LEADS * STEPS and {p["kind"] for p in published} == {"SENT"}
     async with db.tenant_session(tenant) as s:
         domain = await s.get(Domain, domain_id)
         statuses = dict(
@@ -143,7 +165,7 @@ async def test_a_campaign_delivers_every_step_once_signed_threaded_and_unsubscri
         lead_states = set(
             await s.scalars(select(Lead.status).where(Lead.campaign_id == campaign_id))
         )
-    assert statuses == {MessageStatus.SENT: 80}
+    assert statuses == {MessageStatus.SENT: LEADS * STEPS}
     assert lead_states == {LeadStatus.FINISHED}
 
     dnsfunc = _dns_for(domain)
@@ -158,14 +180,17 @@ async def test_a_campaign_delivers_every_step_once_signed_threaded_and_unsubscri
         )
         assert mail_from.startswith("bounce+")
         by_recipient.setdefault(rcpts[0], []).append(parsed)
-    assert len(by_recipient) == 40 and all(len(m) == 2 for m in by_recipient.values())
+    assert len(by_recipient) == LEADS and all(len(m) == STEPS for m in by_recipient.values())
     senders_used = {m["From"].addresses[0].addr_spec for ms in by_recipient.values() for m in ms}
     assert len(senders_used) == 3  # round robin over the accounts
     for messages in by_recipient.values():
         first = next(m for m in messages if m["Subject"].startswith("Hi "))
-        second = next(m for m in messages if m["Subject"] == "Re: hi")
-        assert second["In-Reply-To"] == first["Message-ID"]
-        assert first["From"] == second["From"]  # the follow-up comes from the same account
+        follow_ups = [m for m in messages if m["Subject"] == "Re: hi"]
+        assert len(follow_ups) == STEPS - 1
+        for follow_up in follow_ups:  # threaded to step 1, from the same account
+            assert follow_up["In-Reply-To"] == first["Message-ID"]
+            assert follow_up["References"] == first["Message-ID"]
+            assert follow_up["From"] == first["From"]
 
 
 async def test_a_hard_bounce_at_rcpt_suppresses_the_address_and_stops_the_lead(
@@ -264,3 +289,77 @@ async def test_an_account_whose_server_keeps_failing_is_paused_and_its_sends_wai
     assert "451" in account.status_reason and "failed 3 times" in account.status_reason
     assert len(sends) == 3 and JobStatus.DEAD not in sends  # they wait for the account
     assert handler.messages == []
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_mid_campaign_never_sends_a_lead_the_same_step_twice(
+    db: Database, settings: Settings, sink, start_worker, run_queuer, monkeypatch
+) -> None:
+    """kill -9 of the worker group while SMTP transactions are in flight (each DATA takes 20 ms):
+    the batches it held come back after their lease, and whatever was in flight is not sent
+    again. A message whose transaction the kill cut off is SENT-as-assumed, not resent."""
+    # One wave per batch (lease = job timeout 5 s + 30 s), small batches, two steps.
+    monkeypatch.setitem(QUEUE_SETTINGS, "job_timeout_seconds", 5.0)
+    monkeypatch.setitem(QUEUE_SETTINGS, "job_concurrency", 50)
+    handler, port = sink
+    handler.delay = 0.02
+    leads_n, steps = 150, 2
+    tenant, campaign_id, _ = await _campaign(
+        db, settings, lead_count=leads_n, steps=steps, accounts_n=2
+    )
+    worker = start_worker(processes=2, threads=2, smtp_relay_port=port, **FAST)
+    run_queuer(queue_jobs_per_message=10)
+
+    async def under_way() -> bool:
+        return len(handler.messages) >= 60
+
+    await _wait(under_way)
+    worker.kill()
+    at_kill = len(handler.messages)
+    async with db.tenant_session(tenant, tier="content") as s:
+        in_flight = await s.scalar(
+            select(func.count()).where(EmailMessage.status == MessageStatus.SENDING)
+        )
+    assert at_kill < leads_n * steps, "the campaign ended before the kill: nothing tested"
+    start_worker(processes=2, threads=2, smtp_relay_port=port, **FAST)
+
+    async def all_sent() -> bool:
+        async with db.tenant_session(tenant, tier="content") as s:
+            sent = await s.scalar(
+                select(func.count()).where(EmailMessage.status == MessageStatus.SENT)
+            )
+        return sent == leads_n * steps
+
+    await _wait(all_sent, within=150)
+    await asyncio.sleep(1)  # nothing more arrives
+    received = [
+        (rcpts[0], email.message_from_bytes(raw)["Subject"]) for _, rcpts, raw in handler.messages
+    ]
+    async with db.tenant_session(tenant, tier="content") as s:
+        messages = (
+            await s.execute(
+                select(
+                    EmailMessage.to_address, EmailMessage.step_position, EmailMessage.smtp_response
+                )
+            )
+        ).all()
+    async with db.tenant_session(tenant) as s:
+        lead_states = set(
+            await s.scalars(select(Lead.status).where(Lead.campaign_id == campaign_id))
+        )
+    by_step = {(to, "Hi" if step == 1 else "Re: hi") for to, step, _ in messages}
+    assert len(messages) == leads_n * steps  # one message per lead and step
+    counts: dict[tuple[str, str], int] = {}
+    for rcpt, subject in received:
+        key = (rcpt, "Hi" if subject.startswith("Hi ") else subject)
+        counts[key] = counts.get(key, 0) + 1
+    assert max(counts.values()) == 1, "a lead got the same step twice"
+    assumed = [m for m in messages if m.smtp_response == sending.UNKNOWN_OUTCOME]
+    # Every message reached the sink, except those the kill cut off mid-transaction.
+    assert (
+        set(counts) | {(m.to_address, "Hi" if m.step_position == 1 else "Re: hi") for m in assumed}
+        == by_step
+    )
+    assert len(assumed) <= in_flight
+    assert lead_states == {LeadStatus.FINISHED}
+    print(f"kill at {at_kill} received, {in_flight} in flight; {len(assumed)} assumed sent")

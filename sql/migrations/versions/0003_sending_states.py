@@ -1,0 +1,49 @@
+"""sending: a message is SENDING while its SMTP transaction runs; UNSUBSCRIBE inbound mail;
+an index for cancelling one lead's pending sends
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+MESSAGE_STATUSES = ("PENDING", "SENDING", "SENT", "BOUNCED", "FAILED")
+INBOUND_KINDS = ("DSN", "ARF", "REPLY", "UNSUBSCRIBE", "UNKNOWN")
+PENDING_JOBS = "kind = 'send_step' AND status IN ('queued', 'failed', 'dispatched')"
+
+
+def _check(table: str, name: str, column: str, values: Sequence[str]) -> None:
+    listed = ", ".join(f"'{v}'" for v in values)
+    op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS ck_{table.split('.')[1]}_{name}")
+    op.execute(
+        f"ALTER TABLE {table} ADD CONSTRAINT ck_{table.split('.')[1]}_{name} "
+        f"CHECK ({column} IN ({listed}))"
+    )
+
+
+def upgrade() -> None:
+    _check("content.email_messages", "message_status", "status", MESSAGE_STATUSES)
+    _check("content.inbound_messages", "inbound_kind", "kind", INBOUND_KINDS)
+    op.execute(
+        "CREATE INDEX ix_jobs_tenant_id_lead_sends ON queue.jobs "
+        f"(tenant_id, (payload->>'lead_id')) WHERE {PENDING_JOBS}"
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX IF EXISTS queue.ix_jobs_tenant_id_lead_sends")
+    op.execute("UPDATE content.inbound_messages SET kind = 'UNKNOWN' WHERE kind = 'UNSUBSCRIBE'")
+    _check("content.inbound_messages", "inbound_kind", "kind", tuple(
+        k for k in INBOUND_KINDS if k != "UNSUBSCRIBE"
+    ))
+    op.execute("UPDATE content.email_messages SET status = 'PENDING' WHERE status = 'SENDING'")
+    _check("content.email_messages", "message_status", "status", tuple(
+        s for s in MESSAGE_STATUSES if s != "SENDING"
+    ))
