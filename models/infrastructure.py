@@ -9,6 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Date,
     DateTime,
@@ -165,6 +166,8 @@ class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     imap_host: Mapped[str | None] = mapped_column(String(253))
     imap_port: Mapped[int | None] = mapped_column()
     imap_last_uid: Mapped[int | None] = mapped_column()
+    # The inbox's UIDVALIDITY when imap_last_uid was read: a new one means its UIDs were reset.
+    imap_uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class WarmupState(TenantOwned, Timestamps, Base):

@@ -26,13 +26,13 @@ import uuid
 
 import asyncpg
 from sqlalchemy import insert, text
-from sqlalchemy.engine import make_url
 
+from bench_common import admin, run_with_servers, with_database
 from models.campaigns import Campaign, Suppression, SuppressionReason
 from models.sessions import Database
 from models.tenancy import Tenant
-from penguinmails import embedded, migrations
-from penguinmails.settings import Settings, get_settings
+from penguinmails import migrations
+from penguinmails.settings import Settings
 from services.leads import import_leads
 
 LEADS = 100_000
@@ -43,18 +43,7 @@ LAST_NAMES = ["Lovelace", "Hopper", "Torvalds", "Hamilton", "Turing", "Liskov", 
 
 
 def main() -> None:
-    settings = get_settings()
-    started: list[str] = []
-    if not settings.database_url:
-        services = embedded.ensure_services(settings)
-        os.environ.update(services.env)
-        started = services.started
-        get_settings.cache_clear()
-        settings = get_settings()
-    try:
-        asyncio.run(bench(settings))
-    finally:
-        embedded.stop_services(settings, started)
+    run_with_servers(bench)
 
 
 async def bench(settings: Settings) -> None:
@@ -207,18 +196,6 @@ async def full_import(
         f"{report.suppressed:,} suppressed, {len(report.invalid):,} invalid"
     )
     return elapsed
-
-
-async def admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def with_database(url: str, name: str) -> str:
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,12 +35,12 @@ from pathlib import Path
 import asyncpg
 import redis
 from dramatiq import Message
-from sqlalchemy.engine import make_url
 
+from bench_common import admin, run_with_servers, start, stop, wait_for_workers, with_database
 from jobs.queue import enqueue_many
 from models.sessions import Database
-from penguinmails import embedded, migrations
-from penguinmails.settings import PROJECT_ROOT, Settings, get_settings
+from penguinmails import migrations
+from penguinmails.settings import PROJECT_ROOT, Settings
 
 PROCESSES = 2
 # (threads per process, dramatiq_queue_prefetch), all tried for the baseline.
@@ -74,18 +73,7 @@ def main() -> None:
     parser.add_argument("--skip-durable", action="store_true", help="baseline only (tuning)")
     args = parser.parse_args()
 
-    settings = get_settings()
-    started: list[str] = []
-    if not settings.database_url or not settings.redis_url:
-        services = embedded.ensure_services(settings)
-        os.environ.update(services.env)
-        started = services.started
-        get_settings.cache_clear()
-        settings = get_settings()
-    try:
-        asyncio.run(bench(settings, args))
-    finally:
-        embedded.stop_services(settings, started)
+    run_with_servers(lambda settings: bench(settings, args))
 
 
 async def bench(settings: Settings, args: argparse.Namespace) -> None:
@@ -169,7 +157,7 @@ def raw_run(
         worker_env, log,
     )  # fmt: skip
     try:
-        wait_for_workers(proc, log)
+        wait_for_workers(proc, log, PROCESSES)
         began = time.perf_counter()
         client.rename(staged, queue)
         deadline = began + TIMEOUT_SECONDS
@@ -203,7 +191,7 @@ async def durable_run(
                 [sys.executable, "-m", "penguinmails", "worker", "--processes", str(PROCESSES),
                  "--threads", str(threads)], env, log,
             ))  # fmt: skip
-            wait_for_workers(procs[0], log)
+            wait_for_workers(procs[0], log, PROCESSES)
             for i in range(queuers):
                 procs.append(start([sys.executable, "-m", "penguinmails", "queuer"], env,
                                    LOGS / f"durable-queuer-{i}.log"))  # fmt: skip
@@ -246,21 +234,6 @@ async def durable_run(
     return Result(label, row["last"] - began_wall, jobs), enqueue_s
 
 
-def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args, env=env, cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def wait_for_workers(proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while log.read_text().count("Worker process is ready") < PROCESSES:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"workers did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-
-
 async def wait_for_queuers(settings: Settings, procs: list[subprocess.Popen]) -> None:
     """Until each queuer has made its first (empty) claim and sleeps, LISTENing."""
     conn = await asyncpg.connect(settings.database_url)
@@ -279,29 +252,6 @@ async def wait_for_queuers(settings: Settings, procs: list[subprocess.Popen]) ->
             await asyncio.sleep(0.1)
     finally:
         await conn.close()
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the main process (Dramatiq's tells its workers), then SIGKILL its group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-async def admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def with_database(url: str, name: str) -> str:
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,24 @@ from email.message import EmailMessage as MimeMessage
 from pathlib import Path
 
 import aiosmtplib
-import asyncpg
 import redis
 from sqlalchemy import func, insert, select, update
 
+from bench_common import (
+    admin,
+    free_port,
+    run_with_servers,
+    start,
+    stop,
+    wait_for_workers,
+    with_database,
+)
 from models.billing import Plan
 from models.content import EmailMessage, MessageStatus
 from models.sessions import Database
 from models.tenancy import Tenant
-from penguinmails import embedded, migrations
-from penguinmails.settings import PROJECT_ROOT, Settings, get_settings
+from penguinmails import migrations
+from penguinmails.settings import PROJECT_ROOT, Settings
 from services import accounts, campaigns, domains, leads
 from services.demo import seed_plans
 
@@ -72,24 +79,13 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    settings = get_settings()
-    started: list[str] = []
-    if not settings.database_url or not settings.redis_url:
-        services = embedded.ensure_services(settings)
-        os.environ.update(services.env)
-        started = services.started
-        get_settings.cache_clear()
-        settings = get_settings()
     try:
         import uvloop
 
-        runner = uvloop.run
+        run = uvloop.run
     except ImportError:
-        runner = asyncio.run
-    try:
-        runner(bench(settings, args))
-    finally:
-        embedded.stop_services(settings, started)
+        run = asyncio.run
+    run_with_servers(lambda settings: bench(settings, args), run)
 
 
 async def bench(settings: Settings, args: argparse.Namespace) -> None:
@@ -231,7 +227,7 @@ async def platform_run(settings: Settings, counter: SinkCounter, port: int, args
             wargs += ["--threads", str(args.threads)]
         log = LOGS / "worker.log"
         procs.append(start(wargs, env, log))
-        wait_for_workers(procs[0], log)
+        wait_for_workers(procs[0], log, PROCESSES)
         procs.append(start([sys.executable, "-m", "penguinmails", "queuer"], env,
                            LOGS / "queuer.log"))  # fmt: skip
         await asyncio.sleep(2)  # the queuer connects and LISTENs
@@ -351,52 +347,6 @@ def start_profilers(procs: list[subprocess.Popen]) -> list[subprocess.Popen]:
         ))  # fmt: skip
     time.sleep(1)
     return profs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        args, env=env, cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def wait_for_workers(proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while log.read_text().count("Worker process is ready") < PROCESSES:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"workers did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the main process (Dramatiq's tells its workers), then SIGKILL its group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-async def admin(server_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def with_database(url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 if __name__ == "__main__":

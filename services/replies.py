@@ -10,10 +10,9 @@ How the inbox is read:
   BODY.PEEK is fetched, so nothing is marked seen or changed in the user's mail.
 - Progress: `email_accounts.imap_last_uid`, the highest UID read. A first poll reads the inbox
   from the start, at most MAX_MESSAGES_PER_POLL messages a poll; the next poll goes on.
-- UIDVALIDITY is not stored (the table has no column for it). A renumbered mailbox is noticed
-  when the UID stored is at or past the server's UIDNEXT, and the inbox is read again from the
-  start: a reply already counted is not counted again. A renumbering that leaves UIDNEXT above
-  the stored UID goes unnoticed, and the mail below it is skipped.
+- The inbox's UIDVALIDITY is stored with the UID (`imap_uidvalidity`). When the server reports
+  another one, or a UIDNEXT at or below the stored UID, the mailbox was renumbered and is read
+  again from the start: a reply already counted is not counted again.
 
 What counts as a reply: the first genuine answer to a sent message. Mail that matches no message
 of the tenant is ignored and not stored. A second reply to the same message (or the same reply
@@ -165,9 +164,10 @@ def _server(settings: Settings, account: EmailAccount) -> Server:
 
 async def _read(db: Database, redis: Redis, account: EmailAccount, mailbox: Mailbox) -> PollResult:
     result = PollResult(account.id, last_uid=account.imap_last_uid)
-    uid_next = await asyncio.to_thread(mailbox.open)
+    validity, uid_next = await asyncio.to_thread(mailbox.open)
     after = account.imap_last_uid or 0
-    if after and uid_next is not None and after >= uid_next:
+    reset = validity is not None and account.imap_uidvalidity not in (None, validity)
+    if after and (reset or (uid_next is not None and after >= uid_next)):
         result.renumbered, after = True, 0
     uids = await asyncio.to_thread(mailbox.new_uids, after)
     batch, result.more = uids[:MAX_MESSAGES_PER_POLL], len(uids) > MAX_MESSAGES_PER_POLL
@@ -180,7 +180,7 @@ async def _read(db: Database, redis: Redis, account: EmailAccount, mailbox: Mail
             done = header.uid
         done = batch[-1] if batch else done  # UIDs expunged between SEARCH and FETCH too
     finally:
-        result.last_uid = await _advance(db, account, done)
+        result.last_uid = await _advance(db, account, done, validity)
     return result
 
 
@@ -236,9 +236,12 @@ async def _sent_messages(
         return {message.message_id_header: Sent(message, was) for message, was in rows}
 
 
-async def _advance(db: Database, account: EmailAccount, done: int) -> int | None:
-    """Stores the last UID read, unless another poll of the account moved it meanwhile."""
-    if done == account.imap_last_uid:
+async def _advance(
+    db: Database, account: EmailAccount, done: int, validity: int | None
+) -> int | None:
+    """Stores the last UID read (and the UIDVALIDITY it belongs to), unless another poll of the
+    account moved it meanwhile."""
+    if done == account.imap_last_uid and validity == account.imap_uidvalidity:
         return done
     async with db.tenant_session(account.tenant_id) as session:
         moved = await session.execute(
@@ -247,7 +250,7 @@ async def _advance(db: Database, account: EmailAccount, done: int) -> int | None
                 EmailAccount.id == account.id,
                 EmailAccount.imap_last_uid.is_not_distinct_from(account.imap_last_uid),
             )
-            .values(imap_last_uid=done)
+            .values(imap_last_uid=done, imap_uidvalidity=validity)
         )
     return done if moved.rowcount else account.imap_last_uid
 
@@ -343,8 +346,9 @@ class Mailbox:
         self.server = server
         self.imap: imaplib.IMAP4 | None = None
 
-    def open(self) -> int | None:
-        """Connects, logs in and opens INBOX read-only; the server's UIDNEXT when it says."""
+    def open(self) -> tuple[int | None, int | None]:
+        """Connects, logs in and opens INBOX read-only; the server's UIDVALIDITY and UIDNEXT,
+        each None when it does not say."""
         s = self.server
         context = ssl.create_default_context()
         with self._failing("connection to"):
@@ -360,8 +364,9 @@ class Mailbox:
             self.imap.login(s.username, s.password)
         with self._failing("SELECT INBOX on"):
             _ok(self.imap.select("INBOX", readonly=True))
+            _, validity = self.imap.response("UIDVALIDITY")
             _, uid_next = self.imap.response("UIDNEXT")
-        return int(uid_next[0]) if uid_next and uid_next[0] else None
+        return _number(validity), _number(uid_next)
 
     def new_uids(self, after: int) -> list[int]:
         """UIDs above `after`, ascending."""
@@ -404,6 +409,10 @@ class Mailbox:
                 f"IMAP {doing} {self.server.host}:{self.server.port} failed: "
                 f"{str(reason) or type(e).__name__}"
             ) from e
+
+
+def _number(data: list | None) -> int | None:
+    return int(data[0]) if data and data[0] else None
 
 
 def _ok(response: tuple[str, list]) -> list:

@@ -20,14 +20,15 @@ from models.sessions import Database
 from penguinmails.settings import Settings
 from tests.factories import create_tenant
 from tests.jobs.conftest import QUEUE_SETTINGS
-from tests.jobs.test_queuer import (
+from tests.jobs.helpers import (
     LEASE_EXPIRED,
     effect_runs,
     logs_of,
     quiet_queue,
     redis_client,
+    statuses,
+    wait_for,
 )
-from tests.jobs.test_worker import statuses, wait_for
 
 JOBS = 5_000
 PROCESSES, THREADS = 2, 4

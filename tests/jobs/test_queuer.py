@@ -15,100 +15,28 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import dramatiq
 import pytest
-import redis
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
-from jobs.broker import TIERS
 from jobs.connections import system_dsn
 from jobs.queue import cancel, cancel_campaign, enqueue, enqueue_many
 from jobs.queuer import Queuer, recover_expired_leases
-from models.queue import Job, JobLog
+from models.queue import Job
 from models.sessions import Database
 from models.tenancy import Tenant, TenantStatus
 from penguinmails.settings import Settings
 from tests.factories import create_tenant
-from tests.jobs.test_worker import statuses, wait_for
-
-LEASE_EXPIRED = "lease expired (worker lost or message lost)"
-
-
-# --- helpers shared with test_crash_safety -------------------------------------------------
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url)
-
-
-async def quiet_queue(db: Database, settings: Settings) -> None:
-    """No work left over from another test: unfinished jobs cancelled, the session's Redis keys
-    gone (other tests share this database and namespace)."""
-    async with db.system_session("queue") as s:
-        await s.execute(
-            text(
-                "UPDATE queue.jobs SET status = 'cancelled', lease_until = NULL, finished_at = now()"
-                " WHERE status IN ('queued', 'failed', 'dispatched', 'running')"
-            )
-        )
-    client = redis_client(settings)
-    try:
-        keys = list(client.scan_iter(match=f"{settings.redis_namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-def messages_in_redis(settings: Settings) -> list[tuple[str, dramatiq.Message]]:
-    """Every Dramatiq message waiting in the tiers' queues, as (tier, message)."""
-    client = redis_client(settings)
-    found = []
-    try:
-        for tier in TIERS:
-            key = f"{settings.redis_namespace}:{tier}"
-            ids = client.lrange(key, 0, -1)
-            bodies = client.hgetall(f"{key}.msgs")
-            assert set(ids) == set(bodies), f"{tier}: message ids without bodies or vice versa"
-            found += [(tier, dramatiq.Message.decode(bodies[i])) for i in ids]
-    finally:
-        client.close()
-    return found
-
-
-def refs_in_redis(settings: Settings) -> list[tuple[str, uuid.UUID, int]]:
-    """Every (tier, job id, attempt) the waiting messages carry."""
-    return [
-        (tier, uuid.UUID(job_id), attempt)
-        for tier, message in messages_in_redis(settings)
-        for job_id, attempt in message.args[0]
-    ]
-
-
-async def job_rows(db: Database, ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
-    async with db.system_session("queue") as s:
-        return {job.id: job for job in await s.scalars(select(Job).where(Job.id.in_(ids)))}
-
-
-async def logs_of(db: Database, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[tuple]]:
-    """job id -> [(attempt, status, message)] in the order they were written."""
-    async with db.system_session("queue") as s:
-        rows = await s.scalars(
-            select(JobLog).where(JobLog.job_id.in_(ids)).order_by(JobLog.job_id, JobLog.id)
-        )
-        logs: dict[uuid.UUID, list[tuple]] = {job_id: [] for job_id in ids}
-        for row in rows:
-            logs[row.job_id].append((row.attempt, row.status.value, row.message))
-        return logs
-
-
-async def effect_runs(db: Database, ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, int]]:
-    async with db.system_session() as s:
-        rows = await s.execute(
-            text("SELECT job_id, attempt FROM public.test_effect_runs WHERE job_id = ANY(:ids)"),
-            {"ids": ids},
-        )
-        return [(r.job_id, r.attempt) for r in rows]
-
+from tests.jobs.helpers import (
+    LEASE_EXPIRED,
+    effect_runs,
+    job_rows,
+    logs_of,
+    messages_in_redis,
+    quiet_queue,
+    refs_in_redis,
+    statuses,
+    wait_for,
+)
 
 # --- fixtures ------------------------------------------------------------------------------
 

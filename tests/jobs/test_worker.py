@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 import uuid
 
 from sqlalchemy import func, select, text
@@ -13,24 +11,7 @@ from jobs.queue import enqueue, enqueue_many
 from models.queue import Job, JobLog, JobStatus
 from models.sessions import Database
 from tests.factories import create_tenant
-
-
-async def wait_for(predicate, within: float = 60.0, every: float = 0.2):
-    deadline = time.monotonic() + within
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {predicate.__name__}"
-        await asyncio.sleep(every)
-
-
-async def statuses(db: Database, ids: list[uuid.UUID]) -> dict[str, int]:
-    async with db.system_session("queue") as s:
-        rows = await s.execute(
-            select(Job.status, func.count()).where(Job.id.in_(ids)).group_by(Job.status)
-        )
-        return {status.value: count for status, count in rows}
+from tests.jobs.helpers import statuses, wait_for
 
 
 async def test_jobs_run_once_each_and_are_recorded_with_logs(

@@ -28,7 +28,7 @@ from services import replies, secrets
 from services.replies import ImapError
 from tests.factories import Sent, create_row, events, sent_message, table
 from tests.imap import Dovecot, free_port
-from tests.jobs.test_queuer import quiet_queue
+from tests.jobs.helpers import quiet_queue
 
 PASSWORD = "correct horse battery staple"
 
@@ -339,6 +339,32 @@ async def test_a_renumbered_mailbox_is_read_again_from_the_start(
 
     assert result.renumbered and result.replies == 1
     assert await last_uid(db, box) == uid
+
+
+async def test_a_new_uidvalidity_means_the_inbox_is_read_again_from_the_start(
+    db: Database, settings: Settings, redis: Redis, dovecot: Dovecot
+) -> None:
+    box = await inbox(db, settings, dovecot)
+    first = box.receive(reply(box, in_reply_to=box.sent.message.message_id_header))
+    await poll(db, settings, redis, box)
+    async with db.system_session() as s:
+        validity = await s.scalar(
+            select(EmailAccount.imap_uidvalidity).where(EmailAccount.id == box.account.id)
+        )
+    assert validity is not None  # stored with the UID
+    other = box.receive(reply(box, in_reply_to=box.sent.message.message_id_header))
+    async with db.system_session() as s:  # UIDs read under another UIDVALIDITY, below UIDNEXT
+        await s.execute(
+            update(EmailAccount)
+            .where(EmailAccount.id == box.account.id)
+            .values(imap_last_uid=first, imap_uidvalidity=validity + 1)
+        )
+
+    result = await poll(db, settings, redis, box)
+
+    assert result.renumbered and result.read == 2  # both read again, not only the new one
+    assert [e.kind for e in await events(db, box.sent.message.id)] == [EventKind.REPLY]
+    assert await last_uid(db, box) == other
 
 
 async def test_a_server_offering_starttls_is_read_over_tls_with_its_certificate_verified(

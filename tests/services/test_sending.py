@@ -27,7 +27,7 @@ from penguinmails.settings import Settings
 from services import accounts, campaigns, domains, leads, sending, tracking
 from tests.factories import create_tenant
 from tests.jobs.conftest import QUEUE_SETTINGS
-from tests.jobs.test_queuer import quiet_queue
+from tests.jobs.helpers import quiet_queue
 
 LEADS, STEPS = 200, 3  # the campaign: 3 steps x 200 leads across 3 accounts
 FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}

@@ -1,5 +1,5 @@
 """sending: a message is SENDING while its SMTP transaction runs; UNSUBSCRIBE inbound mail;
-an index for cancelling one lead's pending sends
+an index for cancelling one lead's pending sends; the UIDVALIDITY of an account's inbox
 
 Revision ID: 0003
 Revises: 0002
@@ -7,6 +7,7 @@ Revises: 0002
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
@@ -35,9 +36,14 @@ def upgrade() -> None:
         "CREATE INDEX ix_jobs_tenant_id_lead_sends ON queue.jobs "
         f"(tenant_id, (payload->>'lead_id')) WHERE {PENDING_JOBS}"
     )
+    op.add_column(
+        "email_accounts", sa.Column("imap_uidvalidity", sa.BigInteger(), nullable=True),
+        schema="app",
+    )  # fmt: skip
 
 
 def downgrade() -> None:
+    op.drop_column("email_accounts", "imap_uidvalidity", schema="app")
     op.execute("DROP INDEX IF EXISTS queue.ix_jobs_tenant_id_lead_sends")
     op.execute("UPDATE content.inbound_messages SET kind = 'UNKNOWN' WHERE kind = 'UNSUBSCRIBE'")
     _check("content.inbound_messages", "inbound_kind", "kind", tuple(
