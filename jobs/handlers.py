@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from jobs.registry import JobContext, batch_handler, handler
-from services import sending
+from services import sending, statistics
 
 
 @handler("noop")
@@ -25,6 +25,14 @@ async def send_steps(jobs: list[JobContext]) -> list[BaseException | None]:
     """A batch's sends together: one read, one rate-limit call and one write each for all."""
     first = jobs[0]
     results = await sending.send_batch(
-        first.db, first.settings, first.redis, [(job.tenant_id, job.payload) for job in jobs]
+        first.db,
+        first.settings,
+        first.redis,
+        [(job.tenant_id, job.payload, job.attempt) for job in jobs],
     )
     return [result if isinstance(result, BaseException) else None for result in results]
+
+
+@handler(statistics.REFRESH_KIND)
+async def refresh_statistics(job: JobContext) -> None:
+    await statistics.refresh(job.db, job.payload["table"])

@@ -19,6 +19,7 @@ from models.campaigns import Campaign, CampaignStatus
 from models.sessions import driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
+from services import statistics
 from services.errors import DomainError
 
 BATCH_ROWS = 5_000
@@ -95,6 +96,8 @@ async def import_leads(
         await _insert_batches(raw, campaign, leads.batches(), report)
     report.duplicates += leads.repeated
     report.invalid = leads.invalid
+    if report.imported >= statistics.BULK_ROWS:
+        await statistics.refresh_later(session, campaign.tenant_id, "app.leads")
     return report
 
 

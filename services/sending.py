@@ -215,6 +215,7 @@ class Send:
     lead_id: uuid.UUID
     account_id: uuid.UUID
     step: int
+    attempt: int  # the job's: a first attempt has no message from an earlier one
     result: str | BaseException | None = None
     message: EmailMessage | None = None  # the row being sent or completed
     data: bytes = b""
@@ -243,9 +244,10 @@ class World:
 
 
 async def send_batch(
-    db: Database, settings: Settings, redis: Redis, jobs: list[tuple[uuid.UUID, dict]]
+    db: Database, settings: Settings, redis: Redis, jobs: list[tuple[uuid.UUID, dict, int]]
 ) -> list[str | BaseException]:
-    """Sends a batch of (tenant, payload) send jobs; returns, in order, what happened to each:
+    """Sends a batch of (tenant, payload, attempt) send jobs; returns, in order, what happened
+    to each:
     "sent", "bounced", "skipped: why", or the exception its job ends with (DeferJob when a rate
     is full or the account is paused; a 4xx or connection error, which the queue retries)."""
     sends = [
@@ -255,8 +257,9 @@ async def send_batch(
             lead_id=uuid.UUID(payload["lead_id"]),
             account_id=uuid.UUID(payload["account_id"]),
             step=int(payload["step"]),
+            attempt=attempt,
         )
-        for tenant_id, payload in jobs
+        for tenant_id, payload, attempt in jobs
     ]
     by_tenant: dict[uuid.UUID, list[Send]] = {}
     for send in sends:
@@ -265,16 +268,6 @@ async def send_batch(
         *(_send_for_tenant(db, settings, redis, t, group) for t, group in by_tenant.items())
     )
     return [send.result for send in sends]
-
-
-async def send_step(
-    db: Database, settings: Settings, redis: Redis, tenant_id: uuid.UUID, payload: dict
-) -> str:
-    """One send job on its own (see send_batch); raises what its job would end with."""
-    [result] = await send_batch(db, settings, redis, [(tenant_id, payload)])
-    if isinstance(result, BaseException):
-        raise result
-    return result
 
 
 async def _send_for_tenant(
@@ -316,11 +309,18 @@ async def _read(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> World:
         suppressed = set(
             await session.scalars(select(Suppression.email).where(Suppression.email.in_(emails)))
         )
-    async with db.tenant_session(tenant_id, tier="content") as session:
-        messages = await session.scalars(
-            select(EmailMessage).where(EmailMessage.idempotency_key.in_([s.key for s in sends]))
-        )
-        messages = {m.idempotency_key: m for m in messages}
+    # Only a retried job can find its message: a first attempt skips the read (and a message
+    # that exists all the same is refused by claim_messages, never sent twice).
+    retried = [s.key for s in sends if s.attempt > 1]
+    messages = {}
+    if retried:
+        async with db.tenant_session(tenant_id, tier="content") as session:
+            found = await session.scalars(
+                select(EmailMessage).where(
+                    EmailMessage.tenant_id == tenant_id, EmailMessage.idempotency_key.in_(retried)
+                )
+            )
+            messages = {m.idempotency_key: m for m in found}
     return World(
         campaigns, leads, accounts, {(s.campaign_id, s.position): s for s in steps}, domains,
         ips, suppressed, messages,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from models.campaigns import Campaign, CampaignStatus, Lead, Suppression, SuppressionReason
+from models.queue import Job
 from models.sessions import Database
 from penguinmails.settings import Settings
+from services import statistics
 from services.errors import DomainError
 from services.leads import ImportReport, InvalidRow, import_leads
 from tests.factories import create_row, create_tenant, table
@@ -316,3 +319,43 @@ async def test_ten_thousand_rows_are_all_imported(db: Database, settings: Settin
     leads = await _leads(db, tenant, campaign)
     assert len(leads) == 10_000
     assert leads["lead9999@example.com"].fields == {"city": "City 2"}
+
+
+async def test_a_bulk_import_asks_for_fresh_planner_statistics_and_a_small_one_does_not(
+    db: Database, settings: Settings
+) -> None:
+    tenant, campaign = await _tenant_with_campaign(db)
+    small = "email\n" + "".join(f"few{i}@example.com\n" for i in range(10))
+    bulk = "email\n" + "".join(f"bulk{i}@example.com\n" for i in range(statistics.BULK_ROWS))
+
+    await _import(db, settings, tenant, campaign, small)
+    assert await _refresh_jobs(db, tenant) == []
+    await _import(db, settings, tenant, campaign, bulk)
+    assert await _refresh_jobs(db, tenant) == [{"table": "app.leads"}]
+
+    await statistics.refresh(db, "app.leads")  # what the job does
+    rows, estimate = await _rows_and_estimate(db)
+    assert abs(estimate - rows) <= rows * 0.1, (rows, estimate)
+
+
+async def test_statistics_are_refreshed_on_request_only_for_the_tables_named_in_the_function(
+    db: Database,
+) -> None:
+    async with db.system_session() as s:
+        with pytest.raises(DBAPIError, match="not refreshed on request"):
+            await s.execute(text("SELECT app.refresh_statistics('app.users')"))
+
+
+async def _refresh_jobs(db: Database, tenant: uuid.UUID) -> list[dict]:
+    async with db.tenant_session(tenant, tier="queue") as s:
+        return list(await s.scalars(select(Job.payload).where(Job.kind == statistics.REFRESH_KIND)))
+
+
+async def _rows_and_estimate(db: Database) -> tuple[int, float]:
+    """The rows of app.leads, and the planner's estimate of them (pg_class.reltuples)."""
+    async with db.system_session() as s:
+        rows = await s.scalar(text("SELECT count(*) FROM app.leads"))
+        estimate = await s.scalar(
+            text("SELECT reltuples FROM pg_class WHERE oid = 'app.leads'::regclass")
+        )
+    return rows, estimate

@@ -1,5 +1,6 @@
 """sending: a message is SENDING while its SMTP transaction runs; UNSUBSCRIBE inbound mail;
-an index for cancelling one lead's pending sends; the UIDVALIDITY of an account's inbox
+an index for cancelling one lead's pending sends; the UIDVALIDITY of an account's inbox;
+statistics refreshed on request after bulk loads
 
 Revision ID: 0003
 Revises: 0002
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from penguinmails.migrations import run_sql_file
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -40,9 +43,12 @@ def upgrade() -> None:
         "email_accounts", sa.Column("imap_uidvalidity", sa.BigInteger(), nullable=True),
         schema="app",
     )  # fmt: skip
+    run_sql_file("statistics.sql")
+    run_sql_file("grants.sql")
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION IF EXISTS app.refresh_statistics(text)")
     op.drop_column("email_accounts", "imap_uidvalidity", schema="app")
     op.execute("DROP INDEX IF EXISTS queue.ix_jobs_tenant_id_lead_sends")
     op.execute("UPDATE content.inbound_messages SET kind = 'UNKNOWN' WHERE kind = 'UNSUBSCRIBE'")

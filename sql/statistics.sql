@@ -1,0 +1,18 @@
+-- Fresh planner statistics on request, for the application roles (they do not own the tables).
+-- After a bulk load (a lead import of thousands of rows) the statistics are stale until
+-- autovacuum's next round, and with row-level security a stale estimate ("this tenant has 6
+-- rows") makes the planner answer a primary-key lookup by scanning all of the tenant's rows.
+
+-- name: refresh_statistics
+CREATE OR REPLACE FUNCTION app.refresh_statistics(target text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF target NOT IN ('app.leads') THEN
+        RAISE EXCEPTION 'statistics of % are not refreshed on request', target;
+    END IF;
+    EXECUTE 'ANALYZE ' || target;
+END
+$fn$;
+
+-- name: refresh_statistics_private
+REVOKE ALL ON FUNCTION app.refresh_statistics(text) FROM PUBLIC;
