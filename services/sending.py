@@ -41,7 +41,7 @@ from models.infrastructure import AccountStatus, Domain, EmailAccount, SmtpIpAdd
 from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
-from services import accounts, inbound, ratelimit, smtp, templates, tracking, usage
+from services import accounts, inbound, ratelimit, smtp, statistics, templates, tracking, usage
 from services.errors import DomainError
 
 SEND_KIND = "send_step"
@@ -175,6 +175,12 @@ async def plan_campaign(
             idempotency_keys=[send_key(p["campaign_id"], p["lead_id"], 1) for p in group],
         )
         planned += len(ids)
+    if planned >= statistics.BULK_ROWS:
+        # Thousands of messages are about to be written: once the first are, the planner must
+        # know, or it reads the tenant's messages to find one by its key.
+        await statistics.refresh_later(
+            session, campaign.tenant_id, "content.email_messages", after_seconds=5
+        )
     return planned
 
 

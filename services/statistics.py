@@ -5,7 +5,7 @@ holds up the request that loaded."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,15 +15,18 @@ from models.sessions import Database
 
 REFRESH_KIND = "refresh_statistics"
 BULK_ROWS = 1_000  # a load of at least this many rows asks for fresh statistics
-TIERS = {"app.leads": "oltp"}
+TIERS = {"app.leads": "oltp", "content.email_messages": "content"}
 
 
-async def refresh_later(session: AsyncSession, tenant_id: uuid.UUID, table: str) -> None:
-    """Queues a refresh of `table`'s statistics, at most one per table per minute per tenant."""
-    minute = datetime.now(UTC).strftime("%Y%m%d%H%M")
+async def refresh_later(
+    session: AsyncSession, tenant_id: uuid.UUID, table: str, *, after_seconds: float = 0
+) -> None:
+    """Queues a refresh of `table`'s statistics `after_seconds` from now, at most one per table
+    per minute per tenant."""
+    at = datetime.now(UTC) + timedelta(seconds=after_seconds)
     await enqueue(
-        session, REFRESH_KIND, {"table": table}, tenant_id=tenant_id, priority=40,
-        idempotency_key=f"{REFRESH_KIND}:{table}:{minute}",
+        session, REFRESH_KIND, {"table": table}, tenant_id=tenant_id, priority=40, run_at=at,
+        idempotency_key=f"{REFRESH_KIND}:{table}:{at:%Y%m%d%H%M}",
     )  # fmt: skip
 
 

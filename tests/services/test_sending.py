@@ -8,7 +8,7 @@ import email
 import json
 import socket
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 
 import dkim
@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from models.billing import Plan
 from models.campaigns import Campaign, Lead, LeadStatus, Suppression
 from models.content import EmailMessage, MessageStatus
-from models.infrastructure import Domain
+from models.infrastructure import Domain, EmailAccount
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
@@ -235,6 +235,77 @@ def test_the_window_opens_at_the_next_allowed_local_hour_across_dst() -> None:
         datetime(2026, 3, 27, 15, tzinfo=UTC),
         datetime(2026, 3, 30, 7, tzinfo=UTC),
     ]
+
+
+async def _planned(db: Database, tenant, campaign_id) -> dict[str, list[datetime]]:
+    """The planned step-1 sends: run_at per account, in order."""
+    from models.queue import Job
+
+    async with db.tenant_session(tenant, tier="queue") as s:
+        rows = await s.execute(
+            select(Job.payload, Job.run_at).where(
+                Job.campaign_id == campaign_id, Job.kind == sending.SEND_KIND
+            )
+        )
+        planned: dict[str, list[datetime]] = {}
+        for payload, run_at in rows:
+            planned.setdefault(payload["account_id"], []).append(run_at)
+    return {account: sorted(times) for account, times in planned.items()}
+
+
+async def test_planning_spreads_sends_over_the_accounts_within_the_window_daily_limit_and_spacing(
+    db: Database, settings: Settings
+) -> None:
+    tenant, campaign_id, _ = await _campaign(db, settings, lead_count=10, steps=1, accounts_n=2)
+    async with db.tenant_session(tenant) as s:
+        campaign = await s.get(Campaign, campaign_id)
+        campaign.timezone, campaign.window_days = "Europe/Berlin", [1, 2, 3, 4, 5]
+        campaign.start_hour, campaign.end_hour = 9, 17
+        campaign.send_spacing_seconds = 600
+        for account in await s.scalars(
+            select(EmailAccount).where(EmailAccount.tenant_id == tenant)
+        ):
+            account.daily_limit = 3
+    # Friday 27 March 2026, 17:00 in Berlin: the window has closed; Berlin moves to summer time
+    # (UTC+2) on Sunday the 29th, so Monday's 09:00 is 07:00 UTC.
+    now = datetime(2026, 3, 27, 16, 0, tzinfo=UTC)
+    async with db.tenant_session(tenant) as s:
+        planned = await sending.plan_campaign(s, campaign_id, now)
+        again = await sending.plan_campaign(s, campaign_id, now)
+
+    assert (planned, again) == (10, 0)  # every lead once; re-planning adds nothing
+    monday, tuesday = (datetime(2026, 3, day, 7, tzinfo=UTC) for day in (30, 31))
+    each = [monday, monday.replace(minute=10), monday.replace(minute=20), tuesday,
+            tuesday.replace(minute=10)]  # fmt: skip
+    assert list((await _planned(db, tenant, campaign_id)).values()) == [each, each]
+    assert await _refreshes(db, tenant) == []  # too few sends to ask for fresh statistics
+
+
+async def test_planning_thousands_of_sends_asks_for_fresh_message_statistics(
+    db: Database, settings: Settings
+) -> None:
+    from services import statistics
+
+    tenant, campaign_id, _ = await _campaign(
+        db, settings, lead_count=statistics.BULK_ROWS, steps=1, accounts_n=1
+    )
+    began = datetime.now(UTC)
+    async with db.tenant_session(tenant) as s:
+        assert await sending.plan_campaign(s, campaign_id) == statistics.BULK_ROWS
+
+    [(table, run_at)] = [r for r in await _refreshes(db, tenant) if r[0] != "app.leads"]
+    assert table == "content.email_messages" and run_at >= began + timedelta(seconds=5)
+
+
+async def _refreshes(db: Database, tenant) -> list[tuple[str, datetime]]:
+    from models.queue import Job
+    from services import statistics
+
+    async with db.tenant_session(tenant, tier="queue") as s:
+        rows = await s.execute(
+            select(Job.payload, Job.run_at).where(Job.kind == statistics.REFRESH_KIND)
+        )
+        return [(payload["table"], run_at) for payload, run_at in rows]
 
 
 async def test_running_campaigns_are_re_planned_once_a_minute(
