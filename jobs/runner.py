@@ -58,7 +58,7 @@ class Runner:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings)
+        self.db = Database(settings.model_copy(update={"db_pool_pre_ping": False}))
         self.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         self._pool: asyncpg.Pool | None = None
 

@@ -46,7 +46,7 @@ class Database:
                 url,
                 pool_size=self.settings.db_pool_size,
                 max_overflow=self.settings.db_pool_size,
-                pool_pre_ping=True,
+                pool_pre_ping=self.settings.db_pool_pre_ping,
                 connect_args={
                     "server_settings": {
                         "application_name": f"penguinmails-{role}",

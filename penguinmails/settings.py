@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     system_db_role: str = "penguinmails_system"
     system_db_password: SecretStr | None = None
     db_pool_size: int = 10
+    # Test each pooled connection with a round trip before use. The workers turn it off: a
+    # connection lost under them fails that batch, which the queue retries.
+    db_pool_pre_ping: bool = True
     db_statement_timeout_ms: int = 30_000
 
     redis_url: str | None = Field(

@@ -409,7 +409,7 @@ async def _claim(
         lambda s: (
             s.message.id, s.campaign_id, s.lead_id, s.account_id, s.step, s.key,
             s.message.message_id_header, s.message.verp_token, s.message.from_address,
-            s.message.to_address, s.message.subject, zlib.compress(s.data),
+            s.message.to_address, s.message.subject, zlib.compress(s.data, 1),
         ),
     )  # fmt: skip
     async with db.tenant_session(tenant_id, tier="content") as session:
