@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import uuid
 import zlib
@@ -26,7 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.queue import enqueue, enqueue_many
-from jobs.registry import DeferJob
+from jobs.registry import DeferJob, PermanentJobError
 from models.campaigns import (
     Campaign,
     CampaignAccount,
@@ -43,6 +44,8 @@ from models.sqlfiles import statement
 from penguinmails.settings import Settings
 from services import accounts, inbound, ratelimit, smtp, statistics, templates, tracking, usage
 from services.errors import DomainError
+
+log = logging.getLogger("penguinmails.sending")
 
 SEND_KIND = "send_step"
 SEND_PRIORITY = 100
@@ -270,9 +273,18 @@ async def send_batch(
     by_tenant: dict[uuid.UUID, list[Send]] = {}
     for send in sends:
         by_tenant.setdefault(send.tenant_id, []).append(send)
-    await asyncio.gather(
-        *(_send_for_tenant(db, settings, redis, t, group) for t, group in by_tenant.items())
+    failures = await asyncio.gather(
+        *(_send_for_tenant(db, settings, redis, t, group) for t, group in by_tenant.items()),
+        return_exceptions=True,
     )
+    for group, failure in zip(by_tenant.values(), failures, strict=True):
+        if isinstance(failure, Exception):  # (a database or Redis error): that tenant's jobs fail
+            log.warning("send batch of tenant %s failed", group[0].tenant_id, exc_info=failure)
+            for send in group:  # a sent one, too: its retry completes what was left undone
+                if send.result is None or send.result == "sent":
+                    send.result = failure
+        elif isinstance(failure, BaseException):
+            raise failure
     return [send.result for send in sends]
 
 
@@ -399,9 +411,15 @@ async def _take_rate_slots(
 async def _claim(
     db: Database, settings: Settings, world: World, tenant_id: uuid.UUID, sends: list[Send]
 ) -> list[Send]:
-    """Builds each message and commits the lot as SENDING; returns the sends that may go out."""
+    """Builds each message and commits the lot as SENDING; returns the sends that may go out. A
+    message that cannot be built (a template that fails on this lead's data) fails its own job,
+    for good: building it again would fail the same way."""
     for send in sends:
-        _build(settings, world, send)
+        try:
+            _build(settings, world, send)
+        except Exception as e:
+            send.result = PermanentJobError(f"the message could not be built: {e!r}"[:500])
+    sends = [send for send in sends if send.result is None]
     if not sends:
         return []
     columns = _columns(

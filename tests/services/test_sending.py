@@ -434,3 +434,50 @@ async def test_a_worker_killed_mid_campaign_never_sends_a_lead_the_same_step_twi
     assert len(assumed) <= in_flight
     assert lead_states == {LeadStatus.FINISHED}
     print(f"kill at {at_kill} received, {in_flight} in flight; {len(assumed)} assumed sent")
+
+
+async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
+    db: Database, settings: Settings, sink
+) -> None:
+    """One batch holding two tenants' sends; one tenant's step fails to render for its leads
+    (bypassing the validation on save): its jobs fail for good, the other's messages go out."""
+    from jobs.registry import PermanentJobError
+    from models.campaigns import CampaignSequenceStep
+    from models.queue import Job
+
+    handler, port = sink
+    good, good_campaign, _ = await _campaign(db, settings, lead_count=3, steps=1, accounts_n=1)
+    bad, bad_campaign, _ = await _campaign(db, settings, lead_count=2, steps=1, accounts_n=1)
+    async with db.tenant_session(bad) as s:
+        await s.execute(
+            update(CampaignSequenceStep)
+            .where(CampaignSequenceStep.campaign_id == bad_campaign)
+            .values(html="<p>{{ company.no_such_attribute }}</p>")
+        )
+    jobs = []
+    for tenant, campaign_id in ((good, good_campaign), (bad, bad_campaign)):
+        async with db.tenant_session(tenant) as s:
+            await sending.plan_campaign(s, campaign_id)
+        async with db.tenant_session(tenant, tier="queue") as s:
+            payloads = await s.scalars(
+                select(Job.payload).where(
+                    Job.campaign_id == campaign_id, Job.kind == sending.SEND_KIND
+                )
+            )
+            jobs += [(tenant, payload, 1) for payload in payloads]
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        results = await sending.send_batch(
+            db, settings.model_copy(update={"smtp_relay_port": port, **FAST}), redis, jobs
+        )
+    finally:
+        await redis.aclose()
+
+    assert results[:3] == ["sent"] * 3
+    assert all(isinstance(r, PermanentJobError) for r in results[3:]), results
+    assert "could not be built" in str(results[3])
+    assert sorted(rcpts[0] for _, rcpts, _ in handler.messages) == [
+        f"lead{n}@inbox.example" for n in range(3)
+    ]
+    async with db.tenant_session(bad, tier="content") as s:
+        assert await s.scalar(select(func.count()).select_from(EmailMessage)) == 0
