@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import aiosmtplib
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -230,6 +231,7 @@ class Send:
     data: bytes = b""
     server: smtp.Server | None = None
     sender: str = ""  # the VERP return path
+    claimed: bool = False  # its message committed SENDING by this attempt
     ip_key: str = ""
     reply: str = ""
 
@@ -302,14 +304,21 @@ async def _send_for_tenant(
         else:
             send.result = verdict
     fresh = await _take_rate_slots(redis, settings, world, fresh)
-    fresh = await _claim(db, settings, world, tenant_id, fresh)
-    await asyncio.gather(*(_deliver(send) for send in fresh))
+    fresh = _build_all(settings, world, fresh)
+    by_server: dict[smtp.Server, list[Send]] = {}
+    for send in fresh:
+        by_server.setdefault(send.server, []).append(send)
+    await asyncio.gather(
+        *(_send_through(db, tenant_id, server, group) for server, group in by_server.items())
+    )
 
     sent = [s for s in fresh if s.result == "sent"]
-    await _record_sent(db, redis, settings, world, tenant_id, sent + finish)
+    try:
+        await _record_failures(db, settings, redis, tenant_id, fresh)
+    finally:  # the successes are recorded even when recording a failure failed
+        await _record_sent(db, redis, settings, world, tenant_id, sent + finish)
     for send in finish:
         send.result = "sent"
-    await _record_failures(db, settings, redis, tenant_id, fresh)
 
 
 async def _read(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> World:
@@ -384,13 +393,18 @@ async def _take_rate_slots(
 ) -> list[Send]:
     """One slot of the account's and of its sending IP's per-minute rate for each send, in one
     Redis call; a send that gets none is deferred until its window has room."""
-    if not sends:
-        return []
     for send in sends:
         account = world.accounts[send.account_id]
-        send.server = _server(settings, account)
+        try:
+            send.server = _server(settings, account)
+        except Exception as e:  # (its password cannot be decrypted): that account's sends fail
+            send.result = e
+            continue
         ip = world.ips.get(account.ip_id) if account.ip_id else None
         send.ip_key = str(ip.address) if ip else f"relay:{send.server.host}:{send.server.port}"
+    sends = [send for send in sends if send.result is None]
+    if not sends:
+        return []
     waits = await ratelimit.acquire_many(
         redis,
         [
@@ -408,20 +422,45 @@ async def _take_rate_slots(
     return [send for send, wait in zip(sends, waits, strict=True) if not wait]
 
 
-async def _claim(
-    db: Database, settings: Settings, world: World, tenant_id: uuid.UUID, sends: list[Send]
-) -> list[Send]:
-    """Builds each message and commits the lot as SENDING; returns the sends that may go out. A
-    message that cannot be built (a template that fails on this lead's data) fails its own job,
-    for good: building it again would fail the same way."""
+def _build_all(settings: Settings, world: World, sends: list[Send]) -> list[Send]:
+    """Builds each message; returns the sends that were built. A message that cannot be built
+    (a template that fails on this lead's data) fails its own job, for good: building it again
+    would fail the same way."""
     for send in sends:
         try:
             _build(settings, world, send)
         except Exception as e:
             send.result = PermanentJobError(f"the message could not be built: {e!r}"[:500])
-    sends = [send for send in sends if send.result is None]
-    if not sends:
-        return []
+    return [send for send in sends if send.result is None]
+
+
+async def _send_through(
+    db: Database, tenant_id: uuid.UUID, server: smtp.Server, sends: list[Send]
+) -> None:
+    """The sends to one server, in waves as large as the connections free at the moment: a
+    wave's messages are claimed (committed SENDING) only once a connection is held for each, so
+    a message is SENDING only while its own SMTP transaction can be under way."""
+    waiting = sends
+    while waiting:
+        connected = False
+        try:
+            async with smtp.pool_for(server).lease(len(waiting)) as connections:
+                connected = True
+                wave, waiting = waiting[: len(connections)], waiting[len(connections) :]
+                claimed = await _claim(db, tenant_id, wave)
+                await asyncio.gather(*map(_deliver, claimed, connections))
+        except (aiosmtplib.SMTPException, OSError) as e:
+            if connected:  # (the database's): the tenant's sends of the batch fail
+                raise
+            for send in waiting:  # no connection to the server: a server failure each
+                send.result = e
+            return
+
+
+async def _claim(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> list[Send]:
+    """Commits the messages as SENDING; returns the sends that may go out. A message that
+    exists from an earlier attempt but was not looked up (a first attempt: see _read) is left
+    alone, and its job is retried, which then looks it up."""
     columns = _columns(
         sends,
         lambda s: (
@@ -435,9 +474,14 @@ async def _claim(
         rows = await conn.fetch(statement("sending.sql", "claim_messages"), tenant_id, *columns)
     claimed = {row["id"] for row in rows}
     for send in sends:
-        if send.message.id not in claimed:
-            send.result = "skipped: claimed by another attempt"
-    return [send for send in sends if send.message.id in claimed]
+        send.claimed = send.message.id in claimed
+        if not send.claimed:
+            send.result = MessageExists(f"message {send.key} exists from an earlier attempt")
+    return [send for send in sends if send.claimed]
+
+
+class MessageExists(Exception):
+    """A first attempt found its message written already: retried, it is looked up."""
 
 
 def _columns(items: list, row) -> list[list]:
@@ -508,12 +552,14 @@ def _build(settings: Settings, world: World, send: Send) -> None:
     send.data = signer.sign(data) if signer is not None else data
 
 
-async def _deliver(send: Send) -> None:
-    """One SMTP transaction: "sent" with the reply, or the exception, on the send."""
+async def _deliver(send: Send, connection: aiosmtplib.SMTP) -> None:
+    """One SMTP transaction on a leased connection: "sent" with the reply, or the exception
+    (anything at all: the job is retried) on the send, and the connection closed."""
     try:
-        reply = await smtp.send(send.server, send.sender, send.message.to_address, send.data)
+        reply = await smtp.transact(connection, send.sender, send.message.to_address, send.data)
         send.reply, send.result = str(reply), "sent"
-    except (aiosmtplib.SMTPException, OSError) as e:
+    except Exception as e:
+        connection.close()
         send.result = e
 
 
@@ -557,8 +603,10 @@ async def _record_sent(
     async with db.tenant_session(tenant_id, tier="queue") as session:
         await _plan_follow_ups(session, world, following)
     await tracking.publish(redis, events)
-    accounts = {s.account_id for s in sends}
-    await redis.delete(*(f"smtp:failures:{a}" for a in accounts))
+    try:  # the server worked: its run of failures is over
+        await redis.delete(*(f"smtp:failures:{s.account_id}" for s in sends))
+    except RedisError:
+        log.warning("could not reset the failure counts of %d sends' accounts", len(sends))
 
 
 async def _plan_follow_ups(session: AsyncSession, world: World, sends: list[Send]) -> None:
@@ -600,24 +648,24 @@ async def _record_failures(
     """5xx at RCPT/DATA: a hard bounce, recorded as a DSN would be. 4xx and connection errors:
     the message back to PENDING for the queue's retry, and the account's server one failure
     closer to being paused."""
-    bounced = [s for s in sends if _refused(s.result) and 500 <= s.result.code < 600]
+    bounced = [s for s in sends if s.claimed and _refused(s.result) and 500 <= s.result.code < 600]
     for send in bounced:
         error = send.result
         details = {"hard": True, "status": str(error.code), "diagnostic": error.message[:500]}
         await inbound.record_hard_bounce(db, redis, send.message, details)
         send.result = "bounced"
-    failed = [s for s in sends if isinstance(s.result, BaseException)]
-    if not failed:
-        return
-    async with db.tenant_session(tenant_id, tier="content") as session:
-        conn = await driver_connection(session)
-        await conn.execute(
-            statement("sending.sql", "release_messages"),
-            *_columns(failed, lambda s: (s.message.id, _describe(s.result)[:500])),
-        )
+    released = [s for s in sends if s.claimed and isinstance(s.result, Exception)]
+    if released:
+        async with db.tenant_session(tenant_id, tier="content") as session:
+            conn = await driver_connection(session)
+            await conn.execute(
+                statement("sending.sql", "release_messages"),
+                *_columns(released, lambda s: (s.message.id, _describe(s.result)[:500])),
+            )
     by_account: dict[uuid.UUID, list[Send]] = {}
-    for send in failed:
-        by_account.setdefault(send.account_id, []).append(send)
+    for send in sends:
+        if isinstance(send.result, aiosmtplib.SMTPException | OSError):  # the server's failure
+            by_account.setdefault(send.account_id, []).append(send)
     for account_id, group in by_account.items():
         await _server_failed(
             db, settings, redis, tenant_id, account_id, len(group), _describe(group[-1].result)
@@ -625,14 +673,15 @@ async def _record_failures(
 
 
 def _refused(error: object) -> bool:
-    return isinstance(
-        error,
-        aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError | aiosmtplib.SMTPSenderRefused,
-    )
+    """Refused by the server with a code. Only a refusal of the recipient or of the message is
+    a bounce (5xx); a refused sender is the account's or the server's problem."""
+    return isinstance(error, aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError)
 
 
 def _describe(error: BaseException) -> str:
-    return f"{error.code} {error.message}" if _refused(error) else str(error) or repr(error)
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        return f"{error.code} {error.message}"
+    return str(error) or repr(error)
 
 
 async def _server_failed(

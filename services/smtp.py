@@ -32,16 +32,31 @@ class ConnectionPool:
         self._slots = asyncio.Semaphore(size)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
-        async with self._slots:
-            smtp = await self._take()
-            try:
-                yield smtp
-            except BaseException:
+    async def lease(self, wanted: int) -> AsyncIterator[list[aiosmtplib.SMTP]]:
+        """Between 1 and `wanted` connections at once: waits for the first, and takes more only
+        while they are free (so two leases never wait on each other). A connection that was
+        closed while leased (it failed) is not given back."""
+        await self._slots.acquire()
+        held = 1
+        while held < wanted and not self._slots.locked():
+            await self._slots.acquire()  # free: does not wait
+            held += 1
+        connections: list[aiosmtplib.SMTP] = []
+        try:
+            for _ in range(held):
+                connections.append(await self._take())
+            yield connections
+        except BaseException:
+            for smtp in connections:
                 smtp.close()
-                raise
-            else:
-                self._idle.put_nowait(smtp)
+            raise
+        else:
+            for smtp in connections:
+                if smtp.is_connected:
+                    self._idle.put_nowait(smtp)
+        finally:
+            for _ in range(held):
+                self._slots.release()
 
     async def _take(self) -> aiosmtplib.SMTP:
         while not self._idle.empty():
@@ -77,16 +92,15 @@ def pool_for(server: Server) -> ConnectionPool:
     return _pools[server]
 
 
-async def send(server: Server, sender: str, recipient: str, message: bytes) -> str:
-    """One SMTP transaction; returns the server's final reply. Raises aiosmtplib's
-    SMTPRecipientRefused / SMTPDataError / SMTPSenderRefused (carrying the code) or connection
-    errors; the caller decides what a code means."""
-    async with pool_for(server).connection() as smtp:
-        try:
-            errors, reply = await smtp.sendmail(sender, [recipient], message)
-        except aiosmtplib.SMTPRecipientsRefused as e:  # the only recipient: say which code
-            raise e.recipients[0] from e
-        if errors:  # the only recipient was refused
-            code, text = errors[recipient]
-            raise aiosmtplib.SMTPRecipientRefused(code, text, recipient)
-        return reply
+async def transact(smtp: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes) -> str:
+    """One SMTP transaction on a leased connection; returns the server's final reply. Raises
+    aiosmtplib's SMTPRecipientRefused / SMTPDataError / SMTPSenderRefused (carrying the code) or
+    connection errors; the caller decides what a code means, and closes the connection."""
+    try:
+        errors, reply = await smtp.sendmail(sender, [recipient], message)
+    except aiosmtplib.SMTPRecipientsRefused as e:  # the only recipient: say which code
+        raise e.recipients[0] from e
+    if errors:  # the only recipient was refused
+        code, text = errors[recipient]
+        raise aiosmtplib.SMTPRecipientRefused(code, text, recipient)
+    return reply

@@ -3,8 +3,9 @@
 
 -- name: claim_messages
 -- The messages about to go out, SENDING and committed before any SMTP transaction starts: a
--- new row, or a PENDING one left by an attempt that failed (its id and tokens are reused). A
--- message in any other state is not returned and not sent.
+-- new row, or a PENDING one left by an attempt that failed and looked up by this one (its id
+-- and tokens are reused: the ids match). Any other row of the key is left alone and not
+-- returned, and its message is not sent.
 INSERT INTO content.email_messages AS m (
     id, tenant_id, campaign_id, lead_id, account_id, step_position, idempotency_key,
     message_id_header, verp_token, from_address, to_address, subject, body_compressed, status
@@ -19,7 +20,7 @@ FROM unnest(
 ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
     SET status = 'SENDING', subject = EXCLUDED.subject,
         body_compressed = EXCLUDED.body_compressed, updated_at = now()
-    WHERE m.status = 'PENDING'
+    WHERE m.status = 'PENDING' AND m.id = EXCLUDED.id
 RETURNING m.id;
 
 -- name: mark_sent

@@ -368,7 +368,8 @@ async def test_a_worker_killed_mid_campaign_never_sends_a_lead_the_same_step_twi
 ) -> None:
     """kill -9 of the worker group while SMTP transactions are in flight (each DATA takes 20 ms):
     the batches it held come back after their lease, and whatever was in flight is not sent
-    again. A message whose transaction the kill cut off is SENT-as-assumed, not resent."""
+    again. A message whose transaction the kill cut off is SENT-as-assumed, not resent; a
+    message still waiting for a connection was never SENDING, and is sent."""
     # One wave per batch (lease = job timeout 5 s + 30 s), small batches, two steps.
     monkeypatch.setitem(QUEUE_SETTINGS, "job_timeout_seconds", 5.0)
     monkeypatch.setitem(QUEUE_SETTINGS, "job_concurrency", 50)
@@ -387,6 +388,7 @@ async def test_a_worker_killed_mid_campaign_never_sends_a_lead_the_same_step_twi
     await _wait(under_way)
     worker.kill()
     at_kill = len(handler.messages)
+    await asyncio.sleep(1)  # a claim the dead worker had sent commits or aborts by now
     async with db.tenant_session(tenant, tier="content") as s:
         in_flight = await s.scalar(
             select(func.count()).where(EmailMessage.status == MessageStatus.SENDING)
@@ -431,7 +433,9 @@ async def test_a_worker_killed_mid_campaign_never_sends_a_lead_the_same_step_twi
         set(counts) | {(m.to_address, "Hi" if m.step_position == 1 else "Re: hi") for m in assumed}
         == by_step
     )
-    assert len(assumed) <= in_flight
+    # A message is SENDING only while a connection is held for it: at most the two processes'
+    # pools were mid-transaction.
+    assert len(assumed) <= in_flight <= 2 * settings.smtp_pool_size
     assert lead_states == {LeadStatus.FINISHED}
     print(f"kill at {at_kill} received, {in_flight} in flight; {len(assumed)} assumed sent")
 
