@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     # connection or IMAP command taking longer than the timeout fails that poll (it is retried).
     reply_poll_seconds: float = 60.0
     imap_timeout_seconds: float = 30.0
+    # Log in to an IMAP server that offers no TLS (STARTTLS) at all: only for a local server.
+    imap_allow_plaintext: bool = False
 
     # The DNS records a tenant publishes for a sending domain: SPF includes the platform's
     # senders; the return-path (bounces) and tracking hosts are CNAMEs under the tenant's domain

@@ -36,7 +36,11 @@ for i, request in ipairs(requests) do
     end
     if redis.call('ZCARD', key) >= limit[2] then
       local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-      wait = math.max(wait, tonumber(oldest[2]) + window - now, 0.001)
+      if oldest[2] then
+        wait = math.max(wait, tonumber(oldest[2]) + window - now, 0.001)
+      else  -- a limit of 0: never a slot; ask again after a window
+        wait = math.max(wait, window)
+      end
     end
   end
   if wait == 0 then

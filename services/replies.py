@@ -5,8 +5,8 @@ is not suppressed: the person answered, and may well be written to again by hand
 
 How the inbox is read:
 - Log-in: the account's SMTP credentials (username, else the address; the stored password).
-  Port 993 (the default) is IMAPS; any other port is plain IMAP upgraded with STARTTLS whenever
-  the server offers it. Certificates are verified. The mailbox is opened read-only and only
+  Port 993 (the default) is IMAPS; any other port is plain IMAP upgraded with STARTTLS, and a
+  server that does not offer it is refused unless IMAP_ALLOW_PLAINTEXT is set (a local server). Certificates are verified. The mailbox is opened read-only and only
   BODY.PEEK is fetched, so nothing is marked seen or changed in the user's mail.
 - Progress: `email_accounts.imap_last_uid`, the highest UID read. A first poll reads the inbox
   from the start, at most MAX_MESSAGES_PER_POLL messages a poll; the next poll goes on.
@@ -90,6 +90,7 @@ class Server:
     username: str
     password: str
     timeout: float
+    allow_plaintext: bool = False  # log in without TLS when the server offers none
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def _server(settings: Settings, account: EmailAccount) -> Server:
         username=account.smtp_username or account.address,
         password=password,
         timeout=settings.imap_timeout_seconds,
+        allow_plaintext=settings.imap_allow_plaintext,
     )
 
 
@@ -360,6 +362,10 @@ class Mailbox:
                 self.imap = imaplib.IMAP4(s.host, s.port, timeout=s.timeout)
                 if "STARTTLS" in self.imap.capabilities:
                     self.imap.starttls(ssl_context=context)
+                elif not s.allow_plaintext:  # (or someone in the path removed it)
+                    raise ImapError(
+                        f"{s.host}:{s.port} offers no STARTTLS: the password is not sent in clear"
+                    )
         with self._failing(f"log-in as {s.username} to"):
             self.imap.login(s.username, s.password)
         with self._failing("SELECT INBOX on"):

@@ -440,11 +440,19 @@ async def _send_through(
     """The sends to one server, in waves as large as the connections free at the moment: a
     wave's messages are claimed (committed SENDING) only once a connection is held for each, so
     a message is SENDING only while its own SMTP transaction can be under way."""
+    pool = smtp.pool_for(server)
+    async with pool.turn:
+        await _send_in_waves(db, tenant_id, pool, sends)
+
+
+async def _send_in_waves(
+    db: Database, tenant_id: uuid.UUID, pool: smtp.ConnectionPool, sends: list[Send]
+) -> None:
     waiting = sends
     while waiting:
         connected = False
         try:
-            async with smtp.pool_for(server).lease(len(waiting)) as connections:
+            async with pool.lease(len(waiting)) as connections:
                 connected = True
                 wave, waiting = waiting[: len(connections)], waiting[len(connections) :]
                 claimed = await _claim(db, tenant_id, wave)

@@ -28,6 +28,9 @@ class Server:
 class ConnectionPool:
     def __init__(self, server: Server, size: int = 8, timeout: float = 30.0) -> None:
         self.server, self.size, self.timeout = server, size, timeout
+        # Batches of messages take turns: one at a time leases (nearly) every connection, so it
+        # claims its messages in a few large waves rather than many small ones.
+        self.turn = asyncio.Lock()
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
         self._slots = asyncio.Semaphore(size)
 

@@ -26,5 +26,9 @@ BEGIN
     EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON app.plans, app.stripe_events FROM %I', app_role);
     -- The audit log is append-only for the application.
     EXECUTE format('REVOKE UPDATE, DELETE ON app.audit_log FROM %I', app_role);
+    -- ANALYZE on request is the system processes' (the statistics job), not the API's.
+    IF to_regprocedure('app.refresh_statistics(text)') IS NOT NULL THEN
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION app.refresh_statistics(text) FROM %I', app_role);
+    END IF;
 END
 $$;

@@ -11,6 +11,10 @@ BEGIN
     IF target NOT IN ('app.leads', 'content.email_messages') THEN
         RAISE EXCEPTION 'statistics of % are not refreshed on request', target;
     END IF;
+    -- One refresh of a table at a time: many tenants' loads ask for the same one.
+    IF NOT pg_try_advisory_xact_lock(hashtext('refresh_statistics:' || target)) THEN
+        RETURN;
+    END IF;
     EXECUTE 'ANALYZE ' || target;
 END
 $fn$;

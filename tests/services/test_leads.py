@@ -359,3 +359,10 @@ async def _rows_and_estimate(db: Database) -> tuple[int, float]:
             text("SELECT reltuples FROM pg_class WHERE oid = 'app.leads'::regclass")
         )
     return rows, estimate
+
+
+async def test_the_application_role_cannot_run_analyze_on_request(db: Database) -> None:
+    tenant, _ = await _tenant_with_campaign(db)
+    async with db.tenant_session(tenant) as s:
+        with pytest.raises(DBAPIError, match="permission denied"):
+            await s.execute(text("SELECT app.refresh_statistics('app.leads')"))

@@ -44,3 +44,15 @@ async def test_one_call_takes_each_request_s_slots_in_all_its_windows_or_in_none
     finally:
         await redis.delete(a, b, ip)
         await redis.aclose()
+
+
+async def test_a_limit_of_zero_never_gives_a_slot_and_says_to_ask_again_after_a_window(
+    settings: Settings,
+) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    key = f"test:rate:zero:{uuid.uuid4().hex}"
+    try:
+        assert await acquire_many(redis, [[(key, 0)]], window_seconds=60) == [60.0]
+        assert await redis.exists(key) == 0
+    finally:
+        await redis.aclose()

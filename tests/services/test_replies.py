@@ -119,7 +119,23 @@ def reply(
 
 
 async def poll(db: Database, settings: Settings, redis: Redis, box: Inbox) -> replies.PollResult:
-    return await replies.poll_account(db, settings, redis, box.sent.tenant, box.account.id)
+    """A poll as the platform's, except that it may log in to the loopback dovecot without TLS
+    (the TLS tests check that it uses STARTTLS when offered)."""
+    local = settings.model_copy(update={"imap_allow_plaintext": True})
+    return await replies.poll_account(db, local, redis, box.sent.tenant, box.account.id)
+
+
+async def test_a_server_offering_no_tls_is_refused_before_the_password_is_sent(
+    db: Database, settings: Settings, redis: Redis, dovecot: Dovecot
+) -> None:
+    box = await inbox(db, settings, dovecot)
+    box.receive(reply(box, in_reply_to=box.sent.message.message_id_header))
+
+    with pytest.raises(ImapError, match="offers no STARTTLS"):
+        await replies.poll_account(db, settings, redis, box.sent.tenant, box.account.id)
+
+    assert await events(db, box.sent.message.id) == []
+    assert await lead_status(db, box) != LeadStatus.REPLIED
 
 
 async def lead_status(db: Database, box: Inbox) -> LeadStatus:
@@ -487,7 +503,7 @@ async def test_the_poll_job_records_replies_and_fails_with_the_reason_when_it_ca
     refused = await inbox(db, settings, dovecot, port=free_port())
     async with db.system_session() as s:
         await replies.queue_polls(s, settings)
-    start_worker(processes=1, threads=2)
+    start_worker(processes=1, threads=2, imap_allow_plaintext=True)  # the loopback dovecot
     run_queuer()
 
     deadline = time.monotonic() + 60
