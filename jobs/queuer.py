@@ -37,6 +37,7 @@ class Queuer:
             self.broker.declare_queue(tier)
         self.dispatched = 0
         self._wake = asyncio.Event()
+        self.listening = asyncio.Event()  # set once NOTIFY of new jobs reaches this queuer
         self._suspended: list = []
         self._suspended_at = 0.0
         self._recovered_at = 0.0
@@ -44,6 +45,7 @@ class Queuer:
     async def run(self, stop: asyncio.Event) -> None:
         conn = await connect(self.settings)
         await conn.add_listener("queue_jobs", lambda *_: self._wake.set())
+        self.listening.set()
         try:
             while not stop.is_set():
                 claimed = await self.round(conn)

@@ -7,6 +7,7 @@ waiting in Redis (`{namespace}:{tier}` lists of message ids, bodies in `{namespa
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -150,6 +151,9 @@ async def test_two_queuers_racing_over_10000_jobs_dispatch_each_exactly_once_per
         "queue_max_messages_per_tier": count,
     }
     first, second = run_queuer(**race), run_queuer(**race)
+    await asyncio.wait_for(
+        asyncio.gather(first.listening.wait(), second.listening.wait()), timeout=30
+    )
     async with db.tenant_session(tenant) as s:  # NOTIFY wakes both at once
         ids = await enqueue_many(s, "noop", [{"n": n} for n in range(count)], tenant_id=tenant)
 
