@@ -35,8 +35,15 @@ def supervise(commands: dict[str, Sequence[str]], env: dict[str, str]) -> int:
     except KeyboardInterrupt:
         code = 0
     finally:
-        _stop_all(list(procs.values()))
-        signal.signal(signal.SIGTERM, previous)
+        # A terminal's Ctrl-C reaches `up` twice under `uv run` (the group's signal, and uv's
+        # forwarded one): once stopping, the second must not cut the children's shutdown short.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _stop_all(list(procs.values()))
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous)
     return code
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import asyncpg
 import httpx
@@ -38,13 +39,28 @@ async def _run_a_job() -> str:
         await conn.close()
 
 
+def _processes_with(marker: str) -> list[int]:
+    """Processes whose environment holds `marker` (children inherit it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 @pytest.mark.slow
 def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
     port = _free_port()
+    marker = f"PM_UP_TEST={uuid.uuid4().hex}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "penguinmails", "up", "--port", str(port)],
         env={
             **os.environ,
+            marker.split("=")[0]: marker.split("=")[1],
             "PENGUINMAILS_ENVIRONMENT": "development",
             "PENGUINMAILS_SMTP_RELAY_PORT": str(_free_port()),
         },
@@ -68,8 +84,12 @@ def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
         plans = httpx.post(f"{base}/graphql", json={"query": "{ plans { name } }"}).json()
         job_status = asyncio.run(_run_a_job())  # through up's queuer and worker
     finally:
+        # A terminal's Ctrl-C under `uv run` arrives twice (the group's, and uv's forwarded one).
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)
+    assert _processes_with(marker) == [], "up exited before the processes it started"
     assert "GraphiQL" in ide.text
     names = [p["name"] for p in plans["data"]["plans"]]
     assert [n for n in names if n in {"Starter", "Growth", "Scale"}] == [
