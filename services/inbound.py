@@ -21,13 +21,12 @@ from typing import Literal
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 from sqlalchemy import insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from models.campaigns import Lead, LeadStatus, Suppression, SuppressionReason
+from models.campaigns import LeadStatus, SuppressionReason
 from models.content import EmailMessage, EventKind, InboundKind, InboundMessage, MessageStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
-from services import tracking
+from services import stopping, tracking
 
 log = logging.getLogger("penguinmails.inbound")
 
@@ -364,7 +363,7 @@ async def record_hard_bounce(
     """Message and lead BOUNCED, the address suppressed, the lead's pending sends cancelled, one
     BOUNCE event. A repeated DSN changes nothing and records nothing."""
     reply = f"{details['status']} {details['diagnostic']}".strip()
-    changed = await stop_lead(
+    changed = await stopping.stop_lead(
         db, message, LeadStatus.BOUNCED, suppress=SuppressionReason.HARD_BOUNCE
     )
     async with db.tenant_session(message.tenant_id, tier="content") as content:
@@ -384,51 +383,13 @@ async def _record_complaint(
 ) -> None:
     """Lead COMPLAINED, the address suppressed, the lead's pending sends cancelled, one
     COMPLAINT event. A repeated report changes nothing and records nothing."""
-    if await stop_lead(db, message, LeadStatus.COMPLAINED, suppress=SuppressionReason.COMPLAINT):
-        await tracking.record_event(
+    await stopping.stop_lead(
+        db, message, LeadStatus.COMPLAINED, suppress=SuppressionReason.COMPLAINT,
+        then=lambda: tracking.record_event(
             db, redis, message, EventKind.COMPLAINT, machine=False,
             details={"feedback_type": feedback_type},
-        )  # fmt: skip
-
-
-async def stop_lead(
-    db: Database,
-    message: EmailMessage,
-    status: LeadStatus,
-    *,
-    suppress: SuppressionReason | None,
-    only_from: tuple[LeadStatus, ...] | None = None,
-) -> bool:
-    """Sets the lead's status (when it is one of `only_from`, or any other status when None),
-    cancels its pending sends and, with a `suppress` reason, suppresses the recipient for the
-    tenant; whether anything changed."""
-    tenant = message.tenant_id
-    changed = False
-    async with db.tenant_session(tenant) as oltp:
-        if suppress is not None:
-            suppressed = await oltp.scalar(
-                pg_insert(Suppression)
-                .values(
-                    tenant_id=tenant,
-                    email=message.to_address.lower(),
-                    reason=suppress,
-                    source=str(message.id),
-                )
-                .on_conflict_do_nothing(index_elements=["tenant_id", "email"])
-                .returning(Suppression.id)
-            )
-            changed = suppressed is not None
-        if message.lead_id is not None:
-            which = [Lead.id == message.lead_id, Lead.status != status]
-            if only_from is not None:
-                which.append(Lead.status.in_(only_from))
-            lead = await oltp.execute(update(Lead).where(*which).values(status=status))
-            async with db.tenant_session(tenant, tier="queue") as queue:
-                jobs = await queue.execute(
-                    tracking.CANCEL_LEAD_SENDS, {"lead": str(message.lead_id)}
-                )
-            changed = changed or lead.rowcount > 0 or jobs.rowcount > 0
-    return changed
+        ),
+    )  # fmt: skip
 
 
 # --- the SMTP server -------------------------------------------------------------------------

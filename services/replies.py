@@ -51,7 +51,7 @@ from models.content import EmailEvent, EmailMessage, EventKind, InboundKind, Inb
 from models.infrastructure import AccountStatus, EmailAccount
 from models.sessions import Database
 from penguinmails.settings import Settings
-from services import accounts, inbound, tracking
+from services import accounts, stopping, tracking
 
 log = logging.getLogger("penguinmails.replies")
 
@@ -271,7 +271,7 @@ async def record_reply(
     Called when a first look found no reply yet."""
     # The lead first, outside the lock: stopping it twice is harmless, and the transaction below
     # then holds one connection while record_event uses another, never three at once.
-    await inbound.stop_lead(db, message, LeadStatus.REPLIED, suppress=None, only_from=REPLIABLE)
+    await stopping.stop_lead(db, message, LeadStatus.REPLIED, suppress=None, only_from=REPLIABLE)
     async with db.tenant_session(message.tenant_id, tier="content") as content:
         # The message's row lock makes overlapping polls of one inbox record one reply.
         await content.execute(

@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.campaigns import Lead, LeadStatus, Suppression, SuppressionReason
+from models.campaigns import LeadStatus, SuppressionReason
 from models.content import EmailEvent, EmailMessage, EventKind
 from models.sessions import Database
 from penguinmails.settings import Settings
+from services import stopping
 
 log = logging.getLogger("penguinmails.tracking")
 
@@ -224,48 +224,15 @@ async def open_counts(
     return first, total
 
 
-CANCEL_LEAD_SENDS = text(
-    "UPDATE queue.jobs SET status = 'cancelled', finished_at = now(), lease_until = NULL, "
-    "updated_at = now() "
-    "WHERE status IN ('queued', 'failed', 'dispatched') AND kind = 'send_step' "
-    "AND payload->>'lead_id' = :lead"
-)
-
-
 async def unsubscribe(db: Database, redis: Redis, message: EmailMessage) -> bool:
     """The recipient of `message` asked to hear no more: the lead is UNSUBSCRIBED, the address
     suppressed for the tenant, the lead's pending sends cancelled, and one UNSUBSCRIBE event
     recorded. Idempotent: returns False, and records nothing, when there was nothing left to do.
     """
-    tenant = message.tenant_id
-    # The OLTP transaction commits last: if anything after it fails, the whole unsubscribe rolls
-    # back and the recipient's retry redoes it, rather than leaving a change with no event.
-    async with db.tenant_session(tenant) as oltp:
-        suppressed = await oltp.scalar(
-            pg_insert(Suppression)
-            .values(
-                tenant_id=tenant,
-                email=message.to_address.lower(),
-                reason=SuppressionReason.UNSUBSCRIBE,
-                source=str(message.id),
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "email"])
-            .returning(Suppression.id)
-        )
-        changed = suppressed is not None
-        if message.lead_id is not None:
-            lead = await oltp.execute(
-                update(Lead)
-                .where(Lead.id == message.lead_id, Lead.status != LeadStatus.UNSUBSCRIBED)
-                .values(status=LeadStatus.UNSUBSCRIBED)
-            )
-            async with db.tenant_session(tenant, tier="queue") as queue:
-                jobs = await queue.execute(CANCEL_LEAD_SENDS, {"lead": str(message.lead_id)})
-            changed = changed or lead.rowcount > 0 or jobs.rowcount > 0
-        if not changed:
-            return False
-        await record_event(db, redis, message, EventKind.UNSUBSCRIBE, machine=False)
-    return True
+    return await stopping.stop_lead(
+        db, message, LeadStatus.UNSUBSCRIBED, suppress=SuppressionReason.UNSUBSCRIBE,
+        then=lambda: record_event(db, redis, message, EventKind.UNSUBSCRIBE, machine=False),
+    )  # fmt: skip
 
 
 async def record_event(
