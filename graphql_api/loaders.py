@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from strawberry.dataloader import DataLoader
 
 from models import analytics, billing, campaigns, content, infrastructure, tenancy
+from services.analytics import COUNTS
 
 
 class Loaders:
@@ -90,20 +91,10 @@ class Loaders:
         from graphql_api.campaigns.types import CampaignStats
 
         a = analytics.CampaignAnalytics
-        names = (
-            "sent",
-            "delivered",
-            "opened",
-            "clicked",
-            "replied",
-            "bounced",
-            "complained",
-            "unsubscribed",
-        )
         async with self._context.tenant_session() as session:
             rows = (
                 await session.execute(
-                    select(a.campaign_id, *(func.sum(getattr(a, n)) for n in names))
+                    select(a.campaign_id, *(func.sum(getattr(a, n)) for n in COUNTS))
                     .where(a.campaign_id.in_(keys))
                     .group_by(a.campaign_id)
                 )
@@ -111,7 +102,9 @@ class Loaders:
         sums = {row[0]: row[1:] for row in rows}
         return [
             CampaignStats(
-                **dict(zip(names, (int(v or 0) for v in sums.get(k, [0] * 8)), strict=True))
+                **dict(
+                    zip(COUNTS, (int(v or 0) for v in sums.get(k, [0] * len(COUNTS))), strict=True)
+                )
             )
             for k in keys
         ]
