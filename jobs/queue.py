@@ -44,20 +44,22 @@ async def enqueue_many(
     *,
     tenant_id: uuid.UUID | None,
     priority: int = 100,
-    run_at: datetime | None = None,
+    run_at: datetime | list[datetime | None] | None = None,
     idempotency_keys: list[str | None] | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     campaign_id: uuid.UUID | None = None,
 ) -> list[uuid.UUID]:
     """Thousands of jobs of one kind in one statement; returns the ids of those inserted (a job
-    whose idempotency key exists already is skipped)."""
+    whose idempotency key exists already is skipped). `run_at` is one time for all, or one per
+    payload."""
     keys = idempotency_keys or [None] * len(payloads)
-    if len(keys) != len(payloads):
-        raise ValueError("one idempotency key per payload")
+    times = run_at if isinstance(run_at, list) else [run_at] * len(payloads)
+    if not len(keys) == len(times) == len(payloads):
+        raise ValueError("one idempotency key and one run_at per payload")
     raw = await driver_connection(session)
     rows = await raw.fetch(
         statement("queue.sql", "enqueue_many"),
-        tenant_id, kind, [json.dumps(p) for p in payloads], priority, run_at, max_attempts,
+        tenant_id, kind, [json.dumps(p) for p in payloads], priority, times, max_attempts,
         campaign_id, keys,
     )  # fmt: skip
     return [r[0] for r in rows]

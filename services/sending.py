@@ -144,41 +144,30 @@ async def plan_campaign(
         slots(campaign, now, min(a.daily_limit, per_account) if per_account else a.daily_limit)
         for a in senders
     ]
-    payloads, run_at_by_account = [], {}
+    payloads, times = [], []
     for n, lead_id in enumerate(leads):
-        index = n % len(senders)
-        account = senders[index]
-        at = next(streams[index])
+        account = senders[n % len(senders)]
+        times.append(next(streams[n % len(senders)]))
         payloads.append(
-            (
-                account.id,
-                at,
-                {
-                    "campaign_id": str(campaign_id),
-                    "lead_id": str(lead_id),
-                    "step": 1,
-                    "account_id": str(account.id),
-                },
-            )
+            {
+                "campaign_id": str(campaign_id),
+                "lead_id": str(lead_id),
+                "step": 1,
+                "account_id": str(account.id),
+            }
         )
-        run_at_by_account[account.id] = at
-    planned = 0
-    # One statement per distinct run_at would be too many: group sends by run_at second.
-    by_time: dict[datetime, list[dict]] = {}
-    for _, at, payload in payloads:
-        by_time.setdefault(at, []).append(payload)
-    for at, group in by_time.items():
-        ids = await enqueue_many(
+    planned = len(
+        await enqueue_many(
             session,
             SEND_KIND,
-            group,
+            payloads,
             tenant_id=campaign.tenant_id,
             priority=SEND_PRIORITY,
-            run_at=at,
+            run_at=times,
             campaign_id=campaign_id,
-            idempotency_keys=[send_key(p["campaign_id"], p["lead_id"], 1) for p in group],
+            idempotency_keys=[send_key(p["campaign_id"], p["lead_id"], 1) for p in payloads],
         )
-        planned += len(ids)
+    )
     if planned >= statistics.BULK_ROWS:
         # Thousands of messages are about to be written: once the first are, the planner must
         # know, or it reads the tenant's messages to find one by its key.
@@ -303,7 +292,7 @@ async def _send_for_tenant(
             finish.append(send)
         else:
             send.result = verdict
-    fresh = await _take_rate_slots(redis, settings, world, fresh)
+    fresh = await _take_rate_slots(redis, settings, _route(settings, world, fresh))
     fresh = _build_all(settings, world, fresh)
     by_server: dict[smtp.Server, list[Send]] = {}
     for send in fresh:
@@ -388,21 +377,31 @@ def _check(world: World, send: Send) -> str | BaseException:
     return "send"
 
 
-async def _take_rate_slots(
-    redis: Redis, settings: Settings, world: World, sends: list[Send]
-) -> list[Send]:
-    """One slot of the account's and of its sending IP's per-minute rate for each send, in one
-    Redis call; a send that gets none is deferred until its window has room."""
-    for send in sends:
-        account = world.accounts[send.account_id]
+def _route(settings: Settings, world: World, sends: list[Send]) -> list[Send]:
+    """The server (and the IP or relay whose rate applies) of each send, worked out once per
+    account; returns the sends that have one. An account whose server cannot be worked out (its
+    password cannot be decrypted) fails its own sends."""
+    routes: dict[uuid.UUID, tuple[smtp.Server, str] | Exception] = {}
+    for account in {world.accounts[send.account_id] for send in sends}:
         try:
-            send.server = _server(settings, account)
-        except Exception as e:  # (its password cannot be decrypted): that account's sends fail
-            send.result = e
+            server = _server(settings, account)
+        except Exception as e:
+            routes[account.id] = e
             continue
         ip = world.ips.get(account.ip_id) if account.ip_id else None
-        send.ip_key = str(ip.address) if ip else f"relay:{send.server.host}:{send.server.port}"
-    sends = [send for send in sends if send.result is None]
+        routes[account.id] = server, str(ip.address) if ip else f"relay:{server.host}:{server.port}"
+    for send in sends:
+        route = routes[send.account_id]
+        if isinstance(route, Exception):
+            send.result = route
+        else:
+            send.server, send.ip_key = route
+    return [send for send in sends if send.result is None]
+
+
+async def _take_rate_slots(redis: Redis, settings: Settings, sends: list[Send]) -> list[Send]:
+    """One slot of the account's and of its sending IP's per-minute rate for each send, in one
+    Redis call; a send that gets none is deferred until its window has room."""
     if not sends:
         return []
     waits = await ratelimit.acquire_many(
@@ -621,15 +620,15 @@ async def _plan_follow_ups(session: AsyncSession, world: World, sends: list[Send
     """The next step of each lead, `delay_days` after now, inside the window, from the same
     account (so it threads). Idempotent by the job's key."""
     now = datetime.now(UTC)
-    groups: dict[tuple[uuid.UUID, int, datetime], list[Send]] = {}
+    by_campaign: dict[uuid.UUID, list[tuple[Send, int, datetime]]] = {}
     for send in sends:
         campaign = world.campaigns.get(send.campaign_id)
         following = world.steps.get((send.campaign_id, send.step + 1))
         if campaign is None or following is None:
             continue
         at = next_open(campaign, now + timedelta(days=following.delay_days))
-        groups.setdefault((campaign.id, following.position, at), []).append(send)
-    for (campaign_id, position, at), group in groups.items():
+        by_campaign.setdefault(campaign.id, []).append((send, following.position, at))
+    for campaign_id, group in by_campaign.items():
         await enqueue_many(
             session,
             SEND_KIND,
@@ -640,13 +639,15 @@ async def _plan_follow_ups(session: AsyncSession, world: World, sends: list[Send
                     "step": position,
                     "account_id": str(s.account_id),
                 }
-                for s in group
+                for s, position, _ in group
             ],
             tenant_id=world.campaigns[campaign_id].tenant_id,
             priority=SEND_PRIORITY,
-            run_at=at,
+            run_at=[at for _, _, at in group],
             campaign_id=campaign_id,
-            idempotency_keys=[send_key(str(campaign_id), str(s.lead_id), position) for s in group],
+            idempotency_keys=[
+                send_key(str(campaign_id), str(s.lead_id), position) for s, position, _ in group
+            ],
         )
 
 

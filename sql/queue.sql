@@ -39,11 +39,12 @@ WHERE status IN ('queued', 'failed', 'dispatched', 'running')
 GROUP BY 1;
 
 -- name: enqueue_many
--- Many jobs of one kind in one statement (outbox); keys that exist already are skipped.
+-- Many jobs of one kind in one statement (outbox), each at its own time (NULL: now); keys
+-- that exist already are skipped.
 INSERT INTO queue.jobs (tenant_id, kind, payload, priority, run_at, max_attempts,
                         idempotency_key, campaign_id)
-SELECT $1, $2, p.payload, $4, coalesce($5, now()), $6, p.idempotency_key, $7
-FROM unnest($3::jsonb[], $8::text[]) AS p(payload, idempotency_key)
+SELECT $1, $2, p.payload, $4, coalesce(p.run_at, now()), $6, p.idempotency_key, $7
+FROM unnest($3::jsonb[], $8::text[], $5::timestamptz[]) AS p(payload, idempotency_key, run_at)
 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
