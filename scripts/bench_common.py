@@ -51,6 +51,20 @@ def with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+def platform_env(database_url: str, redis_url: str, namespace: str, **settings: object) -> dict:
+    """The environment of the platform processes a benchmark starts: its scratch database, its
+    Redis namespace, and `settings` as PENGUINMAILS_* variables."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PENGUINMAILS_DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PENGUINMAILS_REDIS_URL": redis_url,
+        "PENGUINMAILS_REDIS_NAMESPACE": namespace,
+        **{f"PENGUINMAILS_{name.upper()}": str(value) for name, value in settings.items()},
+    }
+
+
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """A platform process in a session of its own, its output in `log`."""
     return subprocess.Popen(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,15 @@ import asyncpg
 import redis
 from dramatiq import Message
 
-from bench_common import admin, run_with_servers, start, stop, wait_for_workers, with_database
+from bench_common import (
+    admin,
+    platform_env,
+    run_with_servers,
+    start,
+    stop,
+    wait_for_workers,
+    with_database,
+)
 from jobs.queue import enqueue_many
 from models.sessions import Database
 from penguinmails import migrations
@@ -87,14 +94,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
             update={"database_url": with_database(server_url, name), "redis_namespace": namespace}
         )
         await asyncio.to_thread(migrations.upgrade, scratch)
-        env = {
-            **os.environ,
-            "DATABASE_URL": scratch.database_url,
-            "PENGUINMAILS_DATABASE_URL": scratch.database_url,
-            "REDIS_URL": settings.redis_url,
-            "PENGUINMAILS_REDIS_URL": settings.redis_url,
-            "PENGUINMAILS_REDIS_NAMESPACE": namespace,
-        }
+        env = platform_env(scratch.database_url, settings.redis_url, namespace)
         print(f"{args.jobs:,} jobs, {PROCESSES} worker processes; logs in {LOGS}", flush=True)
 
         raws: list[tuple[tuple[int, int], Result]] = []

@@ -43,6 +43,7 @@ from sqlalchemy import func, insert, select, update
 from bench_common import (
     admin,
     free_port,
+    platform_env,
     run_with_servers,
     start,
     stop,
@@ -210,18 +211,10 @@ async def platform_run(settings: Settings, counter: SinkCounter, port: int, args
         print(f"  set-up (tenant, domain, {ACCOUNTS} accounts, campaign, {args.messages:,} leads): "
               f"{time.perf_counter() - began:.2f} s", flush=True)  # fmt: skip
 
-        env = {
-            **os.environ,
-            "DATABASE_URL": scratch.database_url,
-            "PENGUINMAILS_DATABASE_URL": scratch.database_url,
-            "REDIS_URL": settings.redis_url,
-            "PENGUINMAILS_REDIS_URL": settings.redis_url,
-            "PENGUINMAILS_REDIS_NAMESPACE": namespace,
-            "PENGUINMAILS_SMTP_RELAY_HOST": "127.0.0.1",
-            "PENGUINMAILS_SMTP_RELAY_PORT": str(port),
-            "PENGUINMAILS_ACCOUNT_SENDS_PER_MINUTE": HIGH_RATE,
-            "PENGUINMAILS_IP_SENDS_PER_MINUTE": HIGH_RATE,
-        }
+        env = platform_env(
+            scratch.database_url, settings.redis_url, namespace, smtp_relay_host="127.0.0.1",
+            smtp_relay_port=port, account_sends_per_minute=HIGH_RATE, ip_sends_per_minute=HIGH_RATE,
+        )  # fmt: skip
         wargs = [sys.executable, "-m", "penguinmails", "worker", "--processes", str(PROCESSES)]
         if args.threads:
             wargs += ["--threads", str(args.threads)]
