@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import models
+from jobs.queue import enqueue
 from models.content import EmailEvent, EmailMessage
 from models.sessions import Database
 from models.tenancy import Tenant
@@ -153,6 +154,27 @@ async def sent_message(db: Database) -> Sent:
             .returning(EmailMessage)
         )
     return Sent(tenant, lead["campaign_id"], lead["id"], lead["email"], message)
+
+
+@dataclass
+class PendingSends:
+    """Queued send jobs: two of the sent message's lead, one of another lead of its tenant."""
+
+    mine: list[uuid.UUID]
+    theirs: uuid.UUID
+    other_lead: uuid.UUID
+
+
+async def pending_sends(db: Database, sent: Sent) -> PendingSends:
+    async with db.system_session() as s:
+        other_lead = (await create_row(s, table("app.leads"), sent.tenant))["id"]
+    async with db.tenant_session(sent.tenant) as s:
+        mine = [
+            await enqueue(s, "send_step", {"lead_id": str(sent.lead)}, tenant_id=sent.tenant)
+            for _ in range(2)
+        ]
+        theirs = await enqueue(s, "send_step", {"lead_id": str(other_lead)}, tenant_id=sent.tenant)
+    return PendingSends(mine, theirs, other_lead)
 
 
 async def events(db: Database, message_id: uuid.UUID) -> list[EmailEvent]:

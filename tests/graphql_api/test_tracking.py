@@ -15,14 +15,13 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from graphql_api.app import create_app
-from jobs.queue import enqueue
 from models.campaigns import Lead, LeadStatus, Suppression
 from models.content import EventKind
 from models.queue import Job, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import tracking
-from tests.factories import create_row, events, sent_message, table
+from tests.factories import events, pending_sends, sent_message
 from tests.graphql_api.conftest import running
 
 READER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:127.0) Gecko/20100101 Firefox/127.0"
@@ -153,14 +152,8 @@ async def test_one_click_unsubscribe_suppresses_the_address_and_cancels_only_tha
     served: Served, db: Database
 ) -> None:
     sent = await sent_message(db)
-    async with db.system_session() as s:
-        other_lead = (await create_row(s, table("app.leads"), sent.tenant))["id"]
-    async with db.tenant_session(sent.tenant) as s:
-        mine = [
-            await enqueue(s, "send_step", {"lead_id": str(sent.lead)}, tenant_id=sent.tenant)
-            for _ in range(2)
-        ]
-        theirs = await enqueue(s, "send_step", {"lead_id": str(other_lead)}, tenant_id=sent.tenant)
+    sends = await pending_sends(db, sent)
+    mine, theirs, other_lead = sends.mine, sends.theirs, sends.other_lead
     url = served.path(tracking.unsubscribe_url(served.settings, sent.message.id))
 
     first = await served.http.post(url, data={"List-Unsubscribe": "One-Click"})

@@ -17,7 +17,7 @@ from models.queue import Job, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import tracking
-from tests.factories import create_row, events, sent_message, table
+from tests.factories import events, pending_sends, sent_message
 
 # --- arranging -------------------------------------------------------------------------------
 
@@ -153,14 +153,9 @@ async def test_unsubscribing_cancels_only_that_leads_pending_sends(
     db: Database, redis: Redis
 ) -> None:
     sent = await sent_message(db)
-    async with db.system_session() as s:
-        other_lead = (await create_row(s, table("app.leads"), sent.tenant))["id"]
+    sends = await pending_sends(db, sent)
+    mine, theirs = sends.mine, sends.theirs
     async with db.tenant_session(sent.tenant) as s:
-        mine = [
-            await enqueue(s, "send_step", {"lead_id": str(sent.lead)}, tenant_id=sent.tenant)
-            for _ in range(2)
-        ]
-        theirs = await enqueue(s, "send_step", {"lead_id": str(other_lead)}, tenant_id=sent.tenant)
         other_kind = await enqueue(s, "verify_domain", {"lead_id": str(sent.lead)}, tenant_id=sent.tenant)  # fmt: skip
 
     await tracking.unsubscribe(db, redis, sent.message)
