@@ -104,31 +104,15 @@ class Runner:
         failed = [o for o in outcomes if o.error is not None and not o.deferred]
         deferred = [o for o in outcomes if o.deferred]
         async with pool.acquire() as conn:
-            if done:
-                await conn.execute(
-                    statement("queue.sql", "finish_succeeded"),
-                    [o.id for o in done],
-                    [o.attempt for o in done],
-                    [o.duration_ms for o in done],
-                )
-            if deferred:
-                await conn.execute(
-                    statement("queue.sql", "finish_deferred"),
-                    [o.id for o in deferred],
-                    [o.attempt for o in deferred],
-                    [o.retry_at for o in deferred],
-                    [o.error for o in deferred],
-                )
-            if failed:
-                await conn.execute(
-                    statement("queue.sql", "finish_failed"),
-                    [o.id for o in failed],
-                    [o.attempt for o in failed],
-                    [o.retry_at for o in failed],
-                    [o.error for o in failed],
-                    [o.dead for o in failed],
-                    [o.duration_ms for o in failed],
-                )
+            for name, outcomes_of, fields in (
+                ("finish_succeeded", done, ("id", "attempt", "duration_ms")),
+                ("finish_deferred", deferred, ("id", "attempt", "retry_at", "error")),
+                ("finish_failed", failed,
+                 ("id", "attempt", "retry_at", "error", "dead", "duration_ms")),
+            ):  # fmt: skip
+                if outcomes_of:  # one statement, one array per column
+                    columns = ([getattr(o, field) for o in outcomes_of] for field in fields)
+                    await conn.execute(statement("queue.sql", name), *columns)
 
     def _context(self, row: asyncpg.Record) -> JobContext:
         payload = row["payload"]
