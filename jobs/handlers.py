@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from jobs.registry import JobContext, batch_handler, handler
-from services import sending, statistics
+from services import replies, sending, statistics
 
 
 @handler("noop")
@@ -36,3 +36,11 @@ async def send_steps(jobs: list[JobContext]) -> list[BaseException | None]:
 @handler(statistics.REFRESH_KIND)
 async def refresh_statistics(job: JobContext) -> None:
     await statistics.refresh(job.db, job.payload["table"])
+
+
+@handler(replies.POLL_KIND)
+async def poll_replies(job: JobContext) -> None:
+    """Reads one email account's inbox for replies."""
+    await replies.poll_account(
+        job.db, job.settings, job.redis, job.tenant_id, uuid.UUID(job.payload["account_id"])
+    )

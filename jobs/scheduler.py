@@ -7,9 +7,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.connections import system_dsn
 from jobs.queuer import recover_expired_leases
@@ -17,6 +19,7 @@ from models.sqlfiles import statement
 from penguinmails.settings import Settings
 
 log = logging.getLogger("penguinmails.scheduler")
+T = TypeVar("T")
 Task = Callable[[Settings], Awaitable[object]]
 # An interval in seconds, or how to read it from the settings the scheduler runs with.
 Interval = float | Callable[[Settings], float]
@@ -71,27 +74,27 @@ async def prune_job_logs(settings: Settings) -> str:
 @periodic(seconds=60)
 async def plan_running_campaigns(settings: Settings) -> int:
     """Running campaigns are re-planned every minute: new leads, accounts back from a pause."""
-    from models.sessions import Database
     from services import sending
 
-    db = Database(settings)
-    try:
-        async with db.system_session() as session:
-            return await sending.plan_running_campaigns(session)
-    finally:
-        await db.dispose()
+    return await _in_system_session(settings, sending.plan_running_campaigns)
 
 
 @periodic(seconds=lambda settings: settings.reply_poll_seconds)
 async def poll_replies(settings: Settings) -> int:
     """Every account with an IMAP server gets one reply poll per interval."""
-    from models.sessions import Database
     from services import replies
+
+    return await _in_system_session(settings, lambda s: replies.queue_polls(s, settings))
+
+
+async def _in_system_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`work` in one system-session transaction, on a Database of this run only."""
+    from models.sessions import Database
 
     db = Database(settings)
     try:
         async with db.system_session() as session:
-            return await replies.queue_polls(session, settings)
+            return await work(session)
     finally:
         await db.dispose()
 

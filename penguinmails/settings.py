@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     job_max_attempts: int = 5
     job_log_retention_days: int = 30
     # Imported by workers: they register handlers.
-    job_modules: list[str] = ["jobs.handlers", "jobs.replies"]
+    job_modules: list[str] = ["jobs.handlers"]
     worker_processes: int = 2
     worker_threads: int = 8
     worker_prefetch: int = 100

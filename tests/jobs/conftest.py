@@ -22,7 +22,7 @@ from tests.jobs.handlers import EFFECT_TABLES
 
 # Fast enough to test retries and lease expiry in seconds, not minutes.
 QUEUE_SETTINGS = {
-    "job_modules": ["jobs.handlers", "jobs.replies", "tests.jobs.handlers"],
+    "job_modules": ["jobs.handlers", "tests.jobs.handlers"],
     "job_backoff_base_seconds": 0.05,
     "job_backoff_max_seconds": 0.2,
     "queue_lease_seconds": 3.0,
