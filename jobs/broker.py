@@ -1,42 +1,34 @@
 """The Dramatiq broker over Redis, with the middleware the queue relies on.
 
 Retries are not Dramatiq's: a failed job is rescheduled in Postgres (so it survives Redis
-losing its data), hence no Retries middleware. Time limits, graceful shutdown, asyncio actors
-and, when a port is set, Prometheus metrics are Dramatiq's own.
+losing its data), hence no Retries middleware. Time limits and graceful shutdown are the
+runner's own (jobs/runner.py), so that a job cut short records what it did; Dramatiq's
+TimeLimit stays as a backstop well past them. Asyncio actors and, when a port is set,
+Prometheus metrics are Dramatiq's.
 """
 
 from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AsyncIO, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import AsyncIO, TimeLimit
 
 from penguinmails.settings import Settings
 
+BACKSTOP_MARGIN_SECONDS = 120
 
-def batch_lease_seconds(settings: Settings, size: int) -> float:
-    """How long a started batch of `size` jobs may run: each wave of `job_concurrency` jobs up
-    to its timeout, plus a margin. The lease of running jobs, and the message's time limit."""
-    waves = -(-size // settings.job_concurrency)
-    return waves * settings.job_timeout_seconds + 30
-
-
-TIERS = ("high", "normal", "low")
+# The priority tiers, each a Dramatiq queue: its name and its (inclusive) priority range.
+TIER_PRIORITIES = {"high": (-32768, 50), "normal": (51, 150), "low": (151, 32767)}  # smallint
+TIERS = tuple(TIER_PRIORITIES)
 
 
 def tier_of(priority: int) -> str:
-    return "high" if priority <= 50 else "normal" if priority <= 150 else "low"
+    return next(tier for tier, (low, high) in TIER_PRIORITIES.items() if low <= priority <= high)
 
 
 def build_broker(settings: Settings) -> RedisBroker:
-    middleware = [
-        # A backstop per message, past the batch's own lease (the jobs have their own timeouts).
-        TimeLimit(
-            time_limit=int(batch_lease_seconds(settings, settings.queue_jobs_per_message) * 1000)
-        ),
-        ShutdownNotifications(),
-        AsyncIO(),
-    ]
+    backstop = settings.job_timeout_seconds + BACKSTOP_MARGIN_SECONDS
+    middleware = [TimeLimit(time_limit=int(backstop * 1000)), AsyncIO()]
     if settings.worker_metrics_port:
         from dramatiq.middleware.prometheus import Prometheus
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from jobs.registry import JobContext, batch_handler, handler
-from services import replies, sending, statistics
+from services import planning, replies, sending, statistics
 
 
 @handler("noop")
@@ -17,10 +17,10 @@ async def noop(job: JobContext) -> None:
 @handler("plan_campaign")
 async def plan_campaign(job: JobContext) -> None:
     async with job.db.tenant_session(job.tenant_id) as session:
-        await sending.plan_campaign(session, uuid.UUID(job.payload["campaign_id"]))
+        await planning.plan_campaign(session, uuid.UUID(job.payload["campaign_id"]))
 
 
-@batch_handler(sending.SEND_KIND)
+@batch_handler(planning.SEND_KIND)
 async def send_steps(jobs: list[JobContext]) -> list[BaseException | None]:
     """A batch's sends together: one read, one rate-limit call and one write each for all."""
     first = jobs[0]

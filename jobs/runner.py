@@ -2,6 +2,14 @@
 
 Three statements per batch, whatever its size: start (only the dispatched attempt may run),
 then succeeded and failed outcomes, each written with its job_logs rows in one statement.
+While the batch runs, a heartbeat renews its jobs' leases every third of `queue_lease_seconds`,
+so a job that waits (on a slow server, for a connection) never expires, and a job whose worker
+died is claimed again within about one lease.
+
+A job is cut short at `job_timeout_seconds` (a failure: it uses an attempt) or when the worker
+shuts down (deferred: it does not). Cutting is cancelling the handler's task and waiting for
+it: a handler cleans up on cancellation (the send job records what it sent and releases what
+it did not) and a batch handler still returns its per-job results.
 """
 
 from __future__ import annotations
@@ -12,13 +20,14 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 from redis.asyncio import Redis
 
-from jobs.broker import batch_lease_seconds
 from jobs.connections import create_pool
 from jobs.registry import (
     DeferJob,
@@ -32,6 +41,7 @@ from models.sqlfiles import statement
 from penguinmails.settings import Settings
 
 log = logging.getLogger("penguinmails.jobs")
+T = TypeVar("T")
 
 
 def backoff_seconds(settings: Settings, attempt: int) -> float:
@@ -53,6 +63,13 @@ class Outcome:
     deferred: bool = False
 
 
+class WorkerStopping(DeferJob):
+    """The worker is shutting down: the job is run again soon, without using an attempt."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, "the worker stopped before the job ended")
+
+
 class Runner:
     """One per worker process; the pool is made on first use, inside the actors' event loop."""
 
@@ -61,28 +78,56 @@ class Runner:
         self.db = Database(settings.model_copy(update={"db_pool_pre_ping": False}))
         self.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         self._pool: asyncpg.Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            self._pool = await create_pool(self.settings, size=self.settings.worker_threads + 1)
+            self._pool = await create_pool(self.settings, size=self.settings.worker_threads + 2)
         return self._pool
+
+    def stop(self) -> None:
+        """Cut every running job short (the worker is shutting down). Thread-safe."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
 
     async def run(self, refs: list[list]) -> None:
         """`refs` are [job id, attempt] pairs as the queuer dispatched them."""
+        if self._stopping is None:
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         pool = await self.pool()
         ids = [uuid.UUID(r[0]) for r in refs]
         attempts = [int(r[1]) for r in refs]
         started = await pool.fetch(
-            statement("queue.sql", "start_jobs"),
-            ids,
-            attempts,
-            batch_lease_seconds(self.settings, len(ids)),
+            statement("queue.sql", "start_jobs"), ids, attempts, self.settings.queue_lease_seconds
         )
+        if not started:
+            return
+        jobs = [self._context(row) for row in started]
+        heartbeat = asyncio.ensure_future(self._heartbeat(pool, jobs))
+        try:
+            outcomes = await self._run_all(jobs)
+        finally:
+            heartbeat.cancel()
+        done = [o for o in outcomes if o.error is None]
+        failed = [o for o in outcomes if o.error is not None and not o.deferred]
+        deferred = [o for o in outcomes if o.deferred]
+        async with pool.acquire() as conn:
+            for name, outcomes_of, fields in (
+                ("finish_succeeded", done, ("id", "attempt", "duration_ms")),
+                ("finish_deferred", deferred, ("id", "attempt", "retry_at", "error")),
+                ("finish_failed", failed,
+                 ("id", "attempt", "retry_at", "error", "dead", "duration_ms")),
+            ):  # fmt: skip
+                if outcomes_of:  # one statement, one array per column
+                    columns = ([getattr(o, field) for o in outcomes_of] for field in fields)
+                    await conn.execute(statement("queue.sql", name), *columns)
+
+    async def _run_all(self, jobs: list[JobContext]) -> list[Outcome]:
         # The jobs of a batch run side by side (they wait on I/O: SMTP, DNS, Postgres), at most
         # job_concurrency at once, so a batch lasts about its slowest wave, not the sum of all;
         # the jobs of a kind with a batch handler run in one call of it.
         limit = asyncio.Semaphore(self.settings.job_concurrency)
-        jobs = [self._context(row) for row in started]
         together: dict[str, list[JobContext]] = {}
         alone: list[JobContext] = []
         for job in jobs:
@@ -99,20 +144,50 @@ class Runner:
             *(bounded(job) for job in alone),
             *(self._run_batch(kind, batch) for kind, batch in together.items()),
         )
-        outcomes = [outcome for group in groups for outcome in group]
-        done = [o for o in outcomes if o.error is None]
-        failed = [o for o in outcomes if o.error is not None and not o.deferred]
-        deferred = [o for o in outcomes if o.deferred]
-        async with pool.acquire() as conn:
-            for name, outcomes_of, fields in (
-                ("finish_succeeded", done, ("id", "attempt", "duration_ms")),
-                ("finish_deferred", deferred, ("id", "attempt", "retry_at", "error")),
-                ("finish_failed", failed,
-                 ("id", "attempt", "retry_at", "error", "dead", "duration_ms")),
-            ):  # fmt: skip
-                if outcomes_of:  # one statement, one array per column
-                    columns = ([getattr(o, field) for o in outcomes_of] for field in fields)
-                    await conn.execute(statement("queue.sql", name), *columns)
+        return [outcome for group in groups for outcome in group]
+
+    async def _heartbeat(self, pool: asyncpg.Pool, jobs: list[JobContext]) -> None:
+        """Renews the batch's leases until it ends. A renewal that fails is tried again at the
+        next beat; the lease covers three beats."""
+        every = self.settings.queue_lease_seconds / 3
+        ids, attempts = [j.id for j in jobs], [j.attempt for j in jobs]
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await pool.fetch(
+                    statement("queue.sql", "renew_leases"), ids, attempts,
+                    self.settings.queue_lease_seconds,
+                )  # fmt: skip
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+                log.warning("could not renew the leases of %d jobs: %s", len(ids), e)
+
+    async def _cut_short(self, work: Awaitable[T]) -> tuple[T | None, BaseException | None]:
+        """Runs `work` until it ends, the job timeout passes or the worker stops; cut short, it
+        is cancelled and waited for. Returns its result, or what it ended with: its exception,
+        TimeoutError, or WorkerStopping."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait(
+                [task, stopping], timeout=self.settings.job_timeout_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+        finally:
+            stopping.cancel()
+        reason: BaseException | None = None
+        if not task.done():
+            reason = (
+                WorkerStopping()
+                if self._stopping.is_set()
+                else TimeoutError(f"cut short after {self.settings.job_timeout_seconds:g} s")
+            )
+            task.cancel()
+            await asyncio.wait([task])
+        if task.cancelled():
+            return None, reason
+        if task.exception() is not None:
+            return None, reason or task.exception()
+        return task.result(), reason
 
     def _context(self, row: asyncpg.Record) -> JobContext:
         payload = row["payload"]
@@ -131,21 +206,19 @@ class Runner:
     async def _run_one(self, job: JobContext) -> Outcome:
         began = time.perf_counter()
         handle = handler_for(job.kind)
-        try:
-            if handle is None:
-                raise PermanentJobError(f"no handler for job kind {job.kind!r}")
-            await asyncio.wait_for(handle(job), self.settings.job_timeout_seconds)
+        if handle is None:
+            error = PermanentJobError(f"no handler for job kind {job.kind!r}")
+            return self._failed(job, _ms(began), error)
+        _, error = await self._cut_short(handle(job))
+        if error is None:
             return Outcome(job.id, job.attempt, _ms(began))
-        except Exception as e:  # a handler's failure is the job's, never the worker's
-            return self._failed(job, _ms(began), e)
+        return self._failed(job, _ms(began), error)
 
     async def _run_batch(self, kind: str, jobs: list[JobContext]) -> list[Outcome]:
         began = time.perf_counter()
-        timeout = batch_lease_seconds(self.settings, len(jobs)) - 30
-        try:
-            errors = await asyncio.wait_for(batch_handler_for(kind)(jobs), timeout)
-        except Exception as e:  # the whole call failed: every job of it did
-            errors = [e] * len(jobs)
+        errors, failure = await self._cut_short(batch_handler_for(kind)(jobs))
+        if errors is None:  # the whole call failed, or ended without results: every job did
+            errors = [failure] * len(jobs)
         spent = _ms(began)
         return [
             Outcome(job.id, job.attempt, spent)

@@ -74,9 +74,9 @@ async def prune_job_logs(settings: Settings) -> str:
 @periodic(seconds=60)
 async def plan_running_campaigns(settings: Settings) -> int:
     """Running campaigns are re-planned every minute: new leads, accounts back from a pause."""
-    from services import sending
+    from services import planning
 
-    return await _in_system_session(settings, sending.plan_running_campaigns)
+    return await _in_system_session(settings, planning.plan_running_campaigns)
 
 
 @periodic(seconds=lambda settings: settings.reply_poll_seconds)

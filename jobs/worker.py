@@ -7,6 +7,7 @@ import asyncio
 import importlib
 
 import dramatiq
+from dramatiq.middleware import Middleware
 
 from jobs.broker import TIERS, build_broker
 from jobs.runner import Runner
@@ -21,11 +22,25 @@ try:
 except ImportError:  # e.g. Windows
     pass
 
+
+
+class StopJobsOnShutdown(Middleware):
+    """On SIGTERM, before Dramatiq waits for its threads: the runner cuts its jobs short, each
+    recording what it did, so a shutdown takes seconds, loses nothing and uses no attempt."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        self.runner.stop()
+
+
 settings = get_settings()
 broker = build_broker(settings)
+runner = Runner(settings)
+broker.add_middleware(StopJobsOnShutdown(runner))
 for module in settings.job_modules:
     importlib.import_module(module)
-runner = Runner(settings)
 
 
 def _tier_actor(tier: str):

@@ -91,15 +91,18 @@ def worker(
 ) -> None:
     """Dramatiq's worker over the three priority tiers (high, normal, low)."""
     settings = get_settings()
+    threads = threads or settings.worker_threads
+    # Every message a worker takes must have a thread to start it at once (see worker_prefetch).
+    prefetch = settings.worker_prefetch or max(1, threads // 3)
     env = {
         **os.environ,
-        "dramatiq_queue_prefetch": str(settings.worker_prefetch),
+        "dramatiq_queue_prefetch": str(prefetch),
         "dramatiq_prom_port": str(settings.worker_metrics_port),
     }
     args = [
         sys.executable, "-m", "dramatiq", "jobs.worker",
         "--processes", str(processes or settings.worker_processes),
-        "--threads", str(threads or settings.worker_threads),
+        "--threads", str(threads),
         "--queues", "high", "normal", "low",
     ]  # fmt: skip
     os.execve(sys.executable, args, env)

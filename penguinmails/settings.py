@@ -85,10 +85,16 @@ class Settings(BaseSettings):
     # The durable queue (jobs/): claims, leases, packing into Dramatiq messages, retries.
     queue_claim_batch: int = 500
     queue_jobs_per_message: int = 50
-    queue_lease_seconds: float = 120.0  # dispatched but not started: back to the queue after
+    # A job's lease: renewed every third of it while its message waits in Redis (by the queuer)
+    # and while it runs (by its worker), so it expires only when its worker or its message is
+    # gone, and the job is then claimed again within about this long.
+    queue_lease_seconds: float = 15.0
     queue_poll_seconds: float = 1.0  # LISTEN/NOTIFY wakes the queuer sooner
-    queue_max_messages_per_tier: int = 400  # backpressure: Redis holds at most this many
-    job_timeout_seconds: float = 300.0
+    # Backpressure: per tier, Redis holds at most this many messages no worker has taken yet.
+    queue_max_messages_per_tier: int = 20
+    # A job (or a batch of one kind) running longer is cut short: the RFC 5321 10 minutes for
+    # the reply to the end of DATA, and the commands before it, fit.
+    job_timeout_seconds: float = 900.0
     job_concurrency: int = 10  # jobs of one batch running at once in a worker thread
     job_backoff_base_seconds: float = 10.0
     job_backoff_max_seconds: float = 3600.0
@@ -98,7 +104,10 @@ class Settings(BaseSettings):
     job_modules: list[str] = ["jobs.handlers"]
     worker_processes: int = 2
     worker_threads: int = 8
-    worker_prefetch: int = 100
+    # Messages each tier's consumer holds; 0: worker_threads // 3 (at least 1), so every
+    # message a worker takes has a thread to start it at once, and no job waits inside a
+    # worker where its lease is not renewed.
+    worker_prefetch: int = 0
     worker_metrics_port: int = 0  # Prometheus exposition from the workers; 0 = off
 
     stripe_api_key: SecretStr | None = None
@@ -111,6 +120,11 @@ class Settings(BaseSettings):
     smtp_relay_password: SecretStr | None = None
     smtp_relay_starttls: bool = False
     smtp_pool_size: int = 16  # open connections per SMTP server and login, per worker process
+    # RFC 5321 §4.5.3.2: the connection and greeting, each command's reply, and the reply to
+    # the end of DATA (10 minutes: no reply by then is an unknown outcome, never a resend).
+    smtp_connect_timeout_seconds: float = 30.0
+    smtp_command_timeout_seconds: float = 60.0
+    smtp_data_timeout_seconds: float = 600.0
     # `penguinmails inbound`: receives DSNs, complaint reports and mailto unsubscribes.
     inbound_host: str = "127.0.0.1"
     inbound_port: int = 2526

@@ -1,5 +1,6 @@
 """Campaigns: creating one (steps, sending accounts, window) and moving it through its states
-(launch, pause, resume, cancel). Planning and sending the messages is services/sending.py's."""
+(launch, pause, resume, cancel). Planning the messages is services/planning.py's, sending them
+services/sending.py's."""
 
 from __future__ import annotations
 

@@ -1,11 +1,29 @@
-"""Campaign sending: planning send jobs inside the sending window, and the send job itself
-(render, build, sign, deliver over SMTP, record the outcome, plan the follow-up).
+"""The send job: a batch of send jobs rendered, built, signed, delivered and recorded.
 
-Planning puts step 1 of every not-yet-contacted lead on the queue, round robin over the
-campaign's usable accounts, each account sending at most its daily limit per local day with
-`send_spacing_seconds` between its sends, always inside the window. Step N+1 is planned by the
-send of step N, `delay_days` later, from the same account (so it threads), and never for a lead
-who replied, bounced, complained or unsubscribed.
+A worker gets send jobs in batches (one Dramatiq message holds up to queue_jobs_per_message),
+and sends a batch as one: its reads, its rate-limit slots and its bookkeeping are one statement
+or round trip for the lot. Per tenant of the batch:
+
+  1. read the campaigns, leads, accounts, steps, domains, IPs, suppressions and (for a retried
+     job) existing messages the jobs name (OLTP and content tiers);
+  2. take the account's and the IP's sliding-window slot for each send (one Redis call); a
+     send without a slot is deferred, without using an attempt;
+  3. render, build and DKIM-sign each message;
+  4. hand each to its server's lane (services/smtp.py). When a connection is ready for it the
+     message is committed SENDING (claim_messages, grouped with the claims of the other
+     connections at that moment); its transaction's result, by the rule in smtp.OUTCOMES, is
+     committed before that connection takes another message (SENT with its event, PENDING
+     again, or BOUNCED). So a message is SENDING only while its own transaction is in flight:
+     at most one per connection;
+  5. the leads, the follow-ups (one statement each for the batch) and the events published.
+
+Never the same step twice: a retry finds its message SENT (and completes step 5, which a dead
+worker may have left undone) or SENDING, which now means only that a process died during its
+transaction; whether the server said 250 is unknown, so it is taken as sent and says so
+(smtp_response, `details.assumed` on its SENT event). A batch cut short (time limit, shutdown)
+withdraws what has not started, stops what has not reached the end of DATA (released to
+PENDING), gives replies already under way CUT_GRACE_SECONDS, records everything, and ends
+its jobs deferred: their retries complete or send what is left, without using an attempt.
 """
 
 from __future__ import annotations
@@ -16,22 +34,16 @@ import logging
 import secrets
 import uuid
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
-import aiosmtplib
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.queue import enqueue, enqueue_many
 from jobs.registry import DeferJob, PermanentJobError
 from models.campaigns import (
     Campaign,
-    CampaignAccount,
     CampaignSequenceStep,
     CampaignStatus,
     Lead,
@@ -43,169 +55,32 @@ from models.infrastructure import AccountStatus, Domain, EmailAccount, SmtpIpAdd
 from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
-from services import accounts, inbound, ratelimit, smtp, statistics, templates, tracking, usage
-from services.errors import DomainError
+from services import accounts, inbound, planning, ratelimit, smtp, templates, tracking
+from services.group_write import GroupWrite
+from services.planning import USABLE_ACCOUNTS, send_key
 
 log = logging.getLogger("penguinmails.sending")
 
-SEND_KIND = "send_step"
-SEND_PRIORITY = 100
-PLAN_PRIORITY = 50
 ACCOUNT_PAUSED_RETRY_SECONDS = 900
-USABLE_ACCOUNTS = (AccountStatus.ACTIVE, AccountStatus.WARMING_UP)
+CUT_GRACE_SECONDS = 5.0  # a cut batch waits this long for replies to the end of DATA under way
+CUT_RETRY_SECONDS = 2.0
 SENDABLE_LEADS = (LeadStatus.ACTIVE, LeadStatus.CONTACTED)
-
-
-# --- the sending window ----------------------------------------------------------------------
-
-
-def next_open(campaign: Campaign, at: datetime) -> datetime:
-    """The first instant at or after `at` inside the campaign's window (its time zone, ISO
-    weekdays, [start_hour, end_hour) local time). DST gaps and repeats are the zone's."""
-    zone = ZoneInfo(campaign.timezone)
-    local = at.astimezone(zone)
-    for _ in range(8 * 24):  # at most a week of hours ahead
-        if local.isoweekday() in campaign.window_days:
-            start = local.replace(hour=campaign.start_hour, minute=0, second=0, microsecond=0)
-            end = _local_hour(local, campaign.end_hour)
-            if local < start:
-                local = start
-            if local < end:
-                return local.astimezone(UTC)
-        local = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    raise DomainError("INVALID_WINDOW", "the sending window never opens")
-
-
-def _local_hour(local: datetime, hour: int) -> datetime:
-    if hour == 24:
-        return (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return local.replace(hour=hour, minute=0, second=0, microsecond=0)
-
-
-def slots(campaign: Campaign, start: datetime, daily_limit: int) -> Iterator[datetime]:
-    """Send times of one account: spaced, capped per local day, inside the window."""
-    zone = ZoneInfo(campaign.timezone)
-    spacing = timedelta(seconds=campaign.send_spacing_seconds)
-    at, day, sent = next_open(campaign, start), None, 0
-    while True:
-        local_day = at.astimezone(zone).date()
-        if local_day != day:
-            day, sent = local_day, 0
-        if sent >= daily_limit:
-            tomorrow = datetime.combine(local_day + timedelta(days=1), datetime.min.time(), zone)
-            at = next_open(campaign, tomorrow)
-            continue
-        yield at
-        sent += 1
-        at = next_open(campaign, at + spacing)
-
-
-# --- planning --------------------------------------------------------------------------------
-
-
-async def plan_campaign(
-    session: AsyncSession, campaign_id: uuid.UUID, now: datetime | None = None
-) -> int:
-    """Queues step 1 for every lead not yet contacted; returns how many sends it planned.
-    Re-planning is harmless: a send job's idempotency key is its campaign, lead and step."""
-    now = now or datetime.now(UTC)
-    campaign = await session.get(Campaign, campaign_id, with_for_update=True)
-    if campaign is None or campaign.status != CampaignStatus.RUNNING:
-        return 0
-    senders = list(
-        await session.scalars(
-            select(EmailAccount)
-            .join(CampaignAccount, CampaignAccount.account_id == EmailAccount.id)
-            .where(
-                CampaignAccount.campaign_id == campaign_id, EmailAccount.status.in_(USABLE_ACCOUNTS)
-            )
-            .order_by(CampaignAccount.position, EmailAccount.address)
-        )
-    )
-    if not senders:
-        return 0
-    leads = list(
-        await session.scalars(
-            select(Lead.id)
-            .where(
-                Lead.campaign_id == campaign_id,
-                Lead.status == LeadStatus.ACTIVE,
-                Lead.current_step == 0,
-            )
-            .order_by(Lead.id)
-        )
-    )
-    used = await usage.usage(session, campaign.tenant_id)
-    if len(leads) > used.emails_left:
-        leads = leads[: used.emails_left]
-        campaign.status_reason = f"{used.emails_left} sends left this period on the plan; the rest wait for the next period"
-    per_account = campaign.daily_limit or None
-    streams = [
-        slots(campaign, now, min(a.daily_limit, per_account) if per_account else a.daily_limit)
-        for a in senders
-    ]
-    payloads, times = [], []
-    for n, lead_id in enumerate(leads):
-        account = senders[n % len(senders)]
-        times.append(next(streams[n % len(senders)]))
-        payloads.append(
-            {
-                "campaign_id": str(campaign_id),
-                "lead_id": str(lead_id),
-                "step": 1,
-                "account_id": str(account.id),
-            }
-        )
-    planned = len(
-        await enqueue_many(
-            session,
-            SEND_KIND,
-            payloads,
-            tenant_id=campaign.tenant_id,
-            priority=SEND_PRIORITY,
-            run_at=times,
-            campaign_id=campaign_id,
-            idempotency_keys=[send_key(p["campaign_id"], p["lead_id"], 1) for p in payloads],
-        )
-    )
-    if planned >= statistics.BULK_ROWS:
-        # Thousands of messages are about to be written: once the first are, the planner must
-        # know, or it reads the tenant's messages to find one by its key.
-        await statistics.refresh_later(
-            session, campaign.tenant_id, "content.email_messages", after_seconds=5
-        )
-    return planned
-
-
-def send_key(campaign_id: str, lead_id: str, step: int) -> str:
-    return f"send:{campaign_id}:{lead_id}:{step}"
-
-
-# --- the send job ----------------------------------------------------------------------------
-#
-# A worker gets send jobs in batches (one Dramatiq message holds up to queue_jobs_per_message),
-# and sends a batch as one: its reads, its rate-limit slots and each of its writes are one
-# statement or round trip for the lot, and its SMTP transactions run side by side over the
-# pooled connections. Per tenant of the batch:
-#
-#   1. read the campaigns, leads, accounts, steps, domains, IPs, suppressions and existing
-#      messages the jobs name (OLTP and content tiers);
-#   2. take the account's and the IP's sliding-window slot for each send (one Redis call); a
-#      send without a slot is deferred, without using an attempt;
-#   3. render, build and DKIM-sign each message, and commit them as SENDING (claim_messages);
-#   4. the SMTP transactions;
-#   5. commit SENT with the SENT events (mark_sent), then the leads (leads_sent), then the
-#      follow-ups (enqueue), then publish the events.
-#
-# A message is never sent twice: a retry finds it SENDING or SENT and does not send it again.
-# SENT without its lead and follow-up (the worker died between step 5's commits) is completed
-# by the retry; SENDING (the worker died during the SMTP transaction, so whether the server
-# said 250 is unknown) is taken as sent, and says so in smtp_response and in its event.
-
 UNKNOWN_OUTCOME = "outcome unknown: the worker stopped during the SMTP transaction; not resent"
 
 
-@dataclass
+class CutShort(DeferJob):
+    """The batch was cut short (time limit, shutdown) before this job was done: retried soon,
+    without using an attempt (what was sent is recorded, and the retry completes it)."""
+
+    def __init__(self) -> None:
+        super().__init__(CUT_RETRY_SECONDS, "the batch was cut short; retried")
+
+
+class MessageExists(Exception):
+    """A first attempt found its message written already: retried, it is looked up."""
+
+
+@dataclass(eq=False)
 class Send:
     """One send job of a batch, and what the batch decided for it."""
 
@@ -220,9 +95,9 @@ class Send:
     data: bytes = b""
     server: smtp.Server | None = None
     sender: str = ""  # the VERP return path
-    claimed: bool = False  # its message committed SENDING by this attempt
     ip_key: str = ""
-    reply: str = ""
+    reply: str = ""  # for a message found SENDING by a retry: UNKNOWN_OUTCOME
+    delivery: smtp.Delivery | None = None
 
     @property
     def key(self) -> str:
@@ -247,9 +122,9 @@ async def send_batch(
     db: Database, settings: Settings, redis: Redis, jobs: list[tuple[uuid.UUID, dict, int]]
 ) -> list[str | BaseException]:
     """Sends a batch of (tenant, payload, attempt) send jobs; returns, in order, what happened
-    to each:
-    "sent", "bounced", "skipped: why", or the exception its job ends with (DeferJob when a rate
-    is full or the account is paused; a 4xx or connection error, which the queue retries)."""
+    to each: "sent", "bounced", "skipped: why", or the exception its job ends with (DeferJob
+    when a rate is full, the account is paused or the batch was cut short; a 4xx or connection
+    error, which the queue retries). Cancelled, it cleans up as above and still returns."""
     sends = [
         Send(
             tenant_id=tenant_id,
@@ -264,19 +139,36 @@ async def send_batch(
     by_tenant: dict[uuid.UUID, list[Send]] = {}
     for send in sends:
         by_tenant.setdefault(send.tenant_id, []).append(send)
-    failures = await asyncio.gather(
-        *(_send_for_tenant(db, settings, redis, t, group) for t, group in by_tenant.items()),
-        return_exceptions=True,
-    )
-    for group, failure in zip(by_tenant.values(), failures, strict=True):
-        if isinstance(failure, Exception):  # (a database or Redis error): that tenant's jobs fail
+    tasks = [
+        asyncio.ensure_future(_send_for_tenant(db, settings, redis, tenant, group))
+        for tenant, group in by_tenant.items()
+    ]
+    cut = False
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        cut = True
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)  # each tenant's sends clean up (see _deliver_all)
+    for group, task in zip(by_tenant.values(), tasks, strict=True):
+        failure = None if task.cancelled() else task.exception()
+        if cut or task.cancelled():
+            for send in group:  # what went out is recorded; the retry completes it
+                if send.result is None or send.result == "sent" or _retryable(send.result):
+                    send.result = CutShort()
+        elif isinstance(failure, Exception):  # a database or Redis error: the tenant's jobs fail
             log.warning("send batch of tenant %s failed", group[0].tenant_id, exc_info=failure)
             for send in group:  # a sent one, too: its retry completes what was left undone
                 if send.result is None or send.result == "sent":
                     send.result = failure
-        elif isinstance(failure, BaseException):
+        elif failure is not None:
             raise failure
     return [send.result for send in sends]
+
+
+def _retryable(result: object) -> bool:
+    return isinstance(result, Exception) and not isinstance(result, PermanentJobError | DeferJob)
 
 
 async def _send_for_tenant(
@@ -294,20 +186,131 @@ async def _send_for_tenant(
             send.result = verdict
     fresh = await _take_rate_slots(redis, settings, _route(settings, world, fresh))
     fresh = _build_all(settings, world, fresh)
-    by_server: dict[smtp.Server, list[Send]] = {}
-    for send in fresh:
-        by_server.setdefault(send.server, []).append(send)
-    await asyncio.gather(
-        *(_send_through(db, tenant_id, server, group) for server, group in by_server.items())
-    )
-
+    await _deliver_all(db, redis, tenant_id, fresh)
+    await _count_server_failures(db, settings, redis, tenant_id, fresh)
     sent = [s for s in fresh if s.result == "sent"]
-    try:
-        await _record_failures(db, settings, redis, tenant_id, fresh)
-    finally:  # the successes are recorded even when recording a failure failed
-        await _record_sent(db, redis, settings, world, tenant_id, sent + finish)
+    await _complete(db, redis, world, tenant_id, sent, finish)
     for send in finish:
         send.result = "sent"
+
+
+async def _deliver_all(db: Database, redis: Redis, tenant_id: uuid.UUID, sends: list[Send]):
+    """Every send through its server's lane; each claim and each result is committed with the
+    others of the same moment (GroupWrite). Cancelled, it cuts the deliveries short and waits
+    until each one's result is recorded, then re-raises."""
+    claims = GroupWrite(lambda group: _claim(db, tenant_id, group))
+    results = GroupWrite(lambda group: _record_results(db, redis, tenant_id, group))
+    for send in sends:
+        send.delivery = smtp.Delivery(
+            send.sender, send.message.to_address, send.data,
+            claim=lambda send=send: claims(send),
+            record=lambda result, send=send: results(send),
+        )  # fmt: skip
+        smtp.lane_for(send.server).submit(send.delivery)
+    finished = [asyncio.ensure_future(s.delivery.done.wait()) for s in sends]
+    try:
+        if finished:
+            await asyncio.wait(finished)
+    except asyncio.CancelledError:
+        for send in sends:
+            send.delivery.cut(CUT_GRACE_SECONDS)
+        await asyncio.wait(finished)
+        raise
+    finally:
+        for send in sends:
+            _settle(send)
+    failed = next((s.delivery.record_error for s in sends if s.delivery.record_error), None)
+    if failed is not None:
+        raise failed
+
+
+def _settle(send: Send) -> None:
+    """The job's result from its delivery's."""
+    delivery = send.delivery
+    if delivery.result is None:  # withdrawn, or its claim was refused
+        send.result = (
+            MessageExists(f"message {send.key} exists from an earlier attempt")
+            if delivery.phase is not None
+            else CutShort()
+        )
+        return
+    outcome = delivery.result.outcome
+    if outcome in (smtp.Outcome.SENT, smtp.Outcome.ASSUMED):
+        send.result = "sent"
+    elif outcome == smtp.Outcome.BOUNCED:
+        send.result = "bounced"
+    elif isinstance(delivery.result.error, asyncio.CancelledError):
+        send.result = CutShort()
+    else:
+        send.result = delivery.result.error or RuntimeError(delivery.result.reply)
+
+
+async def _claim(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> list[bool]:
+    """Commits the messages as SENDING; whether each may go out. A message that exists from an
+    earlier attempt but was not looked up (a first attempt: see _read) is left alone, and its
+    job is retried, which then looks it up."""
+    columns = _columns(
+        sends,
+        lambda s: (
+            s.message.id, s.campaign_id, s.lead_id, s.account_id, s.step, s.key,
+            s.message.message_id_header, s.message.verp_token, s.message.from_address,
+            s.message.to_address, s.message.subject, zlib.compress(s.data, 1),
+        ),
+    )  # fmt: skip
+    async with db.tenant_session(tenant_id, tier="content") as session:
+        conn = await driver_connection(session)
+        rows = await conn.fetch(statement("sending.sql", "claim_messages"), tenant_id, *columns)
+    claimed = {row["id"] for row in rows}
+    return [send.message.id in claimed for send in sends]
+
+
+async def _record_results(
+    db: Database, redis: Redis, tenant_id: uuid.UUID, sends: list[Send]
+) -> list[None]:
+    """The results of transactions that just ended, committed before their connections take
+    another message: SENT (or assumed) with the SENT events, released to PENDING, or bounced."""
+    outcome = {s: s.delivery.result for s in sends}
+    sent = [s for s in sends if outcome[s].outcome in (smtp.Outcome.SENT, smtp.Outcome.ASSUMED)]
+    released = [s for s in sends if outcome[s].outcome == smtp.Outcome.RETRY]
+    bounced = [s for s in sends if outcome[s].outcome == smtp.Outcome.BOUNCED]
+    if sent:
+        await _mark_sent(db, redis, tenant_id, sent, [outcome[s] for s in sent])
+    if released:
+        async with db.tenant_session(tenant_id, tier="content") as session:
+            conn = await driver_connection(session)
+            await conn.execute(
+                statement("sending.sql", "release_messages"),
+                *_columns(released, lambda s: (s.message.id, outcome[s].reply)),
+            )
+    for send in bounced:
+        result = outcome[send]
+        details = {"hard": True, "status": str(result.code), "diagnostic": result.reply}
+        await inbound.record_hard_bounce(db, redis, send.message, details)
+    return [None] * len(sends)
+
+
+async def _mark_sent(
+    db: Database,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    sends: list[Send],
+    results: list[smtp.Result | None],
+) -> None:
+    """SENDING → SENT and the SENT events in one statement, then the events published. A
+    result of None: the message was found SENDING by a retry (UNKNOWN_OUTCOME)."""
+
+    def row(send: Send, result: smtp.Result | None):
+        assumed = result is None or result.outcome == smtp.Outcome.ASSUMED
+        reply = result.reply if result is not None else send.reply
+        return send.message.id, reply[:500], json.dumps({"assumed": True} if assumed else {})
+
+    async with db.tenant_session(tenant_id, tier="content") as session:
+        conn = await driver_connection(session)
+        rows = await conn.fetch(
+            statement("sending.sql", "mark_sent"),
+            *_columns(list(zip(sends, results, strict=True)), lambda pair: row(*pair)),
+        )
+    await tracking.publish(redis, [EmailEvent(**dict(r)) for r in rows])
 
 
 async def _read(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> World:
@@ -433,64 +436,6 @@ def _build_all(settings: Settings, world: World, sends: list[Send]) -> list[Send
     return [send for send in sends if send.result is None]
 
 
-async def _send_through(
-    db: Database, tenant_id: uuid.UUID, server: smtp.Server, sends: list[Send]
-) -> None:
-    """The sends to one server, in waves as large as the connections free at the moment: a
-    wave's messages are claimed (committed SENDING) only once a connection is held for each, so
-    a message is SENDING only while its own SMTP transaction can be under way."""
-    pool = smtp.pool_for(server)
-    async with pool.turn:
-        await _send_in_waves(db, tenant_id, pool, sends)
-
-
-async def _send_in_waves(
-    db: Database, tenant_id: uuid.UUID, pool: smtp.ConnectionPool, sends: list[Send]
-) -> None:
-    waiting = sends
-    while waiting:
-        connected = False
-        try:
-            async with pool.lease(len(waiting)) as connections:
-                connected = True
-                wave, waiting = waiting[: len(connections)], waiting[len(connections) :]
-                claimed = await _claim(db, tenant_id, wave)
-                await asyncio.gather(*map(_deliver, claimed, connections))
-        except (aiosmtplib.SMTPException, OSError) as e:
-            if connected:  # (the database's): the tenant's sends of the batch fail
-                raise
-            for send in waiting:  # no connection to the server: a server failure each
-                send.result = e
-            return
-
-
-async def _claim(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> list[Send]:
-    """Commits the messages as SENDING; returns the sends that may go out. A message that
-    exists from an earlier attempt but was not looked up (a first attempt: see _read) is left
-    alone, and its job is retried, which then looks it up."""
-    columns = _columns(
-        sends,
-        lambda s: (
-            s.message.id, s.campaign_id, s.lead_id, s.account_id, s.step, s.key,
-            s.message.message_id_header, s.message.verp_token, s.message.from_address,
-            s.message.to_address, s.message.subject, zlib.compress(s.data, 1),
-        ),
-    )  # fmt: skip
-    async with db.tenant_session(tenant_id, tier="content") as session:
-        conn = await driver_connection(session)
-        rows = await conn.fetch(statement("sending.sql", "claim_messages"), tenant_id, *columns)
-    claimed = {row["id"] for row in rows}
-    for send in sends:
-        send.claimed = send.message.id in claimed
-        if not send.claimed:
-            send.result = MessageExists(f"message {send.key} exists from an earlier attempt")
-    return [send for send in sends if send.claimed]
-
-
-class MessageExists(Exception):
-    """A first attempt found its message written already: retried, it is looked up."""
-
-
 def _columns(items: list, row) -> list[list]:
     """Rows (as `row` makes them) turned into one list per column, for unnest()."""
     return [list(column) for column in zip(*(row(item) for item in items), strict=True)]
@@ -559,45 +504,25 @@ def _build(settings: Settings, world: World, send: Send) -> None:
     send.data = signer.sign(data) if signer is not None else data
 
 
-async def _deliver(send: Send, connection: aiosmtplib.SMTP) -> None:
-    """One SMTP transaction on a leased connection: "sent" with the reply, or the exception
-    (anything at all: the job is retried) on the send, and the connection closed."""
-    try:
-        reply = await smtp.transact(connection, send.sender, send.message.to_address, send.data)
-        send.reply, send.result = str(reply), "sent"
-    except Exception as e:
-        connection.close()
-        send.result = e
-
-
-async def _record_sent(
+async def _complete(
     db: Database,
     redis: Redis,
-    settings: Settings,
     world: World,
     tenant_id: uuid.UUID,
-    sends: list[Send],
+    sent: list[Send],
+    finish: list[Send],
 ) -> None:
-    """SENT and its event, then the leads, then the follow-ups: each a statement for the batch,
-    each safe to run again (a retry completes what a dead worker left half done)."""
-    if not sends:
+    """The bookkeeping of sent messages, each a statement for the batch and each safe to run
+    again: the messages a dead worker left SENDING taken as sent, then the leads, then the
+    follow-ups; the accounts' runs of server failures end."""
+    unknown = [s for s in finish if s.message.status == MessageStatus.SENDING]
+    if unknown:
+        await _mark_sent(db, redis, tenant_id, unknown, [None] * len(unknown))
+    done = sent + finish
+    if not done:
         return
-    async with db.tenant_session(tenant_id, tier="content") as session:
-        conn = await driver_connection(session)
-        rows = await conn.fetch(
-            statement("sending.sql", "mark_sent"),
-            *_columns(
-                sends,
-                lambda s: (
-                    s.message.id,
-                    s.reply[:500],
-                    json.dumps({"assumed": True} if s.reply == UNKNOWN_OUTCOME else {}),
-                ),
-            ),
-        )
-    events = [EmailEvent(**dict(row)) for row in rows]
     leads = _columns(
-        sends,
+        done,
         lambda s: (
             s.lead_id, s.step, s.message.message_id_header,
             (s.campaign_id, s.step + 1) not in world.steps,
@@ -606,91 +531,34 @@ async def _record_sent(
     async with db.tenant_session(tenant_id) as session:
         conn = await driver_connection(session)
         statuses = dict(await conn.fetch(statement("sending.sql", "leads_sent"), *leads))
-    following = [s for s in sends if statuses.get(s.lead_id) == LeadStatus.CONTACTED.value]
+    following = [
+        planning.FollowUp(world.campaigns[s.campaign_id], s.lead_id, s.account_id, s.step)
+        for s in done
+        if statuses.get(s.lead_id) == LeadStatus.CONTACTED.value
+        and s.campaign_id in world.campaigns
+    ]
     async with db.tenant_session(tenant_id, tier="queue") as session:
-        await _plan_follow_ups(session, world, following)
-    await tracking.publish(redis, events)
+        await planning.plan_follow_ups(session, world.steps, following)
     try:  # the server worked: its run of failures is over
-        await redis.delete(*(f"smtp:failures:{s.account_id}" for s in sends))
+        await redis.delete(*{f"smtp:failures:{s.account_id}" for s in sent})
     except RedisError:
-        log.warning("could not reset the failure counts of %d sends' accounts", len(sends))
+        log.warning("could not reset the failure counts of %d sends' accounts", len(sent))
 
 
-async def _plan_follow_ups(session: AsyncSession, world: World, sends: list[Send]) -> None:
-    """The next step of each lead, `delay_days` after now, inside the window, from the same
-    account (so it threads). Idempotent by the job's key."""
-    now = datetime.now(UTC)
-    by_campaign: dict[uuid.UUID, list[tuple[Send, int, datetime]]] = {}
-    for send in sends:
-        campaign = world.campaigns.get(send.campaign_id)
-        following = world.steps.get((send.campaign_id, send.step + 1))
-        if campaign is None or following is None:
-            continue
-        at = next_open(campaign, now + timedelta(days=following.delay_days))
-        by_campaign.setdefault(campaign.id, []).append((send, following.position, at))
-    for campaign_id, group in by_campaign.items():
-        await enqueue_many(
-            session,
-            SEND_KIND,
-            [
-                {
-                    "campaign_id": str(campaign_id),
-                    "lead_id": str(s.lead_id),
-                    "step": position,
-                    "account_id": str(s.account_id),
-                }
-                for s, position, _ in group
-            ],
-            tenant_id=world.campaigns[campaign_id].tenant_id,
-            priority=SEND_PRIORITY,
-            run_at=[at for _, _, at in group],
-            campaign_id=campaign_id,
-            idempotency_keys=[
-                send_key(str(campaign_id), str(s.lead_id), position) for s, position, _ in group
-            ],
-        )
-
-
-async def _record_failures(
+async def _count_server_failures(
     db: Database, settings: Settings, redis: Redis, tenant_id: uuid.UUID, sends: list[Send]
 ) -> None:
-    """5xx at RCPT/DATA: a hard bounce, recorded as a DSN would be. 4xx and connection errors:
-    the message back to PENDING for the queue's retry, and the account's server one failure
-    closer to being paused."""
-    bounced = [s for s in sends if s.claimed and _refused(s.result) and 500 <= s.result.code < 600]
-    for send in bounced:
-        error = send.result
-        details = {"hard": True, "status": str(error.code), "diagnostic": error.message[:500]}
-        await inbound.record_hard_bounce(db, redis, send.message, details)
-        send.result = "bounced"
-    released = [s for s in sends if s.claimed and isinstance(s.result, Exception)]
-    if released:
-        async with db.tenant_session(tenant_id, tier="content") as session:
-            conn = await driver_connection(session)
-            await conn.execute(
-                statement("sending.sql", "release_messages"),
-                *_columns(released, lambda s: (s.message.id, _describe(s.result)[:500])),
-            )
+    """4xx, refused senders, no connection, no reply before the dot: the account's server one
+    failure closer to being paused (see _server_failed)."""
     by_account: dict[uuid.UUID, list[Send]] = {}
     for send in sends:
-        if isinstance(send.result, aiosmtplib.SMTPException | OSError):  # the server's failure
+        result = send.delivery.result if send.delivery else None
+        if result is not None and result.server_failed:
             by_account.setdefault(send.account_id, []).append(send)
     for account_id, group in by_account.items():
         await _server_failed(
-            db, settings, redis, tenant_id, account_id, len(group), _describe(group[-1].result)
+            db, settings, redis, tenant_id, account_id, len(group), group[-1].delivery.result.reply
         )
-
-
-def _refused(error: object) -> bool:
-    """Refused by the server with a code. Only a refusal of the recipient or of the message is
-    a bounce (5xx); a refused sender is the account's or the server's problem."""
-    return isinstance(error, aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError)
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, aiosmtplib.SMTPResponseException):
-        return f"{error.code} {error.message}"
-    return str(error) or repr(error)
 
 
 async def _server_failed(
@@ -735,6 +603,7 @@ def _server(settings: Settings, account: EmailAccount) -> smtp.Server:
             account.smtp_username or account.address,
             accounts.smtp_password(settings, account),
             connections=settings.smtp_pool_size,
+            timeouts=_timeouts(settings),
         )
     relay_password = settings.smtp_relay_password
     return smtp.Server(
@@ -744,26 +613,13 @@ def _server(settings: Settings, account: EmailAccount) -> smtp.Server:
         relay_password.get_secret_value() if relay_password else None,
         settings.smtp_relay_starttls,
         settings.smtp_pool_size,
+        _timeouts(settings),
     )
 
 
-async def plan_running_campaigns(session: AsyncSession, now: datetime | None = None) -> int:
-    """Queues a planning job for every running campaign (leads imported after launch, accounts
-    back from a pause). Runs on a system session; one job per campaign per minute at most."""
-    now = now or datetime.now(UTC)
-    minute = now.strftime("%Y%m%d%H%M")
-    queued = 0
-    for campaign_id, tenant_id in await session.execute(
-        select(Campaign.id, Campaign.tenant_id).where(Campaign.status == CampaignStatus.RUNNING)
-    ):
-        await enqueue(
-            session,
-            "plan_campaign",
-            {"campaign_id": str(campaign_id)},
-            tenant_id=tenant_id,
-            priority=PLAN_PRIORITY,
-            campaign_id=campaign_id,
-            idempotency_key=f"plan_campaign:{campaign_id}:{minute}",
-        )
-        queued += 1
-    return queued
+def _timeouts(settings: Settings) -> smtp.Timeouts:
+    return smtp.Timeouts(
+        settings.smtp_connect_timeout_seconds,
+        settings.smtp_command_timeout_seconds,
+        settings.smtp_data_timeout_seconds,
+    )

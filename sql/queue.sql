@@ -49,16 +49,17 @@ ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NO
 RETURNING id;
 
 -- name: claim_ready_jobs
--- Ready jobs by priority then age, skipping rows another queuer holds and suspended tenants.
--- Each claim is a new attempt: a job is never dispatched twice in the same attempt. The ids
--- come as an array so the update finds its rows by primary key, never by a join the planner
--- may turn into a scan of the whole table.
+-- Ready jobs of one tier ($4..$5: its priorities) by priority then age, skipping rows another
+-- queuer holds and suspended tenants. Each claim is a new attempt: a job is never dispatched
+-- twice in the same attempt. The ids come as an array so the update finds its rows by primary
+-- key, never by a join the planner may turn into a scan of the whole table.
 UPDATE queue.jobs j
 SET status = 'dispatched', attempts = j.attempts + 1,
     lease_until = now() + make_interval(secs => $2), updated_at = now()
 WHERE j.id = ANY(ARRAY(
     SELECT id FROM queue.jobs
     WHERE status IN ('queued', 'failed') AND run_at <= now()
+      AND priority BETWEEN $4 AND $5
       AND (tenant_id IS NULL OR tenant_id <> ALL($3::uuid[]))
     ORDER BY priority, run_at
     LIMIT $1
@@ -67,28 +68,45 @@ WHERE j.id = ANY(ARRAY(
 RETURNING j.id, j.priority, j.attempts;
 
 -- name: recover_expired_leases
--- Jobs whose worker died or whose Redis message was lost go back to the queue, or die when
--- they have used their attempts.
+-- Leases are renewed while a job's message waits in Redis and while it runs, so an expired one
+-- means its worker died or its message was lost. A job that never started goes back to the
+-- queue with its attempt given back (it only waited); one that was running has used its
+-- attempt: back to the queue, or dead when it has used them all.
 WITH expired AS (
-    SELECT id FROM queue.jobs
+    SELECT id, status = 'dispatched' AS waited FROM queue.jobs
     WHERE status IN ('dispatched', 'running') AND lease_until < now()
     ORDER BY lease_until
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), moved AS (
     UPDATE queue.jobs j
-    SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END,
+    SET status = CASE WHEN NOT e.waited AND j.attempts >= j.max_attempts
+                      THEN 'dead' ELSE 'queued' END,
+        attempts = CASE WHEN e.waited THEN j.attempts - 1 ELSE j.attempts END,
         lease_until = NULL, updated_at = now(),
-        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-        last_error = 'lease expired (worker lost or message lost)'
-    FROM expired WHERE j.id = expired.id
-    RETURNING j.id, j.tenant_id, j.attempts, j.status
+        finished_at = CASE WHEN NOT e.waited AND j.attempts >= j.max_attempts THEN now() END,
+        last_error = CASE WHEN e.waited
+                          THEN 'lease expired before it started (message lost or worker lost)'
+                          ELSE 'lease expired (worker lost or message lost)' END
+    FROM expired e WHERE j.id = e.id
+    RETURNING j.id, j.tenant_id, j.attempts, j.status, j.last_error, e.waited
 )
+-- The log names the attempt that expired (for one that waited, the one given back).
 INSERT INTO queue.job_logs (tenant_id, job_id, attempt, status, message)
-SELECT tenant_id, id, attempts, CASE WHEN status = 'dead' THEN 'dead' ELSE 'failed' END,
-       'lease expired (worker lost or message lost)'
+SELECT tenant_id, id, CASE WHEN waited THEN attempts + 1 ELSE attempts END,
+       CASE WHEN status = 'dead' THEN 'dead' WHEN waited THEN 'queued' ELSE 'failed' END,
+       last_error
 FROM moved
 RETURNING job_id;
+
+-- name: renew_leases
+-- The heartbeat: jobs still in the hands of the attempt that holds them (waiting in Redis, or
+-- running) keep their lease. Returns the jobs renewed.
+UPDATE queue.jobs j
+SET lease_until = now() + make_interval(secs => $3)
+FROM unnest($1::uuid[], $2::int[]) AS f(id, attempt)
+WHERE j.id = f.id AND j.attempts = f.attempt AND j.status IN ('dispatched', 'running')
+RETURNING j.id;
 
 -- name: start_jobs
 -- Fencing: only the attempt that was dispatched may run, once; the lease now covers the run.

@@ -36,6 +36,7 @@ async def statuses(db: Database, ids: list[uuid.UUID]) -> dict[str, int]:
 
 
 LEASE_EXPIRED = "lease expired (worker lost or message lost)"
+LEASE_EXPIRED_WAITING = "lease expired before it started (message lost or worker lost)"
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -52,6 +53,11 @@ async def quiet_queue(db: Database, settings: Settings) -> None:
                 " WHERE status IN ('queued', 'failed', 'dispatched', 'running')"
             )
         )
+    forget_redis(settings)
+
+
+def forget_redis(settings: Settings) -> None:
+    """Every key of the session's Redis namespace gone: the queue's messages are lost."""
     client = redis_client(settings)
     try:
         keys = list(client.scan_iter(match=f"{settings.redis_namespace}:*", count=1000))

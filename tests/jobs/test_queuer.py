@@ -29,11 +29,14 @@ from penguinmails.settings import Settings
 from tests.factories import create_tenant
 from tests.jobs.helpers import (
     LEASE_EXPIRED,
+    LEASE_EXPIRED_WAITING,
     effect_runs,
+    forget_redis,
     job_rows,
     logs_of,
     messages_in_redis,
     quiet_queue,
+    redis_client,
     refs_in_redis,
     statuses,
     wait_for,
@@ -183,31 +186,70 @@ async def test_two_queuers_racing_over_10000_jobs_dispatch_each_exactly_once_per
 # --- leases --------------------------------------------------------------------------------
 
 
-async def test_a_job_dispatched_to_nobody_comes_back_as_a_new_attempt_after_its_lease(
+async def test_a_job_whose_message_was_lost_before_it_started_comes_back_without_using_an_attempt(
     db: Database, queue_settings: Settings, conn, tenant, effects, start_worker
 ) -> None:
     async with db.tenant_session(tenant) as s:
         job = await enqueue(s, "effect", {"key": f"lease-{uuid.uuid4()}"}, tenant_id=tenant)
     q = queuer(queue_settings, queue_lease_seconds=1.0)
     assert await q.round(conn) == 1  # attempt 1 goes to Redis; no worker is there to take it
+    forget_redis(queue_settings)  # ... and Redis loses it: nothing renews its lease any more
 
     await wait_for(lambda: recover_expired_leases(conn), within=15)
     row = (await job_rows(db, [job]))[job]
-    assert (row.status.value, row.attempts, row.last_error) == ("queued", 1, LEASE_EXPIRED)
-    assert (await logs_of(db, [job]))[job] == [(1, "failed", LEASE_EXPIRED)]
+    assert (row.status.value, row.attempts, row.last_error) == ("queued", 0, LEASE_EXPIRED_WAITING)
+    assert (await logs_of(db, [job]))[job] == [(1, "queued", LEASE_EXPIRED_WAITING)]
 
-    start_worker()  # takes the stale attempt-1 message: fenced off, the job is not dispatched
-    assert await q.round(conn) == 1  # attempt 2
+    start_worker()
+    assert await q.round(conn) == 1  # attempt 1 again: waiting used none
 
     async def succeeded():
         return (await statuses(db, [job])).get("succeeded") == 1
 
     await wait_for(succeeded, within=30)
     assert (await logs_of(db, [job]))[job] == [
-        (1, "failed", LEASE_EXPIRED),
-        (2, "succeeded", None),
+        (1, "queued", LEASE_EXPIRED_WAITING),
+        (1, "succeeded", None),
     ]
-    assert await effect_runs(db, [job]) == [(job, 2)]  # the lost attempt 1 never ran
+    assert await effect_runs(db, [job]) == [(job, 1)]
+
+
+async def test_a_job_whose_message_waits_in_redis_keeps_its_lease_while_the_queuer_runs(
+    db: Database, queue_settings: Settings, conn, tenant
+) -> None:
+    async with db.tenant_session(tenant) as s:
+        job = await enqueue(s, "noop", {}, tenant_id=tenant)
+    q = queuer(queue_settings, queue_lease_seconds=1.0)
+    assert await q.round(conn) == 1  # no worker takes it: it waits in the tier's list
+    for _ in range(10):  # 3 s: three leases' worth
+        await asyncio.sleep(0.3)
+        await q.round(conn)
+    assert await recover_expired_leases(conn) == 0
+    row = (await job_rows(db, [job]))[job]
+    assert (row.status.value, row.attempts) == ("dispatched", 1)
+    assert [ref for _, ref, _ in refs_in_redis(queue_settings)] == [job]
+
+
+async def test_a_tier_whose_list_is_full_is_not_claimed_for_while_the_others_are(
+    db: Database, queue_settings: Settings, conn, tenant
+) -> None:
+    async with db.tenant_session(tenant) as s:
+        urgent = await enqueue_many(s, "noop", [{}] * 4, tenant_id=tenant, priority=10)
+        bulk = await enqueue_many(s, "noop", [{}] * 4, tenant_id=tenant, priority=300)
+    # One message of one job per tier may wait; no worker takes any.
+    q = queuer(queue_settings, queue_max_messages_per_tier=1, queue_jobs_per_message=1)
+    assert await q.round(conn) == 2  # one of each tier
+    assert await q.round(conn) == 0  # both lists are full: nothing more is claimed
+    assert await statuses(db, urgent) == {"dispatched": 1, "queued": 3}
+    assert await statuses(db, bulk) == {"dispatched": 1, "queued": 3}
+    client = redis_client(queue_settings)
+    try:  # a worker takes the high tier's message: that tier has room again, the low one not
+        client.delete(f"{queue_settings.redis_namespace}:high")
+    finally:
+        client.close()
+    assert await q.round(conn) == 1
+    assert await statuses(db, urgent) == {"dispatched": 2, "queued": 2}
+    assert await statuses(db, bulk) == {"dispatched": 1, "queued": 3}
 
 
 # --- suspended tenants ---------------------------------------------------------------------
@@ -357,14 +399,18 @@ async def test_backpressure_keeps_dispatched_jobs_from_outliving_their_lease(
             s, "effect", [{"key": f"bp-{uuid.uuid4()}", "sleep": 0.002} for _ in range(5000)],
             tenant_id=tenant,
         )  # fmt: skip
-    start_worker(processes=2)  # Dramatiq prefetches up to worker_prefetch messages per process
-    run_queuer(queue_max_messages_per_tier=2)  # at most 6 messages of 50 jobs in flight
+    start_worker(processes=2)  # each takes only the messages it can start at once
+    run_queuer(queue_max_messages_per_tier=2)  # at most 2 messages of 50 jobs wait per tier
 
     async def all_succeeded():
         return (await statuses(db, ids)).get("succeeded") == len(ids)
 
     await wait_for(all_succeeded, within=120)
+    logs = await logs_of(db, ids)
     expired = [
-        job for job, log in (await logs_of(db, ids)).items() if (1, "failed", LEASE_EXPIRED) in log
+        job
+        for job, log in logs.items()
+        if any(message in (LEASE_EXPIRED, LEASE_EXPIRED_WAITING) for *_, message in log)
     ]
     assert expired == []  # no job waited past its lease in a run where nothing failed
+    assert {attempt for log in logs.values() for attempt, *_ in log} == {1}

@@ -23,7 +23,7 @@ async def test_the_queue_upkeep_is_registered() -> None:
     assert {"recover_leases", "prune_job_logs"} <= names
 
 
-async def test_expired_leases_come_back_as_queued_with_a_log(
+async def test_expired_leases_come_back_as_queued_with_a_log_and_only_a_run_uses_an_attempt(
     db: Database, settings: Settings
 ) -> None:
     async with db.system_session("queue") as s:
@@ -37,6 +37,11 @@ async def test_expired_leases_come_back_as_queued_with_a_log(
             )
             .returning(Job.id)
         )
+        ran = await s.scalar(
+            insert(Job)
+            .values(kind="noop", status=JobStatus.RUNNING, attempts=1, lease_until=_ago(minutes=1))
+            .returning(Job.id)
+        )
         spent = await s.scalar(
             insert(Job)
             .values(
@@ -48,15 +53,24 @@ async def test_expired_leases_come_back_as_queued_with_a_log(
             )
             .returning(Job.id)
         )
-    assert await scheduler.recover_leases(settings) >= 2
+    assert await scheduler.recover_leases(settings) >= 3
     async with db.system_session("queue") as s:
-        back, dead = await s.get(Job, job_id), await s.get(Job, spent)
-        logs = list(
-            await s.scalars(select(JobLog.status).where(JobLog.job_id.in_([job_id, spent])))
+        back, again = await s.get(Job, job_id), await s.get(Job, ran)
+        dead = await s.get(Job, spent)
+        logs = dict(
+            (
+                await s.execute(
+                    select(JobLog.job_id, JobLog.status).where(
+                        JobLog.job_id.in_([job_id, ran, spent])
+                    )
+                )
+            ).all()
         )
-    assert (back.status, back.attempts, back.lease_until) == (JobStatus.QUEUED, 1, None)
+    # Dispatched, never started: it only waited, and gets its attempt back.
+    assert (back.status, back.attempts, back.lease_until) == (JobStatus.QUEUED, 0, None)
+    assert (again.status, again.attempts) == (JobStatus.QUEUED, 1)  # it ran: the attempt is used
     assert dead.status == JobStatus.DEAD
-    assert sorted(s.value for s in logs) == ["dead", "failed"]
+    assert {k: v.value for k, v in logs.items()} == {job_id: "queued", ran: "failed", spent: "dead"}
 
 
 async def test_job_logs_older_than_the_retention_are_pruned(

@@ -24,7 +24,7 @@ from models.infrastructure import Domain, EmailAccount
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
-from services import accounts, campaigns, domains, leads, sending, tracking
+from services import accounts, campaigns, domains, leads, planning, sending, tracking
 from tests.factories import create_tenant
 from tests.jobs.conftest import QUEUE_SETTINGS
 from tests.jobs.helpers import quiet_queue
@@ -220,16 +220,16 @@ def test_the_window_opens_at_the_next_allowed_local_hour_across_dst() -> None:
         timezone="Europe/Berlin", window_days=[1, 2, 3, 4, 5], start_hour=9, end_hour=17
     )
     # Saturday 2026-03-28 20:00 UTC → Monday 2026-03-30 09:00 CEST (after the DST change) = 07:00 UTC
-    assert sending.next_open(campaign, datetime(2026, 3, 28, 20, tzinfo=UTC)) == datetime(
+    assert planning.next_open(campaign, datetime(2026, 3, 28, 20, tzinfo=UTC)) == datetime(
         2026, 3, 30, 7, tzinfo=UTC
     )
     # Friday 2026-03-27 10:00 CET is inside the window (09:00 UTC)
-    assert sending.next_open(campaign, datetime(2026, 3, 27, 9, tzinfo=UTC)) == datetime(
+    assert planning.next_open(campaign, datetime(2026, 3, 27, 9, tzinfo=UTC)) == datetime(
         2026, 3, 27, 9, tzinfo=UTC
     )
     # the daily cap moves the third send of a day to the next window day
     campaign.send_spacing_seconds = 3600
-    stream = sending.slots(campaign, datetime(2026, 3, 27, 14, tzinfo=UTC), daily_limit=2)
+    stream = planning.slots(campaign, datetime(2026, 3, 27, 14, tzinfo=UTC), daily_limit=2)
     assert [next(stream) for _ in range(3)] == [
         datetime(2026, 3, 27, 14, tzinfo=UTC),
         datetime(2026, 3, 27, 15, tzinfo=UTC),
@@ -244,7 +244,7 @@ async def _planned(db: Database, tenant, campaign_id) -> dict[str, list[datetime
     async with db.tenant_session(tenant, tier="queue") as s:
         rows = await s.execute(
             select(Job.payload, Job.run_at).where(
-                Job.campaign_id == campaign_id, Job.kind == sending.SEND_KIND
+                Job.campaign_id == campaign_id, Job.kind == planning.SEND_KIND
             )
         )
         planned: dict[str, list[datetime]] = {}
@@ -270,8 +270,8 @@ async def test_planning_spreads_sends_over_the_accounts_within_the_window_daily_
     # (UTC+2) on Sunday the 29th, so Monday's 09:00 is 07:00 UTC.
     now = datetime(2026, 3, 27, 16, 0, tzinfo=UTC)
     async with db.tenant_session(tenant) as s:
-        planned = await sending.plan_campaign(s, campaign_id, now)
-        again = await sending.plan_campaign(s, campaign_id, now)
+        planned = await planning.plan_campaign(s, campaign_id, now)
+        again = await planning.plan_campaign(s, campaign_id, now)
 
     assert (planned, again) == (10, 0)  # every lead once; re-planning adds nothing
     monday, tuesday = (datetime(2026, 3, day, 7, tzinfo=UTC) for day in (30, 31))
@@ -291,7 +291,7 @@ async def test_planning_thousands_of_sends_asks_for_fresh_message_statistics(
     )
     began = datetime.now(UTC)
     async with db.tenant_session(tenant) as s:
-        assert await sending.plan_campaign(s, campaign_id) == statistics.BULK_ROWS
+        assert await planning.plan_campaign(s, campaign_id) == statistics.BULK_ROWS
 
     [(table, run_at)] = [r for r in await _refreshes(db, tenant) if r[0] != "app.leads"]
     assert table == "content.email_messages" and run_at >= began + timedelta(seconds=5)
@@ -316,9 +316,9 @@ async def test_running_campaigns_are_re_planned_once_a_minute(
     tenant, campaign_id, _ = await _campaign(db, settings, lead_count=1, steps=1, accounts_n=1)
     now = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
     async with db.system_session() as s:
-        first = await sending.plan_running_campaigns(s, now)
-        again = await sending.plan_running_campaigns(s, now)  # same minute: the same job
-        await sending.plan_running_campaigns(s, now.replace(minute=1))
+        first = await planning.plan_running_campaigns(s, now)
+        again = await planning.plan_running_campaigns(s, now)  # same minute: the same job
+        await planning.plan_running_campaigns(s, now.replace(minute=1))
     async with db.tenant_session(tenant) as s:
         jobs = await s.scalar(
             select(func.count())
@@ -461,11 +461,11 @@ async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
     jobs = []
     for tenant, campaign_id in ((good, good_campaign), (bad, bad_campaign)):
         async with db.tenant_session(tenant) as s:
-            await sending.plan_campaign(s, campaign_id)
+            await planning.plan_campaign(s, campaign_id)
         async with db.tenant_session(tenant, tier="queue") as s:
             payloads = await s.scalars(
                 select(Job.payload).where(
-                    Job.campaign_id == campaign_id, Job.kind == sending.SEND_KIND
+                    Job.campaign_id == campaign_id, Job.kind == planning.SEND_KIND
                 )
             )
             jobs += [(tenant, payload, 1) for payload in payloads]
