@@ -139,7 +139,7 @@ async def renew_waiting_leases(
     ids, attempts = zip(*refs, strict=True)
     renewed = await conn.fetch(
         statement("queue.sql", "renew_leases"), list(ids), list(attempts),
-        settings.queue_lease_seconds,
+        settings.queue_lease_seconds, "dispatched",
     )  # fmt: skip
     return len(renewed)
 
@@ -163,8 +163,7 @@ def _refs_of(body: bytes) -> list[tuple[uuid.UUID, int]]:
     and drops it)."""
     try:
         return [
-            (uuid.UUID(job), int(attempt))
-            for job, attempt in dramatiq.Message.decode(body).args[0]
+            (uuid.UUID(job), int(attempt)) for job, attempt in dramatiq.Message.decode(body).args[0]
         ]
     except (ValueError, TypeError, IndexError, AttributeError, dramatiq.errors.DecodeError):
         return []

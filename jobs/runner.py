@@ -42,6 +42,7 @@ from penguinmails.settings import Settings
 
 log = logging.getLogger("penguinmails.jobs")
 T = TypeVar("T")
+RUNNER_POOL_MAX = 8
 
 
 def backoff_seconds(settings: Settings, attempt: int) -> float:
@@ -83,7 +84,9 @@ class Runner:
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            self._pool = await create_pool(self.settings, size=self.settings.worker_threads + 2)
+            # Start, heartbeat and finish are short statements: a few connections serve them all.
+            size = min(self.settings.worker_threads + 2, RUNNER_POOL_MAX)
+            self._pool = await create_pool(self.settings, size=size)
         return self._pool
 
     def stop(self) -> None:
@@ -156,7 +159,7 @@ class Runner:
             try:
                 await pool.fetch(
                     statement("queue.sql", "renew_leases"), ids, attempts,
-                    self.settings.queue_lease_seconds,
+                    self.settings.queue_lease_seconds, "running",
                 )  # fmt: skip
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
                 log.warning("could not renew the leases of %d jobs: %s", len(ids), e)

@@ -23,7 +23,6 @@ except ImportError:  # e.g. Windows
     pass
 
 
-
 class StopJobsOnShutdown(Middleware):
     """On SIGTERM, before Dramatiq waits for its threads: the runner cuts its jobs short, each
     recording what it did, so a shutdown takes seconds, loses nothing and uses no attempt."""

@@ -87,7 +87,7 @@ def queuer() -> None:
 @app.command()
 def worker(
     processes: int = typer.Option(None, help="Worker processes (default from settings: 2)."),
-    threads: int = typer.Option(None, help="Threads per process (default from settings: 8)."),
+    threads: int = typer.Option(None, help="Threads per process (default from settings: 24)."),
 ) -> None:
     """Dramatiq's worker over the three priority tiers (high, normal, low)."""
     settings = get_settings()

@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     # Imported by workers: they register handlers.
     job_modules: list[str] = ["jobs.handlers"]
     worker_processes: int = 2
-    worker_threads: int = 8
+    # Each thread runs one Dramatiq message (a batch of jobs) at a time and mostly waits on
+    # its event loop: enough of them that a batch held by a slow server leaves room for others.
+    worker_threads: int = 24
     # Messages each tier's consumer holds; 0: worker_threads // 3 (at least 1), so every
     # message a worker takes has a thread to start it at once, and no job waits inside a
     # worker where its lease is not renewed.

@@ -5,7 +5,11 @@ not the bottleneck of the benchmark: it parses just EHLO/HELO, MAIL, RCPT, DATA,
 and looks for the end-of-data marker without unstuffing or storing the message. The extra verb
 `XCOUNT` answers `250 <accepted messages>`; `XRESET` sets the count to zero.
 
-    python scripts/bench_send_sink.py --port 2525 [--host 127.0.0.1]
+`--delay-ms D` makes it a slow server: each end of DATA is answered (and counted) D ms later, a
+timer per message, so a connection waits for its own reply while the others go on. With C
+connections each sending one message at a time, C / D is then the most any client can reach.
+
+    python scripts/bench_send_sink.py --port 2525 [--host 127.0.0.1] [--delay-ms 0]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import sys
 
 COUNT = 0
+DELAY = 0.0  # seconds before the reply to the end of DATA (--delay-ms)
 EHLO = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n250 SMTPUTF8\r\n"
 END = b"\r\n.\r\n"
 
@@ -24,11 +29,17 @@ class Smtp(asyncio.Protocol):
         self.t = transport
         self.buf = b""
         self.data = False
+        self.waiting = False  # the reply to a DATA is delayed: nothing after it is answered yet
         transport.write(b"220 sink ESMTP\r\n")
 
     def data_received(self, chunk: bytes) -> None:
+        if self.waiting:  # the replies go out in order: what came after that DATA waits too
+            self.buf += chunk
+            return
+        self._answer(self.buf + chunk)
+
+    def _answer(self, buf: bytes) -> None:
         global COUNT
-        buf = self.buf + chunk
         out = []
         while True:
             if self.data:
@@ -40,6 +51,12 @@ class Smtp(asyncio.Protocol):
                     break
                 buf = buf[i + 5 :]
                 self.data = False
+                if DELAY:
+                    if out:
+                        self.t.write(b"".join(out))
+                    self.buf, self.waiting = buf, True
+                    asyncio.get_running_loop().call_later(DELAY, self._accept_late)
+                    return
                 COUNT += 1
                 out.append(b"250 2.0.0 OK queued\r\n")
                 continue
@@ -72,6 +89,17 @@ class Smtp(asyncio.Protocol):
         if out:
             self.t.write(b"".join(out))
 
+    def _accept_late(self) -> None:
+        """The delayed reply to a DATA (--delay-ms), then whatever the client sent meanwhile."""
+        global COUNT
+        if self.t.is_closing():  # the client gave up waiting: the message was not accepted
+            return
+        COUNT += 1
+        self.t.write(b"250 2.0.0 OK queued\r\n")
+        self.waiting = False
+        buf, self.buf = self.buf, b""
+        self._answer(buf)
+
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
@@ -85,7 +113,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0, help="wait this long before answering each DATA"
+    )
     args = parser.parse_args()
+    global DELAY
+    DELAY = args.delay_ms / 1000
     try:
         import uvloop
 

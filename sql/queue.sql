@@ -71,24 +71,38 @@ RETURNING j.id, j.priority, j.attempts;
 -- Leases are renewed while a job's message waits in Redis and while it runs, so an expired one
 -- means its worker died or its message was lost. A job that never started goes back to the
 -- queue with its attempt given back (it only waited); one that was running has used its
--- attempt: back to the queue, or dead when it has used them all.
+-- attempt: back to the queue, or dead when it has used them all. Either goes to the head of
+-- its priority's line (just before the oldest ready job): it was already under way, and a dead
+-- worker's jobs run again within seconds, not after the whole backlog.
 WITH expired AS (
-    SELECT id, status = 'dispatched' AS waited FROM queue.jobs
+    SELECT id, priority, status = 'dispatched' AS waited FROM queue.jobs
     WHERE status IN ('dispatched', 'running') AND lease_until < now()
     ORDER BY lease_until
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), heads AS (
+    SELECT p.priority, head.run_at
+    FROM (SELECT DISTINCT priority FROM expired) AS p
+    CROSS JOIN LATERAL (
+        SELECT min(run_at) AS run_at FROM (
+            SELECT run_at FROM queue.jobs
+            WHERE status IN ('queued', 'failed') AND priority = p.priority
+            ORDER BY run_at LIMIT 1
+        ) AS oldest
+    ) AS head
 ), moved AS (
     UPDATE queue.jobs j
     SET status = CASE WHEN NOT e.waited AND j.attempts >= j.max_attempts
                       THEN 'dead' ELSE 'queued' END,
         attempts = CASE WHEN e.waited THEN j.attempts - 1 ELSE j.attempts END,
+        run_at = LEAST(j.run_at, h.run_at - interval '1 millisecond'),
         lease_until = NULL, updated_at = now(),
         finished_at = CASE WHEN NOT e.waited AND j.attempts >= j.max_attempts THEN now() END,
         last_error = CASE WHEN e.waited
                           THEN 'lease expired before it started (message lost or worker lost)'
                           ELSE 'lease expired (worker lost or message lost)' END
-    FROM expired e WHERE j.id = e.id
+    FROM expired e JOIN heads h USING (priority)
+    WHERE j.id = e.id
     RETURNING j.id, j.tenant_id, j.attempts, j.status, j.last_error, e.waited
 )
 -- The log names the attempt that expired (for one that waited, the one given back).
@@ -100,12 +114,14 @@ FROM moved
 RETURNING job_id;
 
 -- name: renew_leases
--- The heartbeat: jobs still in the hands of the attempt that holds them (waiting in Redis, or
--- running) keep their lease. Returns the jobs renewed.
+-- The heartbeat: jobs still in the hands of the attempt that holds them keep their lease. $4
+-- says in which hands: 'dispatched' (its message waits in Redis: the queuer renews) or
+-- 'running' (the worker running it renews). A message that waits while its job runs is a
+-- stale copy (e.g. Dramatiq put a dead worker's message back) and renews nothing.
 UPDATE queue.jobs j
 SET lease_until = now() + make_interval(secs => $3)
 FROM unnest($1::uuid[], $2::int[]) AS f(id, attempt)
-WHERE j.id = f.id AND j.attempts = f.attempt AND j.status IN ('dispatched', 'running')
+WHERE j.id = f.id AND j.attempts = f.attempt AND j.status = $4::text
 RETURNING j.id;
 
 -- name: start_jobs

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import datetime
 
 import dramatiq
 import redis
 from sqlalchemy import func, select, text
 
 from jobs.broker import TIERS
-from models.queue import Job, JobLog
+from models.queue import Job, JobLog, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
 
@@ -116,3 +117,41 @@ async def effect_runs(db: Database, ids: list[uuid.UUID]) -> list[tuple[uuid.UUI
             {"ids": ids},
         )
         return [(r.job_id, r.attempt) for r in rows]
+
+
+async def held_jobs(db: Database, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """The jobs a worker holds or is about to (dispatched or running)."""
+    async with db.system_session("queue") as s:
+        rows = await s.scalars(
+            select(Job.id).where(
+                Job.id.in_(ids), Job.status.in_([JobStatus.DISPATCHED, JobStatus.RUNNING])
+            )
+        )
+        return set(rows)
+
+
+async def database_now(db: Database) -> datetime:
+    async with db.system_session("queue") as s:
+        return await s.scalar(text("SELECT clock_timestamp()"))
+
+
+async def seconds_until_started_again(
+    db: Database, jobs: set[uuid.UUID], since: datetime, within: float = 120
+) -> float:
+    """Waits until every one of `jobs` has started again after `since` (it is running, or ran
+    and ended); the seconds from `since` to the last of those starts, on the database's clock
+    (for a job seen only once it had ended, its end: an upper bound)."""
+    started: dict[uuid.UUID, datetime] = {}
+    deadline = time.monotonic() + within
+    while len(started) < len(jobs):
+        assert time.monotonic() < deadline, f"{len(jobs) - len(started)} jobs never ran again"
+        async with db.system_session("queue") as s:
+            rows = await s.execute(
+                select(Job.id, Job.updated_at).where(
+                    Job.id.in_(jobs - set(started)), Job.updated_at > since,
+                    Job.status.in_([JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED]),
+                )
+            )  # fmt: skip
+            started.update(dict(rows.all()))
+        await asyncio.sleep(0.1)
+    return max((at - since).total_seconds() for at in started.values())
