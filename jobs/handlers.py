@@ -28,7 +28,7 @@ async def send_steps(jobs: list[JobContext]) -> list[BaseException | None]:
         first.db,
         first.settings,
         first.redis,
-        [(job.tenant_id, job.payload, job.attempt) for job in jobs],
+        [(job.tenant_id, job.payload, not job.ran_before) for job in jobs],
     )
     return [result if isinstance(result, BaseException) else None for result in results]
 

@@ -27,6 +27,9 @@ class JobContext:
     db: Database
     settings: Settings
     redis: Redis
+    # An earlier run of it ended (failed, deferred, cut short, lost): what it did may exist.
+    # Not the same as attempt > 1, since a deferral gives its attempt back.
+    ran_before: bool = False
 
 
 Handler = Callable[[JobContext], Awaitable[None]]

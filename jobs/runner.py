@@ -201,6 +201,7 @@ class Runner:
             payload=json.loads(payload) if isinstance(payload, str) else payload,
             attempt=row["attempts"],
             max_attempts=row["max_attempts"],
+            ran_before=row["ran_before"],
             db=self.db,
             settings=self.settings,
             redis=self.redis,

@@ -77,7 +77,7 @@ class CutShort(DeferJob):
 
 
 class MessageExists(Exception):
-    """A first attempt found its message written already: retried, it is looked up."""
+    """A first run found its message written already: retried, it is looked up."""
 
 
 @dataclass(eq=False)
@@ -89,7 +89,7 @@ class Send:
     lead_id: uuid.UUID
     account_id: uuid.UUID
     step: int
-    attempt: int  # the job's: a first attempt has no message from an earlier one
+    first_run: bool  # the job never ran before: no earlier run can have written its message
     result: str | BaseException | None = None
     message: EmailMessage | None = None  # the row being sent or completed
     data: bytes = b""
@@ -121,7 +121,7 @@ class World:
 async def send_batch(
     db: Database, settings: Settings, redis: Redis, jobs: list[tuple[uuid.UUID, dict, int]]
 ) -> list[str | BaseException]:
-    """Sends a batch of (tenant, payload, attempt) send jobs; returns, in order, what happened
+    """Sends a batch of (tenant, payload, first run) send jobs; returns, in order, what happened
     to each: "sent", "bounced", "skipped: why", or the exception its job ends with (DeferJob
     when a rate is full, the account is paused or the batch was cut short; a 4xx or connection
     error, which the queue retries). Cancelled, it cleans up as above and still returns."""
@@ -132,9 +132,9 @@ async def send_batch(
             lead_id=uuid.UUID(payload["lead_id"]),
             account_id=uuid.UUID(payload["account_id"]),
             step=int(payload["step"]),
-            attempt=attempt,
+            first_run=first_run,
         )
-        for tenant_id, payload, attempt in jobs
+        for tenant_id, payload, first_run in jobs
     ]
     by_tenant: dict[uuid.UUID, list[Send]] = {}
     for send in sends:
@@ -229,7 +229,7 @@ def _settle(send: Send) -> None:
     delivery = send.delivery
     if delivery.result is None:  # withdrawn, or its claim was refused
         send.result = (
-            MessageExists(f"message {send.key} exists from an earlier attempt")
+            MessageExists(f"message {send.key} exists from an earlier run")
             if delivery.phase is not None
             else CutShort()
         )
@@ -247,7 +247,7 @@ def _settle(send: Send) -> None:
 
 async def _claim(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> list[bool]:
     """Commits the messages as SENDING; whether each may go out. A message that exists from an
-    earlier attempt but was not looked up (a first attempt: see _read) is left alone, and its
+    earlier run but was not looked up (a first run: see _read) is left alone, and its
     job is retried, which then looks it up."""
     columns = _columns(
         sends,
@@ -328,9 +328,9 @@ async def _read(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> World:
         suppressed = set(
             await session.scalars(select(Suppression.email).where(Suppression.email.in_(emails)))
         )
-    # Only a retried job can find its message: a first attempt skips the read (and a message
-    # that exists all the same is refused by claim_messages, never sent twice).
-    retried = [s.key for s in sends if s.attempt > 1]
+    # Only a job that ran before can find its message: a first run skips the read (and a
+    # message that exists all the same is refused by claim_messages, never sent twice).
+    retried = [s.key for s in sends if not s.first_run]
     messages = {}
     if retried:
         async with db.tenant_session(tenant_id, tier="content") as session:

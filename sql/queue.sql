@@ -130,7 +130,8 @@ UPDATE queue.jobs j
 SET status = 'running', lease_until = now() + make_interval(secs => $3), updated_at = now()
 FROM unnest($1::uuid[], $2::int[]) AS f(id, attempt)
 WHERE j.id = f.id AND j.attempts = f.attempt AND j.status = 'dispatched'
-RETURNING j.id, j.tenant_id, j.kind, j.payload, j.attempts, j.max_attempts;
+RETURNING j.id, j.tenant_id, j.kind, j.payload, j.attempts, j.max_attempts,
+          j.last_error IS NOT NULL AS ran_before;
 
 -- name: finish_succeeded
 WITH done AS (

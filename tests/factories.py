@@ -23,15 +23,19 @@ from sqlalchemy import (
     Text,
     insert,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import models
 from jobs.queue import enqueue
+from models.billing import Plan
 from models.content import EmailEvent, EmailMessage
 from models.sessions import Database
 from models.tenancy import Tenant
+from penguinmails.settings import Settings
+from services import accounts, campaigns, domains, leads
 
 # Values a column's CHECK constraint needs that its type alone does not tell.
 CHECKED_VALUES: dict[tuple[str, str], Any] = {
@@ -184,3 +188,53 @@ async def events(db: Database, message_id: uuid.UUID) -> list[EmailEvent]:
                 select(EmailEvent).where(EmailEvent.message_id == message_id).order_by("seq")
             )
         )
+
+
+async def sending_campaign(
+    db: Database, settings: Settings, lead_count: int, steps: int, accounts_n: int
+):
+    """A running campaign of `lead_count` leads (lead<n>@inbox.example), `steps` steps and
+    `accounts_n` accounts of one DKIM-keyed domain, on the scale plan; (tenant, campaign id,
+    domain id). Other tests' unfinished work is cancelled first."""
+    from tests.jobs.helpers import quiet_queue
+
+    await quiet_queue(db, settings)  # other tests' campaigns must not send into this test's sink
+    async with db.system_session() as s:
+        tenant = await create_tenant(s, "Sender")
+        plan = await s.scalar(select(Plan.id).where(Plan.code == "scale"))
+        await s.execute(update(Tenant).where(Tenant.id == tenant).values(plan_id=plan))
+    async with db.tenant_session(tenant) as s:
+        domain = await domains.add_domain(s, settings, tenant, f"send-{tenant.hex[:8]}.example")
+        senders = [
+            await accounts.create_email_account(
+                s, settings, tenant, domain.id, f"rep{n}", f"Rep {n}", None
+            )
+            for n in range(accounts_n)
+        ]
+        spec = campaigns.CampaignSpec(
+            name="e2e",
+            account_ids=[a.id for a in senders],
+            steps=[
+                campaigns.StepSpec(
+                    delay_days=0,
+                    subject="Hi {{ first_name }}" if n == 0 else "Re: hi",
+                    html=f"<p>Step {n + 1} for {{{{ company }}}} <a href='https://example.com/x'>link</a></p>",
+                    text=f"Step {n + 1}",
+                )
+                for n in range(steps)
+            ],
+            window=campaigns.WindowSpec(
+                timezone="UTC", days=[1, 2, 3, 4, 5, 6, 7], start_hour=0, end_hour=24
+            ),
+        )
+        campaign = await campaigns.create_campaign(s, tenant, spec)
+        campaign.send_spacing_seconds = 0
+        for a in senders:
+            a.daily_limit = 100_000
+        csv = "email,first_name,company\n" + "".join(
+            f"lead{n}@inbox.example,L{n},Co{n}\n" for n in range(lead_count)
+        )
+        await leads.import_leads(s, settings, campaign.id, csv)
+        await s.flush()
+        await campaigns.launch(s, campaign.id)
+    return tenant, campaign.id, domain.id

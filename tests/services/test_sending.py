@@ -6,109 +6,33 @@ from __future__ import annotations
 import asyncio
 import email
 import json
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 from email import policy
 
 import dkim
 import pytest
-from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 
-from models.billing import Plan
 from models.campaigns import Campaign, Lead, LeadStatus, Suppression
 from models.content import EmailMessage, MessageStatus
 from models.infrastructure import Domain, EmailAccount
 from models.sessions import Database
-from models.tenancy import Tenant
 from penguinmails.settings import Settings
-from services import accounts, campaigns, domains, leads, planning, sending, tracking
-from tests.factories import create_tenant
+from services import planning, sending, tracking
+from tests.factories import sending_campaign
 from tests.jobs.conftest import QUEUE_SETTINGS
-from tests.jobs.helpers import quiet_queue
+from tests.smtp import running_sink
 
 LEADS, STEPS = 200, 3  # the issue's campaign: 3 steps x 200 leads across 3 accounts
 FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
 
 
-class Sink:
-    """Records every delivery; refuses recipients on a `refuse` list with 550 at RCPT."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-        self.refuse: set[str] = set()
-        self.unavailable = False
-        self.delay = 0.0  # seconds each DATA takes, so a transaction can be caught mid-way
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self.unavailable:
-            return "451 4.3.0 try again later"
-        if address in self.refuse:
-            return "550 5.1.1 no such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        await asyncio.sleep(self.delay)
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 OK"
-
-
 @pytest.fixture
 def sink():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    handler = Sink()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
-
-
-async def _campaign(db: Database, settings: Settings, lead_count: int, steps: int, accounts_n: int):
-    await quiet_queue(db, settings)  # other tests' campaigns must not send into this test's sink
-    async with db.system_session() as s:
-        tenant = await create_tenant(s, "Sender")
-        plan = await s.scalar(select(Plan.id).where(Plan.code == "scale"))
-        await s.execute(update(Tenant).where(Tenant.id == tenant).values(plan_id=plan))
-    async with db.tenant_session(tenant) as s:
-        domain = await domains.add_domain(s, settings, tenant, f"send-{tenant.hex[:8]}.example")
-        senders = [
-            await accounts.create_email_account(
-                s, settings, tenant, domain.id, f"rep{n}", f"Rep {n}", None
-            )
-            for n in range(accounts_n)
-        ]
-        spec = campaigns.CampaignSpec(
-            name="e2e",
-            account_ids=[a.id for a in senders],
-            steps=[
-                campaigns.StepSpec(
-                    delay_days=0,
-                    subject="Hi {{ first_name }}" if n == 0 else "Re: hi",
-                    html=f"<p>Step {n + 1} for {{{{ company }}}} <a href='https://example.com/x'>link</a></p>",
-                    text=f"Step {n + 1}",
-                )
-                for n in range(steps)
-            ],
-            window=campaigns.WindowSpec(
-                timezone="UTC", days=[1, 2, 3, 4, 5, 6, 7], start_hour=0, end_hour=24
-            ),
-        )
-        campaign = await campaigns.create_campaign(s, tenant, spec)
-        campaign.send_spacing_seconds = 0
-        for a in senders:
-            a.daily_limit = 100_000
-        csv = "email,first_name,company\n" + "".join(
-            f"lead{n}@inbox.example,L{n},Co{n}\n" for n in range(lead_count)
-        )
-        await leads.import_leads(s, settings, campaign.id, csv)
-        await s.flush()
-        await campaigns.launch(s, campaign.id)
-    return tenant, campaign.id, domain.id
+    with running_sink() as sink_and_port:
+        yield sink_and_port
 
 
 async def _wait(predicate, within: float = 90) -> None:
@@ -127,7 +51,7 @@ async def test_a_campaign_delivers_every_step_once_signed_threaded_and_unsubscri
     db: Database, settings: Settings, sink, start_worker, run_queuer
 ) -> None:
     handler, port = sink
-    tenant, campaign_id, domain_id = await _campaign(
+    tenant, campaign_id, domain_id = await sending_campaign(
         db, settings, lead_count=LEADS, steps=STEPS, accounts_n=3
     )
     live = Redis.from_url(settings.redis_url)
@@ -198,7 +122,7 @@ async def test_a_hard_bounce_at_rcpt_suppresses_the_address_and_stops_the_lead(
 ) -> None:
     handler, port = sink
     handler.refuse = {"lead0@inbox.example"}
-    tenant, _, _ = await _campaign(db, settings, lead_count=3, steps=2, accounts_n=1)
+    tenant, _, _ = await sending_campaign(db, settings, lead_count=3, steps=2, accounts_n=1)
     start_worker(processes=1, threads=2, smtp_relay_port=port)
     run_queuer()
 
@@ -256,7 +180,9 @@ async def _planned(db: Database, tenant, campaign_id) -> dict[str, list[datetime
 async def test_planning_spreads_sends_over_the_accounts_within_the_window_daily_limit_and_spacing(
     db: Database, settings: Settings
 ) -> None:
-    tenant, campaign_id, _ = await _campaign(db, settings, lead_count=10, steps=1, accounts_n=2)
+    tenant, campaign_id, _ = await sending_campaign(
+        db, settings, lead_count=10, steps=1, accounts_n=2
+    )
     async with db.tenant_session(tenant) as s:
         campaign = await s.get(Campaign, campaign_id)
         campaign.timezone, campaign.window_days = "Europe/Berlin", [1, 2, 3, 4, 5]
@@ -286,7 +212,7 @@ async def test_planning_thousands_of_sends_asks_for_fresh_message_statistics(
 ) -> None:
     from services import statistics
 
-    tenant, campaign_id, _ = await _campaign(
+    tenant, campaign_id, _ = await sending_campaign(
         db, settings, lead_count=statistics.BULK_ROWS, steps=1, accounts_n=1
     )
     began = datetime.now(UTC)
@@ -313,7 +239,9 @@ async def test_running_campaigns_are_re_planned_once_a_minute(
 ) -> None:
     from models.queue import Job
 
-    tenant, campaign_id, _ = await _campaign(db, settings, lead_count=1, steps=1, accounts_n=1)
+    tenant, campaign_id, _ = await sending_campaign(
+        db, settings, lead_count=1, steps=1, accounts_n=1
+    )
     now = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
     async with db.system_session() as s:
         first = await planning.plan_running_campaigns(s, now)
@@ -341,7 +269,9 @@ async def test_an_account_whose_server_keeps_failing_is_paused_and_its_sends_wai
 
     handler, port = sink
     handler.unavailable = True
-    tenant, campaign_id, _ = await _campaign(db, settings, lead_count=3, steps=1, accounts_n=1)
+    tenant, campaign_id, _ = await sending_campaign(
+        db, settings, lead_count=3, steps=1, accounts_n=1
+    )
     start_worker(processes=1, threads=2, smtp_relay_port=port, account_failures_before_pause=3)
     run_queuer()
 
@@ -376,7 +306,7 @@ async def test_a_worker_killed_mid_campaign_never_sends_a_lead_the_same_step_twi
     handler, port = sink
     handler.delay = 0.02
     leads_n, steps = 150, 2
-    tenant, campaign_id, _ = await _campaign(
+    tenant, campaign_id, _ = await sending_campaign(
         db, settings, lead_count=leads_n, steps=steps, accounts_n=2
     )
     worker = start_worker(processes=2, threads=2, smtp_relay_port=port, **FAST)
@@ -450,8 +380,10 @@ async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
     from models.queue import Job
 
     handler, port = sink
-    good, good_campaign, _ = await _campaign(db, settings, lead_count=3, steps=1, accounts_n=1)
-    bad, bad_campaign, _ = await _campaign(db, settings, lead_count=2, steps=1, accounts_n=1)
+    good, good_campaign, _ = await sending_campaign(
+        db, settings, lead_count=3, steps=1, accounts_n=1
+    )
+    bad, bad_campaign, _ = await sending_campaign(db, settings, lead_count=2, steps=1, accounts_n=1)
     async with db.tenant_session(bad) as s:
         await s.execute(
             update(CampaignSequenceStep)
@@ -468,7 +400,7 @@ async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
                     Job.campaign_id == campaign_id, Job.kind == planning.SEND_KIND
                 )
             )
-            jobs += [(tenant, payload, 1) for payload in payloads]
+            jobs += [(tenant, payload, True) for payload in payloads]
     redis = Redis.from_url(settings.redis_url)
     try:
         results = await sending.send_batch(
