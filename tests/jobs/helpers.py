@@ -119,6 +119,16 @@ async def effect_runs(db: Database, ids: list[uuid.UUID]) -> list[tuple[uuid.UUI
         return [(r.job_id, r.attempt) for r in rows]
 
 
+async def send_jobs(db: Database, tenant: uuid.UUID, campaign_id: uuid.UUID) -> list[Job]:
+    """A campaign's send jobs."""
+    async with db.tenant_session(tenant, tier="queue") as s:
+        return list(
+            await s.scalars(
+                select(Job).where(Job.campaign_id == campaign_id, Job.kind == "send_step")
+            )
+        )
+
+
 async def held_jobs(db: Database, ids: list[uuid.UUID]) -> set[uuid.UUID]:
     """The jobs a worker holds or is about to (dispatched or running)."""
     async with db.system_session("queue") as s:

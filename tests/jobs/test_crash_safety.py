@@ -158,7 +158,7 @@ async def test_a_worker_killed_with_sigkill_mid_run_loses_no_job_and_repeats_onl
     ids, keys = await enqueue_effects(db, "kill")
     began = time.monotonic()
     worker = start_worker(processes=PROCESSES, threads=THREADS)
-    run_queuer(**QUEUER)
+    run_queuer(**QUEUER, queue_lease_seconds=Settings().queue_lease_seconds)
     await wait_for(succeeded_at_least(db, ids, 500, running=True), within=60, every=0.02)
 
     worker.kill()  # the dramatiq parent and both worker processes, mid-batch

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import func, select
 
 from models.content import EmailEvent, EmailMessage, EventKind, MessageStatus
-from models.queue import Job, JobLog, JobStatus
+from models.queue import JobLog, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
-from services import planning, smtp
+from services import smtp
 from tests.factories import sending_campaign
 from tests.jobs.conftest import QUEUE_SETTINGS
-from tests.jobs.helpers import LEASE_EXPIRED, LEASE_EXPIRED_WAITING, wait_for
+from tests.jobs.helpers import LEASE_EXPIRED, LEASE_EXPIRED_WAITING, send_jobs, wait_for
 from tests.smtp import running_sink
 
 FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
@@ -151,15 +151,6 @@ async def _messages(db: Database, tenant) -> dict[str, EmailMessage]:
         return {m.to_address: m for m in await s.scalars(select(EmailMessage))}
 
 
-async def _send_jobs(db: Database, tenant, campaign_id) -> list[Job]:
-    async with db.tenant_session(tenant, tier="queue") as s:
-        return list(
-            await s.scalars(
-                select(Job).where(Job.campaign_id == campaign_id, Job.kind == planning.SEND_KIND)
-            )
-        )
-
-
 def _all_sent(db: Database, tenant, count: int):
     async def all_sent() -> bool:
         async with db.tenant_session(tenant, tier="content") as s:
@@ -216,7 +207,7 @@ async def test_a_server_slow_to_answer_the_end_of_data_gets_each_message_once(
             )
         )
     assert assumed == [messages[stuck].id]
-    jobs = await _send_jobs(db, tenant, campaign_id)
+    jobs = await send_jobs(db, tenant, campaign_id)
     assert {(j.status, j.attempts) for j in jobs} == {(JobStatus.SUCCEEDED, 1)}
     print(f"100 messages, 5 at 35 s and one past the 40 s DATA timeout: all SENT in {waited:.1f} s")
 
@@ -245,7 +236,7 @@ async def test_a_job_time_limit_that_cuts_a_batch_mid_way_loses_and_repeats_noth
     messages = await _messages(db, tenant)
     assert {m.status for m in messages.values()} == {MessageStatus.SENT}
     assert not any(m.smtp_response.startswith("outcome unknown") for m in messages.values())
-    jobs = await _send_jobs(db, tenant, campaign_id)
+    jobs = await send_jobs(db, tenant, campaign_id)
     assert {(j.status, j.attempts) for j in jobs} == {(JobStatus.SUCCEEDED, 1)}
     async with db.system_session("queue") as s:
         cuts = await s.scalar(
@@ -278,7 +269,7 @@ async def test_a_relay_slower_than_the_queue_gets_every_message_once_without_spe
         recipients = [rcpts[0] for _, rcpts, _ in sink.messages]
 
     assert len(recipients) == len(set(recipients)) == leads
-    jobs = await _send_jobs(db, tenant, campaign_id)
+    jobs = await send_jobs(db, tenant, campaign_id)
     assert {(j.status, j.attempts) for j in jobs} == {(JobStatus.SUCCEEDED, 1)}
     async with db.system_session("queue") as s:
         expired = await s.scalar(
