@@ -6,8 +6,13 @@ is not suppressed: the person answered, and may well be written to again by hand
 How the inbox is read:
 - Log-in: the account's SMTP credentials (username, else the address; the stored password).
   Port 993 (the default) is IMAPS; any other port is plain IMAP upgraded with STARTTLS, and a
-  server that does not offer it is refused unless IMAP_ALLOW_PLAINTEXT is set (a local server). Certificates are verified. The mailbox is opened read-only and only
-  BODY.PEEK is fetched, so nothing is marked seen or changed in the user's mail.
+  server that does not offer it is refused unless IMAP_ALLOW_PLAINTEXT is set (a local server).
+  Certificates are verified. The mailbox is opened read-only and only BODY.PEEK is fetched, so
+  nothing is marked seen or changed in the user's mail.
+- imaplib blocks, so each call runs on a thread of IMAP_THREADS, a pool of the replies' own:
+  a server slow to answer (up to IMAP_TIMEOUT_SECONDS a call) holds one of its threads, never
+  the event loop's default pool or another poll. A poll cut short (time limit, shutdown) keeps
+  the UIDs it processed; each reply is recorded in its own transactions, whole or not at all.
 - Progress: `email_accounts.imap_last_uid`, the highest UID read. A first poll reads the inbox
   from the start, at most MAX_MESSAGES_PER_POLL messages a poll; the next poll goes on.
 - The inbox's UIDVALIDITY is stored with the UID (`imap_uidvalidity`). When the server reports
@@ -34,7 +39,8 @@ import ssl
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,6 +132,14 @@ class PollResult:
 
 # --- polling ---------------------------------------------------------------------------------
 
+# Threads for imaplib's blocking calls: as many polls of slow servers as a worker may run at
+# once (a worker's threads × a batch's job_concurrency) wait here without delaying the others.
+IMAP_THREADS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="imap")
+
+
+async def _blocking(call: Callable, *args):
+    return await asyncio.get_running_loop().run_in_executor(IMAP_THREADS, call, *args)
+
 
 async def poll_account(
     db: Database, settings: Settings, redis: Redis, tenant_id: uuid.UUID, account_id: uuid.UUID
@@ -140,7 +154,7 @@ async def poll_account(
     try:
         result = await _read(db, redis, account, mailbox)
     finally:
-        await asyncio.to_thread(mailbox.close)
+        await _blocking(mailbox.close)
     log.log(
         logging.INFO if result.replies else logging.DEBUG,
         "polled %s: %d read, %d replies, %d automatic, %d unmatched",
@@ -166,14 +180,14 @@ def _server(settings: Settings, account: EmailAccount) -> Server:
 
 async def _read(db: Database, redis: Redis, account: EmailAccount, mailbox: Mailbox) -> PollResult:
     result = PollResult(account.id, last_uid=account.imap_last_uid)
-    validity, uid_next = await asyncio.to_thread(mailbox.open)
+    validity, uid_next = await _blocking(mailbox.open)
     after = account.imap_last_uid or 0
     reset = validity is not None and account.imap_uidvalidity not in (None, validity)
     if after and (reset or (uid_next is not None and after >= uid_next)):
         result.renumbered, after = True, 0
-    uids = await asyncio.to_thread(mailbox.new_uids, after)
+    uids = await _blocking(mailbox.new_uids, after)
     batch, result.more = uids[:MAX_MESSAGES_PER_POLL], len(uids) > MAX_MESSAGES_PER_POLL
-    headers = await asyncio.to_thread(mailbox.headers, batch) if batch else []
+    headers = await _blocking(mailbox.headers, batch) if batch else []
     sent = await _sent_messages(db, account.tenant_id, headers)
     done = after
     try:
@@ -208,7 +222,7 @@ async def _apply(
     if found.replied:
         result.repeated += 1
         return
-    raw = await asyncio.to_thread(mailbox.message, header.uid)
+    raw = await _blocking(mailbox.message, header.uid)
     details = {
         "from": sender[:320],
         "subject": _text(fields.get("Subject"))[:300],

@@ -520,3 +520,41 @@ async def test_the_poll_job_records_replies_and_fails_with_the_reason_when_it_ca
     assert failing.attempts == replies.POLL_ATTEMPTS  # retried by the queue, then given up
     assert failing.last_error.startswith("ImapError: IMAP connection to 127.0.0.1:")
     await quiet_queue(db, settings)
+
+
+async def test_inboxes_on_servers_that_never_answer_do_not_delay_the_poll_of_another(
+    db: Database, settings: Settings, redis: Redis, dovecot: Dovecot
+) -> None:
+    """Eight accounts whose IMAP servers accept the connection and then say nothing (more than
+    the event loop's default thread pool holds on this machine), polled together with one whose
+    server answers: its reply is recorded at once, and each silent one fails on its timeout."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never greets; waits until the client gives up
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    local = settings.model_copy(update={"imap_allow_plaintext": True, "imap_timeout_seconds": 4})
+    try:
+        stalled = [await inbox(db, settings, dovecot, port=port) for _ in range(8)]
+        box = await inbox(db, settings, dovecot)
+        box.receive(reply(box, in_reply_to=box.sent.message.message_id_header))
+
+        async def timed(b: Inbox) -> tuple[float, object]:
+            began = time.monotonic()
+            try:
+                outcome = await replies.poll_account(db, local, redis, b.sent.tenant, b.account.id)
+            except ImapError as e:
+                outcome = e
+            return time.monotonic() - began, outcome
+
+        results = await asyncio.gather(*(timed(b) for b in [*stalled, box]))
+    finally:
+        server.close()
+
+    answered_in, answered = results[-1]
+    assert answered.replies == 1 and answered_in < 2, results[-1]
+    for seconds, outcome in results[:-1]:
+        assert isinstance(outcome, ImapError) and "timed out" in str(outcome), outcome
+        assert 3.5 < seconds < 8
+    assert await lead_status(db, box) == LeadStatus.REPLIED
