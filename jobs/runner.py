@@ -175,6 +175,10 @@ class Runner:
                 [task, stopping], timeout=self.settings.job_timeout_seconds,
                 return_when=asyncio.FIRST_COMPLETED,
             )  # fmt: skip
+        except asyncio.CancelledError:  # the runner itself is cancelled: the work cleans up first
+            task.cancel()
+            await asyncio.wait([task])
+            raise
         finally:
             stopping.cancel()
         reason: BaseException | None = None

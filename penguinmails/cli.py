@@ -84,6 +84,9 @@ def queuer() -> None:
     _run_until_signalled(Queuer(settings).run)
 
 
+WORKER_POLL_MS = 100
+
+
 @app.command()
 def worker(
     processes: int = typer.Option(None, help="Worker processes (default from settings: 2)."),
@@ -97,6 +100,9 @@ def worker(
     env = {
         **os.environ,
         "dramatiq_queue_prefetch": str(prefetch),
+        # A consumer holding its prefetch backs off before looking again, up to this long: a
+        # batch that ends is followed by the next within 100 ms, not a second.
+        "dramatiq_worker_timeout": str(WORKER_POLL_MS),
         "dramatiq_prom_port": str(settings.worker_metrics_port),
     }
     args = [

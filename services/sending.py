@@ -56,7 +56,7 @@ from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
 from services import accounts, inbound, planning, ratelimit, smtp, templates, tracking
-from services.group_write import GroupWrite
+from services.group_write import GroupWrites
 from services.planning import USABLE_ACCOUNTS, send_key
 
 log = logging.getLogger("penguinmails.sending")
@@ -64,6 +64,7 @@ log = logging.getLogger("penguinmails.sending")
 ACCOUNT_PAUSED_RETRY_SECONDS = 900
 CUT_GRACE_SECONDS = 5.0  # a cut batch waits this long for replies to the end of DATA under way
 CUT_RETRY_SECONDS = 2.0
+BUILD_AT_ONCE = 8  # messages built before the event loop is given back to the connections
 SENDABLE_LEADS = (LeadStatus.ACTIVE, LeadStatus.CONTACTED)
 UNKNOWN_OUTCOME = "outcome unknown: the worker stopped during the SMTP transaction; not resent"
 
@@ -185,8 +186,7 @@ async def _send_for_tenant(
         else:
             send.result = verdict
     fresh = await _take_rate_slots(redis, settings, _route(settings, world, fresh))
-    fresh = _build_all(settings, world, fresh)
-    await _deliver_all(db, redis, tenant_id, fresh)
+    fresh = await _deliver_all(db, redis, settings, world, tenant_id, fresh)
     await _count_server_failures(db, settings, redis, tenant_id, fresh)
     sent = [s for s in fresh if s.result == "sent"]
     await _complete(db, redis, world, tenant_id, sent, finish)
@@ -194,34 +194,51 @@ async def _send_for_tenant(
         send.result = "sent"
 
 
-async def _deliver_all(db: Database, redis: Redis, tenant_id: uuid.UUID, sends: list[Send]):
-    """Every send through its server's lane; each claim and each result is committed with the
-    others of the same moment (GroupWrite). Cancelled, it cuts the deliveries short and waits
-    until each one's result is recorded, then re-raises."""
-    claims = GroupWrite(lambda group: _claim(db, tenant_id, group))
-    results = GroupWrite(lambda group: _record_results(db, redis, tenant_id, group))
-    for send in sends:
-        send.delivery = smtp.Delivery(
-            send.sender, send.message.to_address, send.data,
-            claim=lambda send=send: claims(send),
-            record=lambda result, send=send: results(send),
-        )  # fmt: skip
-        smtp.lane_for(send.server).submit(send.delivery)
-    finished = [asyncio.ensure_future(s.delivery.done.wait()) for s in sends]
+async def _deliver_all(
+    db: Database,
+    redis: Redis,
+    settings: Settings,
+    world: World,
+    tenant_id: uuid.UUID,
+    sends: list[Send],
+) -> list[Send]:
+    """Builds the messages and hands each to its server's lane as soon as it is built (a few at
+    a time, letting the connections start on the first while the rest are built); returns the
+    sends that were built. Each claim and each result is committed with the others of the same
+    moment in this process (_CLAIMS, _RESULTS). Cancelled, it cuts the deliveries short and
+    waits until each one's result is recorded, then re-raises."""
+    key = (db, redis, tenant_id)
+    built: list[Send] = []
     try:
-        if finished:
-            await asyncio.wait(finished)
+        for start in range(0, len(sends), BUILD_AT_ONCE):
+            for send in _build_all(settings, world, sends[start : start + BUILD_AT_ONCE]):
+                send.delivery = smtp.Delivery(
+                    send.sender, send.message.to_address, send.data,
+                    claim=lambda send=send: _CLAIMS(key, send),
+                    record=lambda result, send=send: _RESULTS(key, send),
+                )  # fmt: skip
+                smtp.lane_for(send.server).submit(send.delivery)
+                built.append(send)
+            await asyncio.sleep(0)
+        await _delivered(built)
     except asyncio.CancelledError:
-        for send in sends:
+        for send in built:
             send.delivery.cut(CUT_GRACE_SECONDS)
-        await asyncio.wait(finished)
+        await _delivered(built)
         raise
     finally:
-        for send in sends:
+        for send in built:
             _settle(send)
-    failed = next((s.delivery.record_error for s in sends if s.delivery.record_error), None)
+    failed = next((s.delivery.record_error for s in built if s.delivery.record_error), None)
     if failed is not None:
         raise failed
+    return built
+
+
+async def _delivered(sends: list[Send]) -> None:
+    """Until each send's delivery is done (its result recorded, or it was withdrawn)."""
+    for send in sends:
+        await send.delivery.done.wait()
 
 
 def _settle(send: Send) -> None:
@@ -245,10 +262,11 @@ def _settle(send: Send) -> None:
         send.result = delivery.result.error or RuntimeError(delivery.result.reply)
 
 
-async def _claim(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> list[bool]:
+async def _claim(key: tuple[Database, Redis, uuid.UUID], sends: list[Send]) -> list[bool]:
     """Commits the messages as SENDING; whether each may go out. A message that exists from an
     earlier run but was not looked up (a first run: see _read) is left alone, and its
     job is retried, which then looks it up."""
+    db, _, tenant_id = key
     columns = _columns(
         sends,
         lambda s: (
@@ -264,11 +282,10 @@ async def _claim(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> list[
     return [send.message.id in claimed for send in sends]
 
 
-async def _record_results(
-    db: Database, redis: Redis, tenant_id: uuid.UUID, sends: list[Send]
-) -> list[None]:
+async def _record_results(key: tuple[Database, Redis, uuid.UUID], sends: list[Send]) -> list[None]:
     """The results of transactions that just ended, committed before their connections take
     another message: SENT (or assumed) with the SENT events, released to PENDING, or bounced."""
+    db, redis, tenant_id = key
     outcome = {s: s.delivery.result for s in sends}
     sent = [s for s in sends if outcome[s].outcome in (smtp.Outcome.SENT, smtp.Outcome.ASSUMED)]
     released = [s for s in sends if outcome[s].outcome == smtp.Outcome.RETRY]
@@ -311,6 +328,11 @@ async def _mark_sent(
             *_columns(list(zip(sends, results, strict=True)), lambda pair: row(*pair)),
         )
     await tracking.publish(redis, [EmailEvent(**dict(r)) for r in rows])
+
+
+# The process's claims and results, grouped per database, Redis and tenant across batches.
+_CLAIMS = GroupWrites(_claim)
+_RESULTS = GroupWrites(_record_results)
 
 
 async def _read(db: Database, tenant_id: uuid.UUID, sends: list[Send]) -> World:
