@@ -280,3 +280,49 @@ async def test_a_relay_slower_than_the_queue_gets_every_message_once_without_spe
         )
     assert expired == 0
     print(f"{leads:,} messages through a 50/s relay in {seconds:.0f} s, no lease expired")
+
+
+@pytest.mark.slow
+async def test_a_worker_shut_down_mid_campaign_stops_in_seconds_leaving_nothing_half_done(
+    db: Database, settings: Settings, start_worker, run_queuer
+) -> None:
+    """SIGTERM while batches wait on a slow server (each reply takes 1 s): the worker cuts its
+    batches short and exits within seconds, no message left SENDING and no job left running;
+    the next worker sends the rest. Every message arrives once, and the stop used no attempt."""
+    leads = 80
+    with running_sink() as (sink, port):
+        sink.delay = 1.0
+        tenant, campaign_id, _ = await sending_campaign(
+            db, settings, lead_count=leads, steps=1, accounts_n=1
+        )
+        worker = start_worker(
+            processes=1, threads=6, smtp_relay_port=port, smtp_pool_size=8, **FAST
+        )
+        run_queuer(queue_jobs_per_message=20)
+
+        async def under_way() -> bool:
+            return len(sink.messages) >= 8
+
+        await wait_for(under_way, within=60, every=0.05)
+        began = time.monotonic()
+        worker.stop()  # SIGTERM to Dramatiq's main process; waits for it to exit
+        stopped_in = time.monotonic() - began
+        at_stop = len(sink.messages)
+        messages = await _messages(db, tenant)
+        jobs = await send_jobs(db, tenant, campaign_id)
+        assert at_stop < leads, "the campaign ended before the stop: nothing tested"
+        assert stopped_in < 10  # cut short: 5 s of grace for replies under way, then recorded
+        assert MessageStatus.SENDING not in {m.status for m in messages.values()}
+        assert JobStatus.RUNNING not in {j.status for j in jobs}
+
+        start_worker(processes=1, threads=6, smtp_relay_port=port, smtp_pool_size=8, **FAST)
+        await wait_for(_all_sent(db, tenant, leads), within=120, every=0.5)
+        await asyncio.sleep(1.5)
+        recipients = sorted(rcpts[0] for _, rcpts, _ in sink.messages)
+
+    assert recipients == sorted(f"lead{n}@inbox.example" for n in range(leads))  # each once
+    messages = await _messages(db, tenant)
+    assert not any(m.smtp_response.startswith("outcome unknown") for m in messages.values())
+    jobs = await send_jobs(db, tenant, campaign_id)
+    assert {(j.status, j.attempts) for j in jobs} == {(JobStatus.SUCCEEDED, 1)}
+    print(f"stopped in {stopped_in:.1f} s with {at_stop} of {leads} delivered")
