@@ -27,7 +27,9 @@ def tier_of(priority: int) -> str:
 
 
 def build_broker(settings: Settings) -> RedisBroker:
-    backstop = settings.job_timeout_seconds + BACKSTOP_MARGIN_SECONDS
+    # A message's jobs run job_concurrency at once, each up to its timeout.
+    waves = -(-settings.queue_jobs_per_message // settings.job_concurrency)
+    backstop = waves * settings.job_timeout_seconds + BACKSTOP_MARGIN_SECONDS
     middleware = [TimeLimit(time_limit=int(backstop * 1000)), AsyncIO()]
     if settings.worker_metrics_port:
         from dramatiq.middleware.prometheus import Prometheus

@@ -9,7 +9,9 @@ died is claimed again within about one lease.
 A job is cut short at `job_timeout_seconds` (a failure: it uses an attempt) or when the worker
 shuts down (deferred: it does not). Cutting is cancelling the handler's task and waiting for
 it: a handler cleans up on cancellation (the send job records what it sent and releases what
-it did not) and a batch handler still returns its per-job results.
+it did not) and a batch handler still returns its per-job results, which then decide: the
+send job defers a send that was cut while it waited for a connection (waiting never uses an
+attempt), whatever the reason for the cut.
 """
 
 from __future__ import annotations

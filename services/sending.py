@@ -224,7 +224,12 @@ async def _deliver_all(
     except asyncio.CancelledError:
         for send in built:
             send.delivery.cut(CUT_GRACE_SECONDS)
-        await _delivered(built)
+        while True:  # even when cancelled again: no row may be left SENDING by a live process
+            try:
+                await asyncio.shield(_delivered(built))
+                break
+            except asyncio.CancelledError:
+                continue
         raise
     finally:
         for send in built:
@@ -290,19 +295,30 @@ async def _record_results(key: tuple[Database, Redis, uuid.UUID], sends: list[Se
     sent = [s for s in sends if outcome[s].outcome in (smtp.Outcome.SENT, smtp.Outcome.ASSUMED)]
     released = [s for s in sends if outcome[s].outcome == smtp.Outcome.RETRY]
     bounced = [s for s in sends if outcome[s].outcome == smtp.Outcome.BOUNCED]
-    if sent:
-        await _mark_sent(db, redis, tenant_id, sent, [outcome[s] for s in sent])
-    if released:
+
+    async def release() -> None:
         async with db.tenant_session(tenant_id, tier="content") as session:
             conn = await driver_connection(session)
             await conn.execute(
                 statement("sending.sql", "release_messages"),
                 *_columns(released, lambda s: (s.message.id, outcome[s].reply)),
             )
-    for send in bounced:
+
+    async def bounce(send: Send) -> None:
         result = outcome[send]
         details = {"hard": True, "status": str(result.code), "diagnostic": result.reply}
         await inbound.record_hard_bounce(db, redis, send.message, details)
+
+    # Each kind is written even when another failed (a caller tries its own again: each write
+    # changes only rows still SENDING, so trying again is harmless).
+    writes = [
+        *([_mark_sent(db, redis, tenant_id, sent, [outcome[s] for s in sent])] if sent else []),
+        *([release()] if released else []),
+        *(bounce(send) for send in bounced),
+    ]
+    failed = [r for r in await asyncio.gather(*writes, return_exceptions=True) if r is not None]
+    if failed:
+        raise failed[0]
     return [None] * len(sends)
 
 

@@ -167,6 +167,7 @@ async def transact(
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     smtp.protocol.write(body + b".\r\n")  # raises when the connection is gone: before the dot
+    await _handed_to_the_network(smtp, timeouts.command)
     at(Phase.AFTER_DOT)
     reply = await smtp.protocol.read_response(timeout=timeouts.data)
     if reply.code != 250:
@@ -174,14 +175,30 @@ async def transact(
     return f"{reply.code} {reply.message}"
 
 
+async def _handed_to_the_network(smtp: aiosmtplib.SMTP, within: float) -> None:
+    """Until the message and its dot have left our write buffer (at once, unless the message
+    is large and the link slow): while any of it is still ours, the server cannot have the
+    dot, and a failure is still one before it."""
+    transport = smtp.protocol.transport if smtp.protocol else None
+    async with asyncio.timeout(within):
+        while transport is not None and transport.get_write_buffer_size():
+            if transport.is_closing():
+                raise aiosmtplib.SMTPServerDisconnected("connection lost while writing DATA")
+            await asyncio.sleep(0.005)
+
+
 async def connect(server: Server) -> aiosmtplib.SMTP:
     smtp = aiosmtplib.SMTP(
         hostname=server.host, port=server.port, timeout=server.timeouts.connect,
         start_tls=True if server.require_tls else None,  # None: upgrade when offered
     )  # fmt: skip
-    await smtp.connect()
-    if server.username:
-        await smtp.login(server.username, server.password or "")
+    try:
+        await smtp.connect()
+        if server.username:
+            await smtp.login(server.username, server.password or "")
+    except BaseException:  # a refused log-in, a timeout, a cut: the socket is not kept
+        smtp.close()
+        raise
     return smtp
 
 
@@ -271,9 +288,7 @@ class Lane:
         delivery.result = result
         try:
             if delivery.claimed:
-                await delivery.record(result)
-        except Exception as e:  # the row stays SENDING: its job's retry takes it as sent
-            delivery.record_error = e
+                await _record(delivery, result)
         finally:
             delivery.done.set()
 
@@ -297,6 +312,26 @@ class Lane:
             connection.smtp, self.server.timeouts, delivery.sender, delivery.recipient,
             delivery.data, at,
         )  # fmt: skip
+
+
+RECORD_RETRIES = (0.2, 1.0, 3.0)  # seconds before each new try to commit a known result
+
+
+async def _record(delivery: Delivery, result: Result | None) -> None:
+    """Commits a result, trying again on failure (each write is idempotent): a known result
+    left uncommitted would leave its row SENDING, which a retry can only take as sent."""
+    for pause in (*RECORD_RETRIES, None):
+        try:
+            await delivery.record(result)
+            return
+        except Exception as e:
+            if pause is None:  # the row stays SENDING: its job's retry takes it as sent
+                delivery.record_error = e
+                log.error(
+                    "could not record the result of a delivery to %s: %r", delivery.recipient, e
+                )
+                return
+            await asyncio.sleep(pause)
 
 
 class _Connection:

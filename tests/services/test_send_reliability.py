@@ -136,6 +136,27 @@ async def test_a_delivery_cut_short_before_the_dot_is_released_and_after_it_gets
     assert sink.received_by("second@inbox.example") == 0
 
 
+async def test_a_result_whose_first_write_fails_is_written_again_not_left_sending() -> None:
+    with running_sink() as (_, port):
+        lane = smtp.Lane(smtp.Server("127.0.0.1", port, connections=1))
+        tries: list[smtp.Outcome] = []
+
+        async def claim() -> bool:
+            return True
+
+        async def record(result: smtp.Result) -> None:
+            tries.append(result.outcome)
+            if len(tries) == 1:
+                raise ConnectionResetError("the database went away for a moment")
+
+        delivery = smtp.Delivery("b@x.example", "lead@inbox.example", b"hi\r\n", claim, record)
+        lane.submit(delivery)
+        await asyncio.wait_for(delivery.done.wait(), 10)
+
+    assert tries == [smtp.Outcome.SENT, smtp.Outcome.SENT]
+    assert delivery.record_error is None
+
+
 def _at(delivery: smtp.Delivery, phase: smtp.Phase):
     async def reached() -> bool:
         return delivery.phase == phase
