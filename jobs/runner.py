@@ -73,6 +73,11 @@ class WorkerStopping(DeferJob):
         super().__init__(1.0, "the worker stopped before the job ended")
 
 
+class LeaseLost(Exception):
+    """The job's lease expired while it ran (its worker stalled): another attempt has it, and
+    this one's outcome is fenced off."""
+
+
 class Runner:
     """One per worker process; the pool is made on first use, inside the actors' event loop."""
 
@@ -109,9 +114,10 @@ class Runner:
         if not started:
             return
         jobs = [self._context(row) for row in started]
-        heartbeat = asyncio.ensure_future(self._heartbeat(pool, jobs))
+        lost = asyncio.Event()  # set when a renewal finds a job no longer this attempt's
+        heartbeat = asyncio.ensure_future(self._heartbeat(pool, jobs, lost))
         try:
-            outcomes = await self._run_all(jobs)
+            outcomes = await self._run_all(jobs, lost)
         finally:
             heartbeat.cancel()
         done = [o for o in outcomes if o.error is None]
@@ -128,7 +134,7 @@ class Runner:
                     columns = ([getattr(o, field) for o in outcomes_of] for field in fields)
                     await conn.execute(statement("queue.sql", name), *columns)
 
-    async def _run_all(self, jobs: list[JobContext]) -> list[Outcome]:
+    async def _run_all(self, jobs: list[JobContext], lost: asyncio.Event) -> list[Outcome]:
         # The jobs of a batch run side by side (they wait on I/O: SMTP, DNS, Postgres), at most
         # job_concurrency at once, so a batch lasts about its slowest wave, not the sum of all;
         # the jobs of a kind with a batch handler run in one call of it.
@@ -143,38 +149,52 @@ class Runner:
 
         async def bounded(job: JobContext) -> list[Outcome]:
             async with limit:
-                return [await self._run_one(job)]
+                return [await self._run_one(job, lost)]
 
         groups = await asyncio.gather(
             *(bounded(job) for job in alone),
-            *(self._run_batch(kind, batch) for kind, batch in together.items()),
+            *(self._run_batch(kind, batch, lost) for kind, batch in together.items()),
         )
         return [outcome for group in groups for outcome in group]
 
-    async def _heartbeat(self, pool: asyncpg.Pool, jobs: list[JobContext]) -> None:
-        """Renews the batch's leases until it ends. A renewal that fails is tried again at the
-        next beat; the lease covers three beats."""
+    async def _heartbeat(
+        self, pool: asyncpg.Pool, jobs: list[JobContext], lost: asyncio.Event
+    ) -> None:
+        """Renews the batch's leases until it ends. A renewal that fails or stalls is tried
+        again at the next beat (the lease covers three). A renewal that finds a job no longer
+        this attempt's (its lease expired meanwhile and it went back to the queue) sets `lost`:
+        the batch is cut short, so that two attempts never run side by side."""
         every = self.settings.queue_lease_seconds / 3
         ids, attempts = [j.id for j in jobs], [j.attempt for j in jobs]
         while True:
             await asyncio.sleep(every)
             try:
-                await pool.fetch(
+                renewed = await pool.fetch(
                     statement("queue.sql", "renew_leases"), ids, attempts,
-                    self.settings.queue_lease_seconds, "running",
+                    self.settings.queue_lease_seconds, "running", timeout=every,
                 )  # fmt: skip
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as e:
                 log.warning("could not renew the leases of %d jobs: %s", len(ids), e)
+                continue
+            if len(renewed) < len(ids):
+                log.warning(
+                    "%d of %d jobs lost their lease: cut short", len(ids) - len(renewed), len(ids)
+                )
+                lost.set()
+                return
 
-    async def _cut_short(self, work: Awaitable[T]) -> tuple[T | None, BaseException | None]:
-        """Runs `work` until it ends, the job timeout passes or the worker stops; cut short, it
-        is cancelled and waited for. Returns its result, or what it ended with: its exception,
-        TimeoutError, or WorkerStopping."""
+    async def _cut_short(
+        self, work: Awaitable[T], lost: asyncio.Event
+    ) -> tuple[T | None, BaseException | None]:
+        """Runs `work` until it ends, the job timeout passes, its lease is lost or the worker
+        stops; cut short, it is cancelled and waited for. Returns its result, or what it ended
+        with: its exception, TimeoutError, LeaseLost or WorkerStopping."""
         task = asyncio.ensure_future(work)
         stopping = asyncio.ensure_future(self._stopping.wait())
+        losing = asyncio.ensure_future(lost.wait())
         try:
             await asyncio.wait(
-                [task, stopping], timeout=self.settings.job_timeout_seconds,
+                [task, stopping, losing], timeout=self.settings.job_timeout_seconds,
                 return_when=asyncio.FIRST_COMPLETED,
             )  # fmt: skip
         except asyncio.CancelledError:  # the runner itself is cancelled: the work cleans up first
@@ -213,20 +233,22 @@ class Runner:
             redis=self.redis,
         )
 
-    async def _run_one(self, job: JobContext) -> Outcome:
+    async def _run_one(self, job: JobContext, lost: asyncio.Event) -> Outcome:
         began = time.perf_counter()
         handle = handler_for(job.kind)
         if handle is None:
             error = PermanentJobError(f"no handler for job kind {job.kind!r}")
             return self._failed(job, _ms(began), error)
-        _, error = await self._cut_short(handle(job))
+        _, error = await self._cut_short(handle(job), lost)
         if error is None:
             return Outcome(job.id, job.attempt, _ms(began))
         return self._failed(job, _ms(began), error)
 
-    async def _run_batch(self, kind: str, jobs: list[JobContext]) -> list[Outcome]:
+    async def _run_batch(
+        self, kind: str, jobs: list[JobContext], lost: asyncio.Event
+    ) -> list[Outcome]:
         began = time.perf_counter()
-        errors, failure = await self._cut_short(batch_handler_for(kind)(jobs))
+        errors, failure = await self._cut_short(batch_handler_for(kind)(jobs), lost)
         if errors is None:  # the whole call failed, or ended without results: every job did
             errors = [failure] * len(jobs)
         spent = _ms(began)

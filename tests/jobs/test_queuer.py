@@ -252,6 +252,47 @@ async def test_a_tier_whose_list_is_full_is_not_claimed_for_while_the_others_are
     assert await statuses(db, bulk) == {"dispatched": 1, "queued": 3}
 
 
+LOSE_LEASE = """
+WITH lost AS (UPDATE queue.jobs SET lease_until = now() - interval '1 second'
+              WHERE id = $1 AND status = 'running' RETURNING id)
+SELECT count(*) FROM lost
+"""
+
+
+async def test_a_job_whose_lease_ran_out_while_it_ran_is_cut_short_and_runs_once_more(
+    db: Database, queue_settings: Settings, conn, tenant, effects, start_worker
+) -> None:
+    """As if its worker had stalled past its lease: the job goes back to the queue while the
+    old run still sleeps. The old run's next heartbeat finds the job no longer its own and cuts
+    it short before its side effect; the job runs once more, as attempt 2, and only that run
+    has an effect."""
+    async with db.tenant_session(tenant) as s:
+        job = await enqueue(
+            s, "effect", {"key": f"lost-{uuid.uuid4()}", "sleep": 6}, tenant_id=tenant
+        )
+    q = queuer(queue_settings)
+    start_worker()
+    assert await q.round(conn) == 1
+
+    async def running() -> bool:
+        return (await statuses(db, [job])).get("running") == 1
+
+    await wait_for(running, within=30, every=0.05)
+
+    async def lease_lost_and_recovered() -> bool:  # (a heartbeat may renew it in between)
+        return await conn.fetchval(LOSE_LEASE, job) == 1 and await recover_expired_leases(conn) == 1
+
+    await wait_for(lease_lost_and_recovered, within=10, every=0.01)
+    await asyncio.sleep(2)  # the old run's next heartbeat (every second here) cuts it short
+    assert await q.round(conn) == 1  # attempt 2
+
+    async def succeeded():
+        return (await statuses(db, [job])).get("succeeded") == 1
+
+    await wait_for(succeeded, within=30)
+    assert await effect_runs(db, [job]) == [(job, 2)]  # the first run was cut before its effect
+
+
 # --- suspended tenants ---------------------------------------------------------------------
 
 
