@@ -449,7 +449,8 @@ async def bare_run(
         leads = range(first, first + count)
         first += count
         children.append(context.Process(
-            target=bare_process, args=(settings, key, port, leads, conns, connected, go),
+            target=in_event_loop,
+            args=(bare_send, settings, key, port, leads, conns, connected, go),
             name=f"bench-bare-{n}", daemon=True,
         ))  # fmt: skip
     for child in children:
@@ -489,17 +490,9 @@ def dkim_key() -> bytes:
     )
 
 
-def bare_process(
-    settings: Settings,
-    key: bytes,
-    port: int,
-    leads: range,
-    connections: int,
-    connected: synchronize.Barrier,
-    go: synchronize.Event,
-) -> None:
-    """One (c) process (the target of a spawned multiprocessing.Process)."""
-    loop_runner()(bare_send(settings, key, port, leads, connections, connected, go))
+def in_event_loop(coroutine_function: Callable[..., Coroutine], *args: object) -> None:
+    """Runs `coroutine_function(*args)` on a loop of its own: the target of a (c) process."""
+    loop_runner()(coroutine_function(*args))
 
 
 async def bare_send(

@@ -54,7 +54,7 @@ from models.content import EmailEvent, EmailMessage, MessageStatus
 from models.infrastructure import AccountStatus, Domain, EmailAccount, SmtpIpAddress
 from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
-from penguinmails.settings import Settings
+from penguinmails.settings import Settings, Tier
 from services import accounts, inbound, planning, ratelimit, smtp, templates, tracking
 from services.group_write import GroupWrites
 from services.planning import USABLE_ACCOUNTS, send_key
@@ -97,7 +97,6 @@ class Send:
     server: smtp.Server | None = None
     sender: str = ""  # the VERP return path
     ip_key: str = ""
-    reply: str = ""  # for a message found SENDING by a retry: UNKNOWN_OUTCOME
     delivery: smtp.Delivery | None = None
 
     @property
@@ -252,7 +251,7 @@ def _settle(send: Send) -> None:
     if delivery.result is None:  # withdrawn, or its claim was refused
         send.result = (
             MessageExists(f"message {send.key} exists from an earlier run")
-            if delivery.phase is not None
+            if not delivery.withdrawn
             else CutShort()
         )
         return
@@ -280,9 +279,7 @@ async def _claim(key: tuple[Database, Redis, uuid.UUID], sends: list[Send]) -> l
             s.message.to_address, s.message.subject, zlib.compress(s.data, 1),
         ),
     )  # fmt: skip
-    async with db.tenant_session(tenant_id, tier="content") as session:
-        conn = await driver_connection(session)
-        rows = await conn.fetch(statement("sending.sql", "claim_messages"), tenant_id, *columns)
+    rows = await _statement(db, tenant_id, "content", "claim_messages", tenant_id, *columns)
     claimed = {row["id"] for row in rows}
     return [send.message.id in claimed for send in sends]
 
@@ -297,12 +294,10 @@ async def _record_results(key: tuple[Database, Redis, uuid.UUID], sends: list[Se
     bounced = [s for s in sends if outcome[s].outcome == smtp.Outcome.BOUNCED]
 
     async def release() -> None:
-        async with db.tenant_session(tenant_id, tier="content") as session:
-            conn = await driver_connection(session)
-            await conn.execute(
-                statement("sending.sql", "release_messages"),
-                *_columns(released, lambda s: (s.message.id, outcome[s].reply)),
-            )
+        await _statement(
+            db, tenant_id, "content", "release_messages",
+            *_columns(released, lambda s: (s.message.id, outcome[s].reply)),
+        )  # fmt: skip
 
     async def bounce(send: Send) -> None:
         result = outcome[send]
@@ -312,7 +307,7 @@ async def _record_results(key: tuple[Database, Redis, uuid.UUID], sends: list[Se
     # Each kind is written even when another failed (a caller tries its own again: each write
     # changes only rows still SENDING, so trying again is harmless).
     writes = [
-        *([_mark_sent(db, redis, tenant_id, sent, [outcome[s] for s in sent])] if sent else []),
+        *([_mark_sent(db, redis, tenant_id, sent)] if sent else []),
         *([release()] if released else []),
         *(bounce(send) for send in bounced),
     ]
@@ -322,27 +317,20 @@ async def _record_results(key: tuple[Database, Redis, uuid.UUID], sends: list[Se
     return [None] * len(sends)
 
 
-async def _mark_sent(
-    db: Database,
-    redis: Redis,
-    tenant_id: uuid.UUID,
-    sends: list[Send],
-    results: list[smtp.Result | None],
-) -> None:
-    """SENDING → SENT and the SENT events in one statement, then the events published. A
-    result of None: the message was found SENDING by a retry (UNKNOWN_OUTCOME)."""
+async def _mark_sent(db: Database, redis: Redis, tenant_id: uuid.UUID, sends: list[Send]) -> None:
+    """SENDING → SENT and the SENT events in one statement, then the events published. A send
+    without a delivery is a message a retry found SENDING (UNKNOWN_OUTCOME)."""
 
-    def row(send: Send, result: smtp.Result | None):
+    def row(send: Send):
+        result = send.delivery.result if send.delivery else None
         assumed = result is None or result.outcome == smtp.Outcome.ASSUMED
-        reply = result.reply if result is not None else send.reply
+        reply = result.reply if result is not None else UNKNOWN_OUTCOME
         return send.message.id, reply[:500], json.dumps({"assumed": True} if assumed else {})
 
-    async with db.tenant_session(tenant_id, tier="content") as session:
-        conn = await driver_connection(session)
-        rows = await conn.fetch(
-            statement("sending.sql", "mark_sent"),
-            *_columns(list(zip(sends, results, strict=True)), lambda pair: row(*pair)),
-        )
+    rows = await _statement(
+        db, tenant_id, "content", "mark_sent",
+        *_columns(sends, row),
+    )  # fmt: skip
     await tracking.publish(redis, [EmailEvent(**dict(r)) for r in rows])
 
 
@@ -398,8 +386,6 @@ def _check(world: World, send: Send) -> str | BaseException:
     message = world.messages.get(send.key)
     send.message = message
     if message is not None and message.status in (MessageStatus.SENT, MessageStatus.SENDING):
-        if message.status == MessageStatus.SENDING:
-            send.reply = UNKNOWN_OUTCOME
         return "finish"  # a retried job never sends twice
     if message is not None and message.status != MessageStatus.PENDING:
         return f"skipped: already {message.status.value}"
@@ -472,6 +458,13 @@ def _build_all(settings: Settings, world: World, sends: list[Send]) -> list[Send
         except Exception as e:
             send.result = PermanentJobError(f"the message could not be built: {e!r}"[:500])
     return [send for send in sends if send.result is None]
+
+
+async def _statement(db: Database, tenant_id: uuid.UUID, tier: Tier, name: str, *args) -> list:
+    """One statement of sql/sending.sql in a transaction of its own, the tenant bound; its rows."""
+    async with db.tenant_session(tenant_id, tier=tier) as session:
+        conn = await driver_connection(session)
+        return await conn.fetch(statement("sending.sql", name), *args)
 
 
 def _columns(items: list, row) -> list[list]:
@@ -555,7 +548,7 @@ async def _complete(
     follow-ups; the accounts' runs of server failures end."""
     unknown = [s for s in finish if s.message.status == MessageStatus.SENDING]
     if unknown:
-        await _mark_sent(db, redis, tenant_id, unknown, [None] * len(unknown))
+        await _mark_sent(db, redis, tenant_id, unknown)
     done = sent + finish
     if not done:
         return
@@ -566,9 +559,7 @@ async def _complete(
             (s.campaign_id, s.step + 1) not in world.steps,
         ),
     )  # fmt: skip
-    async with db.tenant_session(tenant_id) as session:
-        conn = await driver_connection(session)
-        statuses = dict(await conn.fetch(statement("sending.sql", "leads_sent"), *leads))
+    statuses = dict(await _statement(db, tenant_id, "oltp", "leads_sent", *leads))
     following = [
         planning.FollowUp(world.campaigns[s.campaign_id], s.lead_id, s.account_id, s.step)
         for s in done

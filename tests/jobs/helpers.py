@@ -13,6 +13,7 @@ import redis
 from sqlalchemy import func, select, text
 
 from jobs.broker import TIERS
+from models.content import EmailMessage, MessageStatus
 from models.queue import Job, JobLog, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
@@ -127,6 +128,19 @@ async def send_jobs(db: Database, tenant: uuid.UUID, campaign_id: uuid.UUID) -> 
                 select(Job).where(Job.campaign_id == campaign_id, Job.kind == "send_step")
             )
         )
+
+
+def all_sent(db: Database, tenant: uuid.UUID, count: int):
+    """A predicate for wait_for: the tenant has `count` messages SENT."""
+
+    async def all_sent() -> bool:
+        async with db.tenant_session(tenant, tier="content") as s:
+            sent = await s.scalar(
+                select(func.count()).where(EmailMessage.status == MessageStatus.SENT)
+            )
+        return sent == count
+
+    return all_sent
 
 
 async def held_jobs(db: Database, ids: list[uuid.UUID]) -> set[uuid.UUID]:

@@ -20,7 +20,13 @@ from penguinmails.settings import Settings
 from services import smtp
 from tests.factories import sending_campaign
 from tests.jobs.conftest import QUEUE_SETTINGS
-from tests.jobs.helpers import LEASE_EXPIRED, LEASE_EXPIRED_WAITING, send_jobs, wait_for
+from tests.jobs.helpers import (
+    LEASE_EXPIRED,
+    LEASE_EXPIRED_WAITING,
+    all_sent,
+    send_jobs,
+    wait_for,
+)
 from tests.smtp import running_sink
 
 FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
@@ -172,17 +178,6 @@ async def _messages(db: Database, tenant) -> dict[str, EmailMessage]:
         return {m.to_address: m for m in await s.scalars(select(EmailMessage))}
 
 
-def _all_sent(db: Database, tenant, count: int):
-    async def all_sent() -> bool:
-        async with db.tenant_session(tenant, tier="content") as s:
-            sent = await s.scalar(
-                select(func.count()).where(EmailMessage.status == MessageStatus.SENT)
-            )
-        return sent == count
-
-    return all_sent
-
-
 @pytest.mark.slow
 async def test_a_server_slow_to_answer_the_end_of_data_gets_each_message_once(
     db: Database, settings: Settings, start_worker, run_queuer
@@ -205,7 +200,7 @@ async def test_a_server_slow_to_answer_the_end_of_data_gets_each_message_once(
         )  # fmt: skip
         run_queuer()
         began = time.monotonic()
-        await wait_for(_all_sent(db, tenant, leads), within=120, every=0.5)
+        await wait_for(all_sent(db, tenant, leads), within=120, every=0.5)
         waited = time.monotonic() - began
         await asyncio.sleep(3)  # nothing more arrives: the timed-out message is not resent
 
@@ -249,7 +244,7 @@ async def test_a_job_time_limit_that_cuts_a_batch_mid_way_loses_and_repeats_noth
         )
         start_worker(processes=1, threads=6, smtp_relay_port=port, smtp_pool_size=4, **FAST)
         run_queuer(queue_jobs_per_message=20)
-        await wait_for(_all_sent(db, tenant, leads), within=120, every=0.5)
+        await wait_for(all_sent(db, tenant, leads), within=120, every=0.5)
         await asyncio.sleep(1)
         recipients = sorted(rcpts[0] for _, rcpts, _ in sink.messages)
 
@@ -285,7 +280,7 @@ async def test_a_relay_slower_than_the_queue_gets_every_message_once_without_spe
         start_worker(processes=2, threads=6, smtp_relay_port=port, **FAST)
         run_queuer(queue_max_messages_per_tier=2)
         began = time.monotonic()
-        await wait_for(_all_sent(db, tenant, leads), within=240, every=1)
+        await wait_for(all_sent(db, tenant, leads), within=240, every=1)
         seconds = time.monotonic() - began
         recipients = [rcpts[0] for _, rcpts, _ in sink.messages]
 
@@ -337,7 +332,7 @@ async def test_a_worker_shut_down_mid_campaign_stops_in_seconds_leaving_nothing_
         assert JobStatus.RUNNING not in {j.status for j in jobs}
 
         start_worker(processes=1, threads=6, smtp_relay_port=port, smtp_pool_size=8, **FAST)
-        await wait_for(_all_sent(db, tenant, leads), within=120, every=0.5)
+        await wait_for(all_sent(db, tenant, leads), within=120, every=0.5)
         await asyncio.sleep(1.5)
         recipients = sorted(rcpts[0] for _, rcpts, _ in sink.messages)
 

@@ -23,7 +23,13 @@ from penguinmails.settings import Settings
 from services import planning, sending, tracking
 from tests.factories import sending_campaign
 from tests.jobs.conftest import QUEUE_SETTINGS
-from tests.jobs.helpers import database_now, held_jobs, seconds_until_started_again, send_jobs
+from tests.jobs.helpers import (
+    all_sent,
+    database_now,
+    held_jobs,
+    seconds_until_started_again,
+    send_jobs,
+)
 from tests.smtp import running_sink
 
 LEADS, STEPS = 200, 3  # the campaign: 3 steps x 200 leads across 3 accounts
@@ -63,10 +69,10 @@ async def test_a_campaign_delivers_every_step_once_signed_threaded_and_unsubscri
     start_worker(processes=1, threads=4, smtp_relay_port=port, **FAST)
     run_queuer()
 
-    async def all_sent() -> bool:
+    async def all_arrived() -> bool:
         return len(handler.messages) >= LEADS * STEPS
 
-    await _wait(all_sent)
+    await _wait(all_arrived)
     await asyncio.sleep(1)  # nothing more arrives
     assert len(handler.messages) == LEADS * STEPS
     published = []
@@ -331,14 +337,7 @@ async def test_a_worker_killed_mid_campaign_never_sends_a_lead_the_same_step_twi
     recovery = await seconds_until_started_again(db, orphans, killed_at)
     assert recovery < 30  # the platform's operating target
 
-    async def all_sent() -> bool:
-        async with db.tenant_session(tenant, tier="content") as s:
-            sent = await s.scalar(
-                select(func.count()).where(EmailMessage.status == MessageStatus.SENT)
-            )
-        return sent == leads_n * steps
-
-    await _wait(all_sent, within=150)
+    await _wait(all_sent(db, tenant, leads_n * steps), within=150)
     await asyncio.sleep(1)  # nothing more arrives
     received = [
         (rcpts[0], email.message_from_bytes(raw)["Subject"]) for _, rcpts, raw in handler.messages
