@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from cross_web import HTTPException
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -38,6 +39,18 @@ class PenguinGraphQL(GraphQL):
     def __init__(self, settings: Settings) -> None:
         development = settings.environment == "development"
         super().__init__(build_schema(settings), graphql_ide="graphiql" if development else None)
+
+    def parse_json(self, data: str | bytes) -> object:
+        """A body that is not JSON is the client's mistake (400), whatever the decoder tripped on."""
+        try:
+            parsed = super().parse_json(data)
+        except UnicodeDecodeError:
+            raise HTTPException(400, "The request body is not valid UTF-8.") from None
+        except RecursionError:
+            raise HTTPException(400, "The request body's JSON is nested too deeply.") from None
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return parsed
 
     async def get_context(self, request, response) -> Context:  # type: ignore[override]
         state = request.app.state

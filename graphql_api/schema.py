@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    MaskErrors,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.tools import merge_types
 from strawberry.types import Info
+from strawberry.types.graphql import OperationType
 
 from graphql_api.admin.queries import AdminQuery
 from graphql_api.analytics.queries import AnalyticsQuery
@@ -29,6 +24,7 @@ from graphql_api.infrastructure.queries import InfrastructureQuery
 from graphql_api.node import Node, resolve_node
 from graphql_api.operations.queries import OperationsQuery, Subscription
 from graphql_api.permissions import IsMember
+from graphql_api.query_limits import QueryLimiter, QueryLimits
 from graphql_api.tenancy.mutations import TenancyMutation
 from graphql_api.tenancy.queries import TenancyQuery
 from penguinmails.settings import Settings
@@ -73,14 +69,27 @@ def _should_mask(error: GraphQLError) -> bool:
     return True
 
 
+class SubscriptionsOverWebSocket(SchemaExtension):
+    """A subscription sent as an HTTP request is refused with a clear error: subscriptions are
+    served over graphql-transport-ws only."""
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        over_http = context.context.request.scope["type"] == "http"
+        if over_http and context.operation_type is OperationType.SUBSCRIPTION:
+            raise GraphQLError(
+                "Subscriptions are served over WebSocket (graphql-transport-ws) at /graphql.",
+                extensions={"code": "SUBSCRIPTION_OVER_HTTP"},
+            )
+        yield
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
+    limits = QueryLimits.from_settings(settings)
     extensions: list = [
-        lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
-        lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+        lambda: QueryLimiter(limits),  # parses and validates, bounded and cached
+        SubscriptionsOverWebSocket,
         lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),
-        lambda: ParserCache(maxsize=256),  # the caches live at module level, shared
-        lambda: ValidationCache(maxsize=256),
     ]
     if settings.environment != "development":
         extensions.append(DisableIntrospection)

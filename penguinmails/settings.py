@@ -71,10 +71,19 @@ class Settings(BaseSettings):
     encryption_keys: dict[str, SecretStr] = {}
     encryption_key_id: str = "dev"
 
-    # GraphQL hardening.
-    graphql_max_depth: int = 12
+    # GraphQL hardening: a document's size, checked before it is parsed (graphql_api/
+    # query_limits.py), then its shape with fragments expanded, each measured once.
+    graphql_max_query_chars: int = 32 * 1024
+    graphql_max_tokens: int = 3000
+    graphql_max_definitions: int = 50  # operations and fragments
+    graphql_max_operations: int = 10
+    graphql_max_fragment_spreads: int = 100  # named and inline
+    graphql_max_directives: int = 50
+    graphql_max_nesting: int = 64  # brackets of any kind: selections, lists, input objects
+    graphql_max_depth: int = 12  # fields with selections on the deepest path
     graphql_max_aliases: int = 30
-    graphql_max_tokens: int = 5000
+    graphql_max_fields: int = 1000  # fields resolved, fragments expanded
+    graphql_max_same_name_fields: int = 10  # one response name in one selection set
     graphql_max_page_size: int = 100
     max_request_bytes: int = 60 * 1024 * 1024  # above the lead import limit plus JSON overhead
 
