@@ -21,6 +21,7 @@ from graphql_api.campaigns.mutations import CampaignsMutation
 from graphql_api.campaigns.queries import CampaignsQuery
 from graphql_api.infrastructure.mutations import InfrastructureMutation
 from graphql_api.infrastructure.queries import InfrastructureQuery
+from graphql_api.input_limits import bound_mutations
 from graphql_api.node import Node, resolve_node
 from graphql_api.operations.queries import OperationsQuery, Subscription
 from graphql_api.permissions import IsMember
@@ -57,6 +58,7 @@ Query = merge_types(
 Mutation = merge_types(
     "Mutation", (TenancyMutation, InfrastructureMutation, CampaignsMutation, BillingMutation)
 )
+bound_mutations(Mutation)
 
 
 def _should_mask(error: GraphQLError) -> bool:

@@ -103,7 +103,7 @@ async def create_api_key(
     prefix = secrets.token_hex(6)
     key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32).replace('_', '-')}"
     row = ApiKey(
-        tenant_id=tenant_id, name=name[:200], prefix=prefix, key_hash=_key_hash(key),
+        tenant_id=tenant_id, name=name, prefix=prefix, key_hash=_key_hash(key),
         created_by=user_id,
     )  # fmt: skip
     session.add(row)
@@ -187,12 +187,17 @@ def _slug(name: str, tenant_id: uuid.UUID) -> str:
     return f"{base}-{tenant_id.hex[:8]}"
 
 
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
 async def log_in(
     db: Database, redis: Redis, settings: Settings, email: str, password: str, ip: str
 ) -> tuple[User, Tenant | None]:
     """Checks the password, counting failures per email and per IP in Redis."""
     email = email.strip().lower()
-    email_key, ip_key = f"login:fail:email:{email}", f"login:fail:ip:{ip}"
+    # Keys name a digest, never the raw input: an address is as long as the client makes it.
+    email_key, ip_key = f"login:fail:email:{_digest(email)}", f"login:fail:ip:{_digest(ip)}"
     if (
         await ratelimit.hits(redis, email_key) >= settings.login_attempts_per_email
         or await ratelimit.hits(redis, ip_key) >= settings.login_attempts_per_ip

@@ -16,6 +16,7 @@ from graphql_api.campaigns.types import (
 )
 from graphql_api.errors import user_errors
 from graphql_api.ids import decode_id
+from graphql_api.input_limits import Name, OptionalBody, Subject
 from graphql_api.permissions import IsMember, allow
 from services import campaigns, leads, templates
 from services.errors import DomainError
@@ -29,7 +30,12 @@ MAX_INVALID_ROWS = 1000
 class CampaignsMutation:
     @strawberry.mutation(extensions=allow(IsMember))
     async def create_template(
-        self, info: Info, name: str, subject: str, html: str | None = None, text: str | None = None
+        self,
+        info: Info,
+        name: Name,
+        subject: Subject,
+        html: OptionalBody = None,
+        text: OptionalBody = None,
     ) -> TemplatePayload:
         access = await info.context.require_access()
         try:

@@ -12,6 +12,17 @@ from strawberry.types import Info
 
 from graphql_api.errors import UserError
 from graphql_api.ids import encode_id
+from graphql_api.input_limits import (
+    BODY,
+    NAME,
+    SHORT,
+    SUBJECT,
+    Name,
+    OptionalBody,
+    Short,
+    Subject,
+    described,
+)
 from graphql_api.node import Node
 from graphql_api.pagination import Connection, paginate
 from models import campaigns
@@ -222,15 +233,15 @@ class CampaignPayload:
 @strawberry.input
 class StepInput:
     delay_days: int
-    subject: str
-    html: str | None = None
-    text: str | None = None
+    subject: Subject = described(SUBJECT)
+    html: OptionalBody = described(BODY, default=None)
+    text: OptionalBody = described(BODY, default=None)
     template_id: strawberry.ID | None = None
 
 
 @strawberry.input
 class WindowInput:
-    timezone: str
+    timezone: Short = described(SHORT)
     days: list[int]
     start_hour: int
     end_hour: int
@@ -238,7 +249,7 @@ class WindowInput:
 
 @strawberry.input
 class CampaignInput:
-    name: str
+    name: Name = described(NAME)
     account_ids: list[strawberry.ID]
     steps: list[StepInput]
     window: WindowInput | None = None

@@ -17,6 +17,13 @@ from graphql_api.infrastructure.types import (
     VpsInstance,
     VpsPayload,
 )
+from graphql_api.input_limits import (
+    DomainName,
+    LocalPart,
+    OptionalName,
+    OptionalPassword,
+    OptionalShort,
+)
 from graphql_api.permissions import IsAdmin, IsMember, allow
 from services import accounts, domains, infrastructure
 from services.errors import DomainError
@@ -25,7 +32,7 @@ from services.errors import DomainError
 @strawberry.type
 class InfrastructureMutation:
     @strawberry.mutation(extensions=allow(IsMember))
-    async def add_domain(self, info: Info, name: str) -> DomainPayload:
+    async def add_domain(self, info: Info, name: DomainName) -> DomainPayload:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
@@ -49,7 +56,7 @@ class InfrastructureMutation:
         return DomainPayload(domain=Domain.from_row(row))
 
     @strawberry.mutation(extensions=allow(IsAdmin))
-    async def request_vps(self, info: Info, region: str | None = None) -> VpsPayload:
+    async def request_vps(self, info: Info, region: OptionalShort = None) -> VpsPayload:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
@@ -75,9 +82,9 @@ class InfrastructureMutation:
         self,
         info: Info,
         domain_id: strawberry.ID,
-        local_part: str,
-        display_name: str | None = None,
-        smtp_password: str | None = None,
+        local_part: LocalPart,
+        display_name: OptionalName = None,
+        smtp_password: OptionalPassword = None,
     ) -> EmailAccountPayload:
         access = await info.context.require_access()
         try:

@@ -7,6 +7,7 @@ from strawberry.types import Info
 
 from graphql_api.errors import user_errors
 from graphql_api.ids import decode_id, encode_id
+from graphql_api.input_limits import Email, Name, Password
 from graphql_api.permissions import IsAdmin, IsAuthenticated, allow
 from graphql_api.tenancy.types import (
     ApiKey,
@@ -27,7 +28,9 @@ from services.errors import DomainError
 @strawberry.type
 class TenancyMutation:
     @strawberry.mutation
-    async def sign_up(self, info: Info, email: str, password: str, tenant_name: str) -> AuthPayload:
+    async def sign_up(
+        self, info: Info, email: Email, password: Password, tenant_name: Name
+    ) -> AuthPayload:
         ctx = info.context
         try:
             user, tenant = await auth.sign_up(ctx.db, email, password, tenant_name)
@@ -40,7 +43,7 @@ class TenancyMutation:
         )
 
     @strawberry.mutation
-    async def log_in(self, info: Info, email: str, password: str) -> AuthPayload:
+    async def log_in(self, info: Info, email: Email, password: Password) -> AuthPayload:
         ctx = info.context
         try:
             user, tenant = await auth.log_in(
@@ -55,7 +58,7 @@ class TenancyMutation:
         )
 
     @strawberry.mutation(extensions=allow(IsAuthenticated))
-    async def create_tenant(self, info: Info, name: str) -> TenantPayload:
+    async def create_tenant(self, info: Info, name: Name) -> TenantPayload:
         user_id = await info.context.user_id()
         if user_id is None:
             return TenantPayload(
@@ -68,7 +71,7 @@ class TenancyMutation:
         return TenantPayload(tenant=Tenant.from_row(tenant))
 
     @strawberry.mutation(extensions=allow(IsAdmin))
-    async def invite_member(self, info: Info, email: str, role: Role) -> MemberPayload:
+    async def invite_member(self, info: Info, email: Email, role: Role) -> MemberPayload:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
@@ -114,7 +117,7 @@ class TenancyMutation:
             return MemberPayload(errors=user_errors(e))
 
     @strawberry.mutation(extensions=allow(IsAdmin))
-    async def create_api_key(self, info: Info, name: str) -> ApiKeyPayload:
+    async def create_api_key(self, info: Info, name: Name) -> ApiKeyPayload:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
