@@ -6,8 +6,7 @@ import strawberry
 from sqlalchemy import select
 from strawberry.types import Info
 
-from graphql_api.billing.types import Billing, BillingSubscription, Payment, Plan
-from graphql_api.pagination import Connection, paginate
+from graphql_api.billing.types import Billing, BillingSubscription, Plan
 from graphql_api.permissions import IsAdmin
 from models import billing
 from services.billing import current_subscription
@@ -30,17 +29,4 @@ class BillingQuery:
             subscription = await current_subscription(session)
         return Billing(
             subscription=BillingSubscription.from_row(subscription) if subscription else None
-        )
-
-
-async def payments_page(info: Info, first: int | None, after: str | None) -> Connection[Payment]:
-    async with info.context.tenant_session() as session:
-        return await paginate(
-            session,
-            select(billing.Payment),
-            keys=(billing.Payment.created_at, billing.Payment.id),
-            first=first,
-            after=after,
-            max_page=info.context.settings.graphql_max_page_size,
-            node=Payment.from_row,
         )

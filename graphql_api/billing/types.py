@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 
 import strawberry
+from sqlalchemy import select
 from strawberry.types import Info
 
 from graphql_api.errors import UserError
 from graphql_api.ids import encode_id
 from graphql_api.node import Node
-from graphql_api.pagination import Connection
+from graphql_api.pagination import Connection, paginate
 from models import billing
 
 SubscriptionStatus = strawberry.enum(billing.SubscriptionStatus, name="SubscriptionStatus")
@@ -100,9 +101,16 @@ class Billing:
     async def payments(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Payment]:
-        from graphql_api.billing.queries import payments_page
-
-        return await payments_page(info, first, after)
+        async with info.context.tenant_session() as session:
+            return await paginate(
+                session,
+                select(billing.Payment),
+                keys=(billing.Payment.created_at, billing.Payment.id),
+                first=first,
+                after=after,
+                max_page=info.context.settings.graphql_max_page_size,
+                node=Payment.from_row,
+            )
 
 
 @strawberry.type
