@@ -32,6 +32,8 @@ from graphql.language import (
 )
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
+from strawberry.types.execution import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from penguinmails.settings import Settings
 
@@ -244,6 +246,23 @@ async def _run(query: str, work: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_THREADS, work, *args)
 
 
+# Stand-ins for a refused document: Strawberry reads an operation type from the document before
+# it looks at the errors, and the refusal must reach the client as errors over HTTP and over the
+# WebSocket alike (an exception from a hook is lost on the WebSocket).
+_STAND_INS = {
+    operation: parse(f"{operation.value} {{ __typename }}")
+    for operation in (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION)
+}
+
+
+def _refuse(context: ExecutionContext, error: GraphQLError) -> None:
+    allowed = set(context.allowed_operations)
+    operation = next(o for o in _STAND_INS if o in allowed)
+    context.graphql_document = _STAND_INS[operation]
+    context._provided_operation_name = None  # the stand-in has no named operation
+    context.pre_execution_errors = [error]
+
+
 class QueryLimiter(SchemaExtension):
     """Parses and validates each document within the limits; refusals are GraphQL errors with
     `extensions.code` QUERY_TOO_LARGE or QUERY_TOO_COMPLEX."""
@@ -256,8 +275,9 @@ class QueryLimiter(SchemaExtension):
         if context.graphql_document is None and context.query:
             prepared = await _run(context.query, _prepared, context.query, self.limits)
             if isinstance(prepared, GraphQLError):
-                raise prepared
-            context.graphql_document = prepared
+                _refuse(context, prepared)
+            else:
+                context.graphql_document = prepared
         yield
 
     async def on_validate(self) -> AsyncIterator[None]:

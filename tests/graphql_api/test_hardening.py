@@ -270,3 +270,14 @@ def test_the_schema_contains_every_contract_operation() -> None:
         text = contract.read_text()
         assert all(f"{n}(" in text or f"{n}:" in text for n in names)
     assert all(f"  {n}" in sdl for n in names)
+
+
+async def test_a_refused_document_naming_an_operation_is_still_refused_with_its_code(
+    api: Api,
+) -> None:
+    bomb = fragment_bomb(40).replace("query {", "query Named {", 1)
+    response = await api.http.post(
+        f"{api.url}/graphql", json={"query": bomb, "operationName": "Named"}
+    )
+    assert response.status_code == 200
+    _refused(response.json(), "QUERY_TOO_COMPLEX")

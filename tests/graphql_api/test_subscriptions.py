@@ -13,6 +13,7 @@ from graphql_api.ids import parse_id
 from jobs.queue import enqueue
 from models.sessions import Database
 from tests.graphql_api.conftest import Api, sign_up
+from tests.graphql_api.test_hardening import fragment_bomb
 
 
 def _ws_url(api: Api) -> str:
@@ -143,3 +144,18 @@ async def test_campaign_progress_is_pushed_for_the_tenants_campaign(api: Api, db
         )
         second = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert second["payload"]["data"]["campaignProgress"]["queued"] == 1  # the planning job
+
+
+async def test_a_fragment_bomb_sent_as_a_subscription_is_refused_with_its_code(api: Api) -> None:
+    account = await sign_up(api)
+    bomb = (
+        fragment_bomb(40)
+        .replace("query {", "subscription {", 1)
+        .replace("on Query", "on Subscription")
+    )
+    async with connect(_ws_url(api), subprotocols=["graphql-transport-ws"]) as ws:
+        await _init(ws, {"Authorization": f"Bearer {account.token}", "tenantId": account.tenant})
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": bomb}}))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert answer["type"] == "error", answer
+    assert answer["payload"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX"}
