@@ -105,3 +105,20 @@ async def test_an_api_key_is_shown_once_and_acts_for_its_tenant_only(api: Api) -
         "field": "name",
     }
 
+
+async def test_the_last_owner_stays_though_they_own_another_workspace(api: Api) -> None:
+    # A tenant session with a user bound also shows that user's memberships elsewhere: their
+    # ownership of another workspace must not count as this one's second owner.
+    owner = await sign_up(api)
+    created = await api.gql(
+        'mutation { createTenant(name: "Second") { tenant { id } errors { code } } }',
+        token=owner.token,
+    )
+    assert created["data"]["createTenant"]["errors"] == []
+    me = await api.gql("{ me { id } }", token=owner.token)
+    owner_id = me["data"]["me"]["id"]
+    as_owner = {"token": owner.token, "tenant": owner.tenant}
+    demote = await api.gql(UPDATE_ROLE, {"userId": owner_id, "role": "ADMIN"}, **as_owner)
+    assert demote["data"]["updateMemberRole"]["errors"][0]["code"] == "LAST_OWNER"
+    leave = await api.gql(REMOVE, {"userId": owner_id}, **as_owner)
+    assert leave["data"]["removeMember"]["errors"][0]["code"] == "LAST_OWNER"
