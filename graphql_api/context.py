@@ -107,6 +107,14 @@ class Context:
             raise DomainError("FORBIDDEN", "not a member of this workspace")
         return access
 
+    async def role_in(self, tenant_id: uuid.UUID) -> Role | None:
+        """The caller's role in `tenant_id`, the current tenant or another of the user's."""
+        access = await self.access()
+        if access is not None and access.tenant_id == tenant_id:
+            return access.role
+        user_id = await self.user_id()
+        return await auth.membership_role(self.db, user_id, tenant_id) if user_id else None
+
     async def user_id(self) -> uuid.UUID | None:
         principal = await self.principal()
         return principal.user_id if principal else None

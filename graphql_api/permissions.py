@@ -44,6 +44,17 @@ class IsAdmin(IsMember):
     roles = frozenset({Role.OWNER, Role.ADMIN})
 
 
+class IsAdminOfTenant(BasePermission):
+    """OWNER or ADMIN of the Tenant the field is on, which need not be the current one (`tenants`
+    lists all of a user's workspaces)."""
+
+    message = "only an owner or admin of this workspace may see this"
+    code = "FORBIDDEN"
+
+    async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        return await info.context.role_in(source.row.id) in IsAdmin.roles
+
+
 def allow(*permissions: type[BasePermission]) -> list[FieldExtension]:
     """`@strawberry.mutation(extensions=allow(IsAdmin))`."""
     return [PayloadPermissionExtension([p() for p in permissions])]

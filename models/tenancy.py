@@ -1,4 +1,5 @@
-"""Tenants, users and their memberships, platform staff, API keys and the audit log (OLTP tier)."""
+"""Tenants, users, their memberships and invitations, platform staff, API keys and the audit log
+(OLTP tier)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -83,6 +85,45 @@ class TenantUser(TenantOwned, Timestamps, Base):
         UUID(as_uuid=True), ForeignKey("app.users.id", ondelete="CASCADE"), primary_key=True
     )
     role: Mapped[Role] = mapped_column(enum_column(Role, "role"))
+
+
+class InvitationStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    ACCEPTED = "ACCEPTED"
+    DECLINED = "DECLINED"
+    REVOKED = "REVOKED"
+
+
+class Invitation(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+    """A role in the tenant offered to an email address: a membership only once the user with
+    that address accepts it. Besides its tenant, the addressee reads it (sql/invitations.sql)."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (
+        CheckConstraint("email = lower(email)", name="email_lowercase"),
+        # One pending invitation per tenant and address: inviting again refreshes it.
+        Index(
+            "uq_invitations_tenant_id_email_pending",
+            "tenant_id",
+            "email",
+            unique=True,
+            postgresql_where=text("status = 'PENDING'"),
+        ),
+        Index("ix_invitations_email", "email"),  # the addressee's policy and list
+        {"schema": "app"},
+    )
+
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[Role] = mapped_column(enum_column(Role, "role"))
+    status: Mapped[InvitationStatus] = mapped_column(
+        enum_column(InvitationStatus, "invitation_status"), default=InvitationStatus.PENDING,
+        server_default=InvitationStatus.PENDING.value,
+    )  # fmt: skip
+    invited_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.users.id", ondelete="SET NULL")
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # or revoked
 
 
 class StaffRole(UUIDPrimaryKey, Timestamps, Base):

@@ -2,7 +2,8 @@
 
 Sign-up and tenant creation run through RLS like everything else (the new ids are bound before
 the rows are written). Two look-ups must precede any binding and use the system path, named as
-such: finding a user by email at log-in or invitation, and finding an API key by its prefix.
+such: finding a user by email at log-in, and finding an API key by its prefix. Invitations, the
+way into someone else's workspace, are services/invitations.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from models.billing import Plan, Subscription, SubscriptionStatus
 from models.sessions import Database
 from models.tenancy import ApiKey, Role, Tenant, TenantUser, User
 from penguinmails.settings import Settings
-from services import plans, ratelimit
+from services import ratelimit
 from services.errors import DomainError
 from services.passwords import hash_password, verify_password
 
@@ -246,36 +247,12 @@ async def only_tenant(db: Database, user_id: uuid.UUID) -> uuid.UUID | None:
 # --- members ---------------------------------------------------------------------------------
 
 
-async def invite_member(
-    db: Database, session: AsyncSession, tenant_id: uuid.UUID, actor_role: Role, email: str,
-    role: Role,
-) -> TenantUser:  # fmt: skip
-    """Adds a user (created when new, with no usable password until they set one) to the tenant."""
-    email = normalize_email(email)
-    _check_grant(actor_role, role)
-    async with db.system_session() as system:  # find or create the user by email
-        user_id = await system.scalar(select(User.id).where(User.email == email))
-        if user_id is None:
-            user_id = uuid.uuid4()
-            unusable = hash_password(secrets.token_urlsafe(32))
-            system.add(User(id=user_id, email=email, password_hash=unusable))
-    await plans.lock_usage(session, tenant_id, "seats")
-    seats = await session.scalar(select(func.count()).select_from(TenantUser))
-    await plans.check_limit(session, tenant_id, "seats", seats or 0)
-    if await session.get(TenantUser, (tenant_id, user_id)):
-        raise DomainError("MEMBER_EXISTS", f"{email} is already a member", "email")
-    member = TenantUser(tenant_id=tenant_id, user_id=user_id, role=role)
-    session.add(member)
-    await session.flush()
-    return member
-
-
 async def update_member_role(
     session: AsyncSession, tenant_id: uuid.UUID, actor_role: Role, user_id: uuid.UUID, role: Role
 ) -> TenantUser:
     member = await _member(session, tenant_id, user_id)
-    _check_grant(actor_role, role)
-    _check_grant(actor_role, member.role)
+    check_grant(actor_role, role)
+    check_grant(actor_role, member.role)
     if member.role == Role.OWNER and role != Role.OWNER:
         await _keep_an_owner(session, tenant_id)
     member.role = role
@@ -287,7 +264,7 @@ async def remove_member(
     session: AsyncSession, tenant_id: uuid.UUID, actor_role: Role, user_id: uuid.UUID
 ) -> TenantUser:
     member = await _member(session, tenant_id, user_id)
-    _check_grant(actor_role, member.role)
+    check_grant(actor_role, member.role)
     if member.role == Role.OWNER:
         await _keep_an_owner(session, tenant_id)
     await session.delete(member)
@@ -302,7 +279,7 @@ async def _member(session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUI
     return member
 
 
-def _check_grant(actor_role: Role, role: Role) -> None:
+def check_grant(actor_role: Role, role: Role) -> None:
     if actor_role not in MANAGERS or (role == Role.OWNER and actor_role != Role.OWNER):
         raise DomainError("FORBIDDEN", f"a {actor_role.value} cannot manage {role.value}s")
 

@@ -1,4 +1,4 @@
-"""signUp, logIn, createTenant, member management, API keys."""
+"""signUp, logIn, createTenant, members and invitations, API keys."""
 
 from __future__ import annotations
 
@@ -13,15 +13,18 @@ from graphql_api.tenancy.types import (
     ApiKey,
     ApiKeyPayload,
     AuthPayload,
+    Invitation,
+    InvitationPayload,
     Member,
     MemberPayload,
+    OkPayload,
     Role,
     Tenant,
     TenantPayload,
     User,
 )
 from models import tenancy
-from services import auth
+from services import auth, invitations
 from services.errors import DomainError
 
 
@@ -75,12 +78,48 @@ class TenancyMutation:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
-                member = await auth.invite_member(
-                    info.context.db, session, access.tenant_id, access.role, email, role
+                row = await invitations.invite(
+                    session, access.tenant_id, access.user_id, access.role, email, role
                 )
-                return MemberPayload(member=await _member(session, member))
+                tenant = await session.get(tenancy.Tenant, access.tenant_id)
         except DomainError as e:
             return MemberPayload(errors=user_errors(e))
+        return MemberPayload(invitation=Invitation.from_row(row, tenant.name))
+
+    @strawberry.mutation(extensions=allow(IsAdmin))
+    async def revoke_invitation(self, info: Info, id: strawberry.ID) -> InvitationPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                row = await invitations.revoke(
+                    session, access.tenant_id, access.role, decode_id(id, "Invitation")
+                )
+                tenant = await session.get(tenancy.Tenant, access.tenant_id)
+        except DomainError as e:
+            return InvitationPayload(errors=user_errors(e))
+        return InvitationPayload(invitation=Invitation.from_row(row, tenant.name))
+
+    @strawberry.mutation(extensions=allow(IsAuthenticated))
+    async def accept_invitation(self, info: Info, id: strawberry.ID) -> TenantPayload:
+        user_id = await info.context.user_id()
+        if user_id is None:
+            return TenantPayload(errors=user_errors(_no_user()))
+        try:
+            tenant = await invitations.accept(info.context.db, user_id, decode_id(id, "Invitation"))
+        except DomainError as e:
+            return TenantPayload(errors=user_errors(e))
+        return TenantPayload(tenant=Tenant.from_row(tenant))
+
+    @strawberry.mutation(extensions=allow(IsAuthenticated))
+    async def decline_invitation(self, info: Info, id: strawberry.ID) -> OkPayload:
+        user_id = await info.context.user_id()
+        if user_id is None:
+            return OkPayload(errors=user_errors(_no_user()))
+        try:
+            await invitations.decline(info.context.db, user_id, decode_id(id, "Invitation"))
+        except DomainError as e:
+            return OkPayload(errors=user_errors(e))
+        return OkPayload(ok=True)
 
     @strawberry.mutation(extensions=allow(IsAdmin))
     async def update_member_role(
@@ -135,6 +174,11 @@ class TenancyMutation:
                 key=key,
             )
         )
+
+
+def _no_user() -> DomainError:
+    # Invitations are addressed to people; an API key is a tenant's and has none.
+    return DomainError("FORBIDDEN", "an API key cannot answer invitations")
 
 
 async def _member(session, member: tenancy.TenantUser) -> Member:

@@ -31,6 +31,10 @@ IMPORT = """mutation($campaignId: ID!, $csv: String!) { importLeads(campaignId: 
 TRANSITION = """mutation($id: ID!) { %s(id: $id) { campaign { id status } errors { code field message } } }"""
 REQUEST_VPS = """mutation($region: String) { requestVps(region: $region) { vps { id status region } errors { code field message } } }"""
 ACQUIRE_IP = """mutation($vpsId: ID!) { acquireIp(vpsId: $vpsId) { sendingIp { id address status vps { id } } errors { code field message } } }"""
+INVITE = """mutation($email: String!, $role: Role!) { inviteMember(email: $email, role: $role) {
+  member { role } invitation { id email role tenantName expiresAt } errors { code field message } } }"""
+ACCEPT = """mutation($id: ID!) { acceptInvitation(id: $id) {
+  tenant { id name } errors { code field message } } }"""
 
 
 def leads_csv(count: int, domain: str = "example.com") -> str:
@@ -53,6 +57,20 @@ async def call(api: Api, account: Account, query: str, variables: dict, field_na
     return body["data"][field_name]
 
 
+async def invite(api: Api, inviter: Account, email: str, role: str = "MEMBER") -> dict:
+    """The invitation inviter's tenant sends to `email`."""
+    invited = await call(api, inviter, INVITE, {"email": email, "role": role}, "inviteMember")
+    assert invited["errors"] == [], invited
+    return invited["invitation"]
+
+
+async def join(api: Api, inviter: Account, invitee: Account, role: str = "MEMBER") -> None:
+    """`invitee` becomes a member of inviter's tenant: invited, then accepting."""
+    invitation = await invite(api, inviter, invitee.email, role)
+    accepted = await api.gql(ACCEPT, {"id": invitation["id"]}, token=invitee.token)
+    assert accepted["data"]["acceptInvitation"]["errors"] == [], accepted
+
+
 @dataclass
 class Estate:
     """One tenant's objects, created through the API."""
@@ -63,6 +81,7 @@ class Estate:
     campaign: dict = field(default_factory=dict)
     vps: dict = field(default_factory=dict)
     sending_ip: dict = field(default_factory=dict)
+    invitation: dict = field(default_factory=dict)
 
     def ids(self) -> list[str]:
         return [
@@ -74,6 +93,7 @@ class Estate:
                 self.campaign,
                 self.vps,
                 self.sending_ip,
+                self.invitation,
             )
             if obj
         ]
@@ -156,4 +176,5 @@ async def build_estate(api: Api, db: Database, account: Account, prefix: str) ->
     estate.sending_ip = (
         await call(api, account, ACQUIRE_IP, {"vpsId": estate.vps["id"]}, "acquireIp")
     )["sendingIp"]
+    estate.invitation = await invite(api, account, f"{prefix}-invitee@example.com")
     return estate

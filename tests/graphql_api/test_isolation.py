@@ -25,7 +25,7 @@ from models.campaigns import Campaign, Lead
 from models.infrastructure import Domain
 from models.queue import Job
 from models.sessions import Database
-from models.tenancy import TenantUser
+from models.tenancy import Invitation, TenantUser
 from penguinmails.settings import get_settings
 from tests.graphql_api.conftest import Api, sign_up
 from tests.graphql_api.flows import build_estate
@@ -142,6 +142,9 @@ def test_the_generated_cases_cover_the_contract_fields_that_take_ids() -> None:
         "updateMemberRole",
         "removeMember",
         "startCheckout",
+        "acceptInvitation",
+        "declineInvitation",
+        "revokeInvitation",
     } <= names
 
 
@@ -155,6 +158,9 @@ async def _snapshot(db: Database, tenant_id) -> dict:
             "domains": sorted((d.name, d.status.value) for d in await s.scalars(select(Domain))),
             "jobs": await s.scalar(select(func.count()).select_from(Job)),
             "members": await s.scalar(select(func.count()).select_from(TenantUser)),
+            "invitations": sorted(
+                (i.email, i.status.value, i.expires_at) for i in await s.scalars(select(Invitation))
+            ),
         }
 
 

@@ -194,3 +194,41 @@ async def test_tenants_table_shows_only_the_bound_tenant_and_the_users_own(db: D
     async with db.user_session(user_id) as s:
         assert set(await s.scalars(select(Tenant.id))) == {a, b}
         assert set(await s.scalars(select(TenantUser.tenant_id))) == {a, b}
+
+
+async def test_an_invitee_reads_their_invitations_and_the_tenant_name_nothing_else(
+    db: Database,
+) -> None:
+    from models.tenancy import Invitation, Role, Tenant, User
+
+    async with db.system_session() as s:
+        inviting, other = await create_tenant(s, "Inviting"), await create_tenant(s, "Other")
+        user_id, email = uuid.uuid4(), f"u{uuid.uuid4().hex[:8]}@example.com"
+        await s.execute(User.__table__.insert().values(id=user_id, email=email, password_hash="x"))
+        in_a_week = func.now() + text("interval '7 days'")
+        mine, expired, theirs = [
+            await s.scalar(
+                Invitation.__table__.insert()
+                .values(tenant_id=tenant, email=to, role=Role.MEMBER, expires_at=expires)
+                .returning(Invitation.id)
+            )
+            for tenant, to, expires in [
+                (inviting, email, in_a_week),
+                (other, email, func.now() - text("interval '1 hour'")),
+                (inviting, "someone-else@example.com", in_a_week),
+            ]
+        ]
+    async with db.user_session(user_id) as s:
+        assert set(await s.scalars(select(Invitation.id))) == {mine, expired}  # not `theirs`
+        assert list(await s.scalars(select(Tenant.id))) == []  # no row of the tenant itself
+        names = (await s.execute(text("SELECT * FROM app.invited_tenant_names()"))).all()
+        assert [tuple(row) for row in names] == [(inviting, "Inviting")]  # pending ones only
+        # reading is all: the answer is written in the invitation's tenant session
+        changed = await s.execute(
+            update(Invitation).where(Invitation.id == mine).values(role=Role.OWNER)
+        )
+        assert changed.rowcount == 0
+    async with db.anonymous_session() as s:
+        assert (await s.execute(text("SELECT * FROM app.invited_tenant_names()"))).all() == []
+    async with db.tenant_session(inviting) as s:  # the tenant's side: its own, to anyone
+        assert set(await s.scalars(select(Invitation.id))) == {mine, theirs}
