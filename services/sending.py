@@ -56,6 +56,7 @@ from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings, Tier
 from services import accounts, inbound, planning, ratelimit, smtp, templates, tracking
+from services.errors import DomainError
 from services.group_write import GroupWrites
 from services.planning import USABLE_ACCOUNTS, send_key
 
@@ -455,6 +456,8 @@ def _build_all(settings: Settings, world: World, sends: list[Send]) -> list[Send
     for send in sends:
         try:
             _build(settings, world, send)
+        except DomainError as e:  # TEMPLATE_RENDER: its message says why, in a sentence
+            send.result = PermanentJobError(f"the message could not be built: {e.message}"[:500])
         except Exception as e:
             send.result = PermanentJobError(f"the message could not be built: {e!r}"[:500])
     return [send for send in sends if send.result is None]
