@@ -25,6 +25,7 @@ from jinja2 import tests as jinja_tests
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import FilterArgumentError, TemplateRuntimeError, TemplateSyntaxError
 from jinja2.lexer import Token, TokenStream
+from jinja2.meta import TrackingCodeGenerator
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext, Macro, Namespace, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -350,7 +351,18 @@ _LOOP_ITEMS = "loop items"
 class _BoundedCodeGenerator(CodeGenerator):
     """Jinja's compiler, routing through the environment what the sandbox does not: each
     loop's items, `~`, and every piece of printed text. Folds no constants but template
-    text."""
+    text: folding runs filters and operators while compiling, outside any Budget."""
+
+    def __init__(
+        self,
+        environment: Any,
+        name: str | None,
+        filename: str | None,
+        stream: Any = None,
+        defer_init: bool = False,
+        optimized: bool = True,
+    ) -> None:
+        super().__init__(environment, name, filename, stream, defer_init, optimized=False)
 
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
         for loop in list(node.find_all(nodes.For)):
@@ -383,6 +395,17 @@ class _BoundedCodeGenerator(CodeGenerator):
         self.write(")")
 
 
+class _Introspection(TrackingCodeGenerator, _BoundedCodeGenerator):
+    """Jinja's meta.find_undeclared_variables, compiling as _BoundedCodeGenerator does."""
+
+
+def undeclared_variables(ast: nodes.Template) -> set[str]:
+    """The names a parsed template reads from its context (Jinja's scoping rules decide)."""
+    introspection = _Introspection(ast.environment)
+    introspection.visit(ast)
+    return introspection.undeclared_identifiers
+
+
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
     """A sandbox whose templates run within a Budget (set by render())."""
 
@@ -390,9 +413,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(_CHECKS)
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(
-            undefined=StrictUndefined, keep_trailing_newline=True, optimized=False, **options
-        )
+        super().__init__(undefined=StrictUndefined, keep_trailing_newline=True, **options)
         self.globals.clear()
         self.globals.update(range=_range, namespace=Namespace)
         self.filters = {name: _charged(f) for name, f in _FILTERS.items()}

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Template as JinjaTemplate
-from jinja2 import TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import TemplateError, TemplateSyntaxError, nodes
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -122,7 +122,7 @@ def _check(part: str, source: str) -> set[str]:
             )
     # Jinja's own analysis decides which names are free (it knows the scoping rules); the walk
     # below only finds where the first one is used.
-    free = meta.find_undeclared_variables(ast)
+    free = sandbox.undeclared_variables(ast)
     unknown = free - _ALLOWED
     if unknown:
         use = next((n for n in _free_uses(ast, frozenset()) if n.name in unknown), None)

@@ -75,6 +75,11 @@ BOMBS = [
         "TEMPLATE_RENDER",
         id="loop over a long text",
     ),
+    pytest.param(
+        '{{ "' + "<" * 100_000 + '"' + "|urlencode" * 50 + " }}",
+        "TEMPLATE_RENDER",
+        id="filters on a long constant",  # Jinja would run them while compiling, over and over
+    ),
     pytest.param(SLOW, "TEMPLATE_RENDER", id="slow"),
     pytest.param("{{ x }}" * 20000, "TEMPLATE_TOO_LARGE", id="too many tokens"),
     pytest.param("x" * 600_000, "TEMPLATE_TOO_LARGE", id="too long"),
