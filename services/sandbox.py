@@ -69,10 +69,13 @@ class Budget:
         if self.characters + characters > MAX_CHARACTERS:
             raise LimitExceeded(f"it produces more than {MAX_CHARACTERS:,} characters.")
 
-    def charge(self, characters: int) -> None:
+    def charge(self, characters: int = 0) -> None:
+        """Counts what a step of the render (a filter, an operator, printed text) produced, and
+        checks the deadline: a template without loops or calls is still a list of steps."""
         self.characters += characters
         if self.characters > MAX_CHARACTERS:
             raise LimitExceeded(f"it produces more than {MAX_CHARACTERS:,} characters.")
+        self.on_time()
 
     def iteration(self) -> None:
         self.iterations += 1
@@ -241,6 +244,14 @@ def _format(value: Any, *args: Any, **kwargs: Any) -> str:
     return template % (kwargs or args)
 
 
+def _int(value: Any, default: int = 0, base: int = 10) -> int:
+    # "ffff…"|int(base=16) would make a number as long as the text, and then |sum a slow one
+    number = jinja_filters.do_int(value, default, base)
+    if isinstance(number, int) and number.bit_length() > MAX_INT_BITS:
+        raise LimitExceeded(f"a number would have more than {MAX_INT_BITS:,} bits.")
+    return number
+
+
 def _round(value: float, precision: int = 0, method: str = "common") -> float:
     if not isinstance(precision, int) or abs(precision) > MAX_FORMAT_WIDTH:
         raise LimitExceeded(f"round() takes a precision of at most {MAX_FORMAT_WIDTH} digits.")
@@ -275,14 +286,14 @@ _FILTERS: dict[str, Callable[..., Any]] = {
         name: jinja_filters.FILTERS[name]
         for name in (
             "abs", "attr", "capitalize", "count", "d", "default", "dictsort", "e", "escape",
-            "filesizeformat", "first", "float", "forceescape", "groupby", "int", "items", "last",
+            "filesizeformat", "first", "float", "forceescape", "groupby", "items", "last",
             "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "reverse",
             "safe", "select", "selectattr", "sort", "string", "striptags", "title", "trim",
             "truncate", "unique", "upper", "urlencode", "wordcount", "xmlattr",
         )
     },
-    "format": _format, "join": _join, "replace": _replace, "round": _round, "sum": _sum_filter,
-    "tojson": _tojson,
+    "format": _format, "int": _int, "join": _join, "replace": _replace, "round": _round,
+    "sum": _sum_filter, "tojson": _tojson,
 }  # fmt: skip
 _TESTS = {
     **jinja_tests.TESTS,
@@ -323,8 +334,7 @@ def _charged(f: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(f)  # keeps Jinja's pass_context/pass_eval_context marks
     def charged(*args: Any, **kwargs: Any) -> Any:
         result = f(*args, **kwargs)
-        if isinstance(result, _SEQUENCES):
-            _budget.get().charge(len(result))
+        _budget.get().charge(len(result) if isinstance(result, _SEQUENCES) else 0)
         return result
 
     return charged
@@ -436,7 +446,12 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     # Hooks of the compiled code (see _BoundedCodeGenerator).
 
     def printed(self, text: str) -> str:
-        _budget.get().charge(len(text))
+        # The hot path (every piece of every message): counted inline; the deadline is left to
+        # the steps that can take long (filters, operators, calls, loop iterations).
+        budget = _budget.get()
+        budget.characters += len(text)
+        if budget.characters > MAX_CHARACTERS:
+            raise LimitExceeded(f"it produces more than {MAX_CHARACTERS:,} characters.")
         return text
 
     def iterated(self, items: Iterable[Any]) -> Iterator[Any]:
@@ -458,8 +473,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _CHECKS[operator](left, right)
         result = self.binop_table[operator](left, right)
-        if isinstance(result, _SEQUENCES):
-            _budget.get().charge(len(result))
+        _budget.get().charge(len(result) if isinstance(result, _SEQUENCES) else 0)
         return result
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:

@@ -71,6 +71,11 @@ BOMBS = [
     pytest.param("{{ ([[1] * 100] * 10000)|sum(start=[]) }}", "TEMPLATE_RENDER", id="sum of lists"),
     pytest.param('{{ (1).to_bytes(10**9, "big") }}', "TEMPLATE_RENDER", id="int method"),
     pytest.param(
+        '{{ ([("f" * 400000)|int(base=16)] * 500000)|sum }}',
+        "TEMPLATE_RENDER",
+        id="sum of huge numbers",
+    ),
+    pytest.param(
         '{% set s = "x" * 100000 %}{% for c in s %}{% endfor %}',
         "TEMPLATE_RENDER",
         id="loop over a long text",
@@ -81,6 +86,11 @@ BOMBS = [
         id="filters on a long constant",  # Jinja would run them while compiling, over and over
     ),
     pytest.param(SLOW, "TEMPLATE_RENDER", id="slow"),
+    pytest.param(
+        '{% set s = "ab " * 266666 %}' + "{% set n = s|wordcount %}" * 500,
+        "TEMPLATE_RENDER",
+        id="slow without loops",
+    ),
     pytest.param("{{ x }}" * 20000, "TEMPLATE_TOO_LARGE", id="too many tokens"),
     pytest.param("x" * 600_000, "TEMPLATE_TOO_LARGE", id="too long"),
     pytest.param("{{" + "(" * 2000 + "1" + ")" * 2000 + "}}", "TEMPLATE_SYNTAX", id="deep nesting"),
