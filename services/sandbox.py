@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from contextvars import ContextVar
 from functools import wraps
 from types import BuiltinMethodType, MethodType
@@ -58,11 +58,34 @@ class TemplateTooLarge(TemplateSyntaxError):
 class Budget:
     """What one part's render has used so far; the deadline is the message's."""
 
-    __slots__ = ("calls", "characters", "deadline", "depth", "iterations")
+    __slots__ = ("calls", "characters", "deadline", "depth", "iterations", "weights")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.characters = self.iterations = self.calls = self.depth = 0
+        self.weights: dict[int, tuple[Any, int]] = {}
+
+    def weight(self, value: Any) -> int:
+        """About how many characters a value takes written out, which is also how much work
+        str(), == or hash() does on it: a list holding one list twice counts it twice. (So a
+        list doubled in a loop, `[a, a]`, is as heavy as it is when printed.) A container's
+        weight is remembered, so one held many times is walked once; the sandbox's lists and
+        dicts are immutable, and a namespace is opaque (see _Namespace)."""
+        if isinstance(value, str):
+            return len(value)
+        if isinstance(value, int):
+            return value.bit_length() // 3 + 2
+        if not isinstance(value, _CONTAINERS):
+            return 8  # a float, None, or an object whose str() is short (a macro, a namespace)
+        known = self.weights.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        if isinstance(value, dict):
+            total = sum(self.weight(k) + self.weight(v) + 4 for k, v in value.items())
+        else:
+            total = sum(self.weight(item) + 2 for item in value)
+        self.weights[id(value)] = (value, total + 2)  # holding it keeps its id from being reused
+        return total + 2
 
     def check(self, characters: int) -> None:
         """Refuses, before it is built, a value that would take the part over its characters."""
@@ -114,6 +137,10 @@ def render(template: Any, values: dict[str, Any], deadline: float) -> str:
 # --- operators -------------------------------------------------------------------------------
 
 _SEQUENCES = (str, list, tuple)
+# What str(), == and hash() walk item by item: a template can build these (literals, *, +,
+# filters, methods), and Jinja builds a macro's varargs and kwargs.
+_CONTAINERS = (list, tuple, dict, set, frozenset, KeysView, ValuesView, ItemsView)
+_BUILT = (str, list, tuple, dict)  # new values a filter or method may return
 
 
 def _power(left: Any, right: Any) -> None:
@@ -127,14 +154,17 @@ def _product(left: Any, right: Any) -> None:
         if left.bit_length() + right.bit_length() > MAX_INT_BITS:
             raise LimitExceeded(f"a number would have more than {MAX_INT_BITS:,} bits.")
     elif isinstance(left, _SEQUENCES) and isinstance(right, int):
-        _budget.get().check(len(left) * max(right, 0))
+        budget = _budget.get()
+        budget.check(budget.weight(left) * max(right, 0))
     elif isinstance(right, _SEQUENCES) and isinstance(left, int):
-        _budget.get().check(len(right) * max(left, 0))
+        budget = _budget.get()
+        budget.check(budget.weight(right) * max(left, 0))
 
 
 def _sum(left: Any, right: Any) -> None:
     if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
-        _budget.get().check(len(left) + len(right))
+        budget = _budget.get()
+        budget.check(budget.weight(left) + budget.weight(right))
 
 
 def _modulo(left: Any, right: Any) -> None:
@@ -197,6 +227,14 @@ def _formatted_size(value: Any) -> int:
 
 
 # --- filters, tests, globals and methods -----------------------------------------------------
+
+
+class _Namespace(Namespace):
+    """namespace(): its attributes change after it is put in a list, so what it holds is left
+    out of str() (and == and hash() are its identity's): the list's weight stays true."""
+
+    def __repr__(self) -> str:
+        return "<namespace>"
 
 
 def _range(*args: int) -> range:
@@ -334,7 +372,8 @@ def _charged(f: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(f)  # keeps Jinja's pass_context/pass_eval_context marks
     def charged(*args: Any, **kwargs: Any) -> Any:
         result = f(*args, **kwargs)
-        _budget.get().charge(len(result) if isinstance(result, _SEQUENCES) else 0)
+        budget = _budget.get()
+        budget.charge(budget.weight(result) if isinstance(result, _BUILT) else 0)
         return result
 
     return charged
@@ -381,6 +420,24 @@ class _BoundedCodeGenerator(CodeGenerator):
             )
         super().visit_Template(node, frame)
 
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self.write("environment.built(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.built(")
+        super().visit_Dict(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # {% set a, b = … %}, {% for k, v in … %}
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.built(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.concatenated(context.eval_ctx, (")
         for item in node.nodes:
@@ -425,7 +482,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(undefined=StrictUndefined, keep_trailing_newline=True, **options)
         self.globals.clear()
-        self.globals.update(range=_range, namespace=Namespace)
+        self.globals.update(range=_range, namespace=_Namespace)
         self.filters = {name: _charged(f) for name, f in _FILTERS.items()}
         self.filters[_LOOP_ITEMS] = self.iterated
         self.tests = dict(_TESTS)
@@ -454,6 +511,12 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             raise LimitExceeded(f"it produces more than {MAX_CHARACTERS:,} characters.")
         return text
 
+    def built(self, value: Any) -> Any:
+        """A list, tuple or dict written in the template, counted by its weight."""
+        budget = _budget.get()
+        budget.charge(budget.weight(value))
+        return value
+
     def iterated(self, items: Iterable[Any]) -> Iterator[Any]:
         budget = _budget.get()
         for item in items:
@@ -473,7 +536,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _CHECKS[operator](left, right)
         result = self.binop_table[operator](left, right)
-        _budget.get().charge(len(result) if isinstance(result, _SEQUENCES) else 0)
+        budget = _budget.get()
+        budget.charge(budget.weight(result) if isinstance(result, _SEQUENCES) else 0)
         return result
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -482,18 +546,23 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         try:
             if isinstance(obj, LoopContext) and args:  # loop(children) in a recursive loop
                 args = (self.iterated(args[0]), *args[1:])
+            elif isinstance(obj, Macro) and (obj.catch_varargs or obj.catch_kwargs):
+                # Jinja builds varargs and kwargs: m(*varargs, *varargs) would double them.
+                extra = {k: v for k, v in kwargs.items() if k not in obj.arguments}
+                budget.charge(budget.weight(args[len(obj.arguments) :]) + budget.weight(extra))
             result = super().call(context, obj, *args, **kwargs)
         finally:
             budget.depth -= 1
         # A macro's or a loop's text was counted as it was printed.
-        if isinstance(result, _SEQUENCES) and not isinstance(obj, Macro | LoopContext):
-            budget.charge(len(result))
+        if isinstance(result, _BUILT) and not isinstance(obj, Macro | LoopContext):
+            budget.charge(budget.weight(result))
         return result
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         value = super().getitem(obj, argument)
         if isinstance(argument, slice) and isinstance(value, _SEQUENCES):
-            _budget.get().charge(len(value))
+            budget = _budget.get()
+            budget.charge(budget.weight(value))
         return value
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:

@@ -76,6 +76,35 @@ BOMBS = [
         id="sum of huge numbers",
     ),
     pytest.param(
+        '{% set big = "x" * 500000 %}{{ [big] * 400000 }}',
+        "TEMPLATE_RENDER",
+        id="a list of one long text many times",
+    ),
+    pytest.param(
+        "{% set ns = namespace(a=[1]) %}"
+        "{% for i in range(40) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}{{ ns.a }}",
+        "TEMPLATE_RENDER",
+        id="a list doubled in a loop",
+    ),
+    pytest.param(
+        "{% set ns = namespace(a=[1], b=[1]) %}{% for i in range(40) %}"
+        "{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor %}{{ ns.a == ns.b }}",
+        "TEMPLATE_RENDER",
+        id="comparing doubled lists",
+    ),
+    pytest.param(
+        "{% set ns = namespace(a=(1,)) %}"
+        "{% for i in range(40) %}{% set ns.a = (ns.a, ns.a) %}{% endfor %}{{ {ns.a: 1} }}",
+        "TEMPLATE_RENDER",
+        id="hashing a doubled tuple",
+    ),
+    pytest.param(
+        "{% macro m() %}{% set ns.v = varargs %}{% endmacro %}{% set ns = namespace(v=[1]) %}"
+        "{% for i in range(40) %}{{ m(ns.v, ns.v) }}{% endfor %}{{ ns.v }}",
+        "TEMPLATE_RENDER",
+        id="varargs doubled in a loop",
+    ),
+    pytest.param(
         '{% set s = "x" * 100000 %}{% for c in s %}{% endfor %}',
         "TEMPLATE_RENDER",
         id="loop over a long text",
