@@ -45,6 +45,9 @@ MAX_DEPTH = 50  # calls inside calls: a macro calling itself stops here, not at 
 MAX_RANGE = 1_000  # numbers one range() gives
 MAX_INT_BITS = 4_096  # of a number made by * or ** (about 1,200 digits)
 MAX_FORMAT_WIDTH = 100  # of a field in "%10.2f" % x or |format, and digits of |round
+MAX_NESTING = 100  # of lists in lists (tuples, dicts)
+MAX_STRIP_CHARACTERS = 100  # that strip(chars) or |trim(chars) take off: each end character
+# is looked for among them
 
 
 class LimitExceeded(TemplateRuntimeError):
@@ -63,29 +66,37 @@ class Budget:
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.characters = self.iterations = self.calls = self.depth = 0
-        self.weights: dict[int, tuple[Any, int]] = {}
+        self.weights: dict[int, tuple[Any, int, int]] = {}
 
     def weight(self, value: Any) -> int:
         """About how many characters a value takes written out, which is also how much work
         str(), == or hash() does on it: a list holding one list twice counts it twice. (So a
-        list doubled in a loop, `[a, a]`, is as heavy as it is when printed.) A container's
-        weight is remembered, so one held many times is walked once; the sandbox's lists and
-        dicts are immutable, and a namespace is opaque (see _Namespace)."""
+        list doubled in a loop, `[a, a]`, is as heavy as it is when printed.) Refuses lists
+        nested more than MAX_NESTING deep: hash() has no recursion guard, and a million-deep
+        tuple crashes the interpreter."""
+        return self._measure(value)[0]
+
+    def _measure(self, value: Any) -> tuple[int, int]:
+        """(weight, depth). A container's are remembered, so one held many times is walked
+        once; the sandbox's lists and dicts are immutable, a namespace opaque (_Namespace)."""
         if isinstance(value, str):
-            return len(value)
+            return len(value), 0
         if isinstance(value, int):
-            return value.bit_length() // 3 + 2
+            return value.bit_length() // 3 + 2, 0
         if not isinstance(value, _CONTAINERS):
-            return 8  # a float, None, or an object whose str() is short (a macro, a namespace)
+            return 8, 0  # a float, None, or an object whose str() is short (a macro, a loop)
         known = self.weights.get(id(value))
         if known is not None and known[0] is value:
-            return known[1]
-        if isinstance(value, dict):
-            total = sum(self.weight(k) + self.weight(v) + 4 for k, v in value.items())
-        else:
-            total = sum(self.weight(item) + 2 for item in value)
-        self.weights[id(value)] = (value, total + 2)  # holding it keeps its id from being reused
-        return total + 2
+            return known[1], known[2]
+        items = (i for pair in value.items() for i in pair) if isinstance(value, dict) else value
+        total, depth = 2, 0
+        for item in items:
+            weight, nesting = self._measure(item)
+            total, depth = total + weight + 2, max(depth, nesting)
+        if depth >= MAX_NESTING:
+            raise LimitExceeded(f"lists nest more than {MAX_NESTING} deep.")
+        self.weights[id(value)] = (value, total, depth + 1)  # held: its id is not reused
+        return total, depth + 1
 
     def check(self, characters: int) -> None:
         """Refuses, before it is built, a value that would take the part over its characters."""
@@ -254,6 +265,29 @@ def _replace(eval_ctx: EvalContext, s: Any, old: Any, new: Any, count: int | Non
     return jinja_filters.do_replace(eval_ctx, s, old, new, count)
 
 
+def _trim(value: Any, chars: str | None = None) -> str:
+    _check_strip("", chars)
+    return jinja_filters.do_trim(value, chars)
+
+
+def _check_strip(s: str, chars: Any = None) -> None:
+    if isinstance(chars, str) and len(chars) > MAX_STRIP_CHARACTERS:
+        raise LimitExceeded(f"strip() takes off at most {MAX_STRIP_CHARACTERS} characters.")
+
+
+def _check_replace_call(s: str, old: Any, new: Any, count: Any = -1) -> None:
+    if isinstance(old, str) and isinstance(new, str) and isinstance(count, int):
+        _check_replace(s, old, new, count)
+
+
+_METHOD_CHECKS: dict[str, Callable[..., None]] = {
+    "replace": _check_replace_call,
+    "strip": _check_strip,
+    "lstrip": _check_strip,
+    "rstrip": _check_strip,
+}
+
+
 def _check_replace(s: str, old: str, new: str, count: int) -> None:
     found = s.count(old) if old else len(s) + 1
     if count >= 0:
@@ -326,12 +360,12 @@ _FILTERS: dict[str, Callable[..., Any]] = {
             "abs", "attr", "capitalize", "count", "d", "default", "dictsort", "e", "escape",
             "filesizeformat", "first", "float", "forceescape", "groupby", "items", "last",
             "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "reverse",
-            "safe", "select", "selectattr", "sort", "string", "striptags", "title", "trim",
-            "truncate", "unique", "upper", "urlencode", "wordcount", "xmlattr",
+            "safe", "select", "selectattr", "sort", "string", "striptags", "title", "truncate",
+            "unique", "upper", "urlencode", "wordcount", "xmlattr",
         )
     },
     "format": _format, "int": _int, "join": _join, "replace": _replace, "round": _round,
-    "sum": _sum_filter, "tojson": _tojson,
+    "sum": _sum_filter, "tojson": _tojson, "trim": _trim,
 }  # fmt: skip
 _TESTS = {
     **jinja_tests.TESTS,
@@ -341,15 +375,15 @@ _TESTS = {
 }
 
 # Attributes of plain values a template may use: methods whose result is no larger than the
-# value (so not center, ljust, zfill, expandtabs, format, join, encode). str.replace is
-# offered bounded by wrap_str_format, not here: the attr filter would hand out the bare one.
+# value (so not center, ljust, zfill, expandtabs, format, join, encode). replace and strip are
+# offered checked by wrap_str_format, not here: the attr filter would hand out the bare ones.
 _STR_METHODS = frozenset(
     {
         "capitalize", "casefold", "count", "endswith", "find", "index", "isalnum", "isalpha",
         "isascii", "isdecimal", "isdigit", "islower", "isnumeric", "isspace", "istitle",
-        "isupper", "lower", "lstrip", "partition", "removeprefix", "removesuffix",
-        "rfind", "rindex", "rpartition", "rsplit", "rstrip", "split", "splitlines",
-        "startswith", "strip", "swapcase", "title", "upper", "striptags", "unescape",
+        "isupper", "lower", "partition", "removeprefix", "removesuffix", "rfind", "rindex",
+        "rpartition", "rsplit", "split", "splitlines", "startswith", "swapcase", "title",
+        "upper", "striptags", "unescape",
     }
 )  # fmt: skip
 _NUMBER_ATTRIBUTES = frozenset({"real", "imag", "numerator", "denominator", "is_integer"})
@@ -572,19 +606,18 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return super().is_safe_attribute(obj, attr, value)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        """Jinja's hook for str methods that need a wrapper. format and format_map are not
-        offered (is_safe_attribute refuses them); replace is, its result's size checked."""
-        if (
-            isinstance(value, BuiltinMethodType | MethodType)
-            and value.__name__ == "replace"
-            and isinstance(value.__self__, str)
-        ):
-            method, s = value, value.__self__
+        """Jinja's hook for str methods that need a wrapper, run as one is looked up. format
+        and format_map are not offered (is_safe_attribute refuses them); replace and strip
+        are, their arguments checked (_METHOD_CHECKS)."""
+        if not isinstance(value, BuiltinMethodType | MethodType):
+            return None
+        check = _METHOD_CHECKS.get(value.__name__)
+        s = getattr(value, "__self__", None)
+        if check is None or not isinstance(s, str):
+            return None
 
-            def replace(old: str, new: str, count: int = -1) -> str:
-                if isinstance(old, str) and isinstance(new, str) and isinstance(count, int):
-                    _check_replace(s, old, new, count)
-                return method(old, new, count)
+        def checked(*args: Any) -> str:
+            check(s, *args)
+            return value(*args)
 
-            return replace
-        return None
+        return checked

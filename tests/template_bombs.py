@@ -105,6 +105,23 @@ BOMBS = [
         id="varargs doubled in a loop",
     ),
     pytest.param(
+        "{% set ns = namespace(a=(1,)) %}{% for i in range(100) %}{% for j in range(100) %}"
+        + "{% set ns.a = (ns.a,) %}" * 100
+        + "{% endfor %}{% endfor %}{{ {ns.a: 1} }}",
+        "TEMPLATE_RENDER",
+        id="hashing a million-deep tuple",  # hash() has no recursion guard: a crash
+    ),
+    pytest.param(
+        '{% set a = "a" * 300000 %}{% set b = "b" * 299999 ~ "a" %}{{ a.strip(b) }}',
+        "TEMPLATE_RENDER",
+        id="strip of a long text by a long text",  # every end character looked for in b
+    ),
+    pytest.param(
+        '{% set a = "a" * 300000 %}{% set b = "b" * 299999 ~ "a" %}{{ a|trim(b) }}',
+        "TEMPLATE_RENDER",
+        id="trim of a long text by a long text",
+    ),
+    pytest.param(
         '{% set s = "x" * 100000 %}{% for c in s %}{% endfor %}',
         "TEMPLATE_RENDER",
         id="loop over a long text",

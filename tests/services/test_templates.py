@@ -172,6 +172,8 @@ EVERYDAY = [
     "{{ fields|list|sort|join(',') }} {{ [3, 1, 2]|sum }} {{ 7 is odd }} {{ 9 is divisibleby 3 }}"
     " {{ {'a': 1}|tojson }} {{ email[:3] }}",
     "{% macro greet() %}<{{ caller() }}>{% endmacro %}{% call greet() %}inner{% endcall %}",
+    "{{ '  x '|trim }}|{{ '--x--'|trim('-') }}|{{ company.strip('E>') }}|{{ [[1, 'a'], (2,)] }}"
+    "|{{ {'k': [company]} }}|{{ (company, email)|join(' ') }}",
 ]
 
 
