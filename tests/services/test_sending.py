@@ -9,6 +9,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from email import policy
+from itertools import pairwise
 
 import dkim
 import pytest
@@ -32,7 +33,7 @@ from tests.jobs.helpers import (
     send_jobs,
 )
 from tests.smtp import running_sink
-from tests.template_bombs import BOMBS
+from tests.template_bombs import BOMBS, SLOW
 
 LEADS, STEPS = 200, 3  # the issue's campaign: 3 steps x 200 leads across 3 accounts
 FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
@@ -495,3 +496,50 @@ async def test_a_stored_template_bomb_fails_its_send_job_for_good_within_the_tim
     assert len(handler.messages) == 1  # the good campaign's message went out
     async with db.tenant_session(bad, tier="content") as s:
         assert await s.scalar(select(func.count()).select_from(EmailMessage)) == 0
+
+
+async def test_a_batch_of_slow_templates_gives_the_event_loop_back_after_each_message(
+    db: Database, settings: Settings, sink
+) -> None:
+    """Each message of a stored template that runs to the render time limit holds the worker's
+    event loop, and so the heartbeats renewing its jobs' leases, for one render, not eight."""
+    from jobs.registry import PermanentJobError
+    from models.campaigns import CampaignSequenceStep
+
+    _, port = sink
+    tenant, campaign_id, _ = await sending_campaign(
+        db, settings, lead_count=3, steps=1, accounts_n=1
+    )
+    async with db.tenant_session(tenant) as s:
+        await s.execute(
+            update(CampaignSequenceStep)
+            .where(CampaignSequenceStep.campaign_id == campaign_id)
+            .values(html=SLOW)
+        )
+    payloads = await _send_payloads(db, tenant, campaign_id)
+    await quiet_queue(db, settings)
+    ticks = [time.monotonic()]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks.append(time.monotonic())
+
+    ticker = asyncio.create_task(tick())
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        results = await sending.send_batch(
+            db,
+            settings.model_copy(update={"smtp_relay_port": port, **FAST}),
+            redis,
+            [(tenant, payload, True) for payload in payloads],
+        )
+    finally:
+        ticker.cancel()
+        await redis.aclose()
+
+    assert len(results) == 3 and all(isinstance(r, PermanentJobError) for r in results)
+    assert all("takes longer than" in str(r) for r in results)
+    ticks.append(time.monotonic())
+    longest_wait = max(later - earlier for earlier, later in pairwise(ticks))
+    assert longest_wait < sandbox.RENDER_SECONDS + 0.8, longest_wait
