@@ -4,9 +4,9 @@ call, how much it may loop, call, nest and produce, and for how long.
 A template is untrusted code run on the send path, so no single step of it may be unbounded:
 operators that can make huge numbers or strings are checked before they run, filters and
 string methods are a list whose output grows with their input (not with a number argument),
-and loops, calls and printed text count against one render's Budget. Nothing is evaluated
-when a template is compiled (Jinja folds constant expressions then; `{{ 9**(10**7) }}` would
-be computed at save)."""
+and loop iterations, calls, and what is printed or built count against one render's Budget,
+which also holds the deadline. Nothing is evaluated when a template is compiled (Jinja folds
+constant expressions then: `{{ 9**(10**7) }}` would be computed when it is saved)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ MAX_ITERATIONS = 10_000  # of all {% for %} loops together
 MAX_CALLS = 10_000  # macros, methods, range(), loop() …
 MAX_DEPTH = 50  # calls inside calls: a macro calling itself stops here, not at RecursionError
 MAX_RANGE = 1_000  # numbers one range() gives
-MAX_INT_BITS = 4_096  # of a number made by * or ** (about 1,200 digits)
+MAX_INT_BITS = 4_096  # of a number made by *, ** or |int (about 1,200 digits)
 MAX_FORMAT_WIDTH = 100  # of a field in "%10.2f" % x or |format, and digits of |round
 MAX_NESTING = 100  # of lists in lists (tuples, dicts)
 MAX_STRIP_CHARACTERS = 100  # that strip(chars) or |trim(chars) take off: each end character
@@ -514,6 +514,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(_CHECKS)
 
     def __init__(self, **options: Any) -> None:
+        # An unknown name fails rather than printing ""; a trailing newline is kept: it belongs
+        # to a text body.
         super().__init__(undefined=StrictUndefined, keep_trailing_newline=True, **options)
         self.globals.clear()
         self.globals.update(range=_range, namespace=_Namespace)
