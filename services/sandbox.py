@@ -35,8 +35,9 @@ from markupsafe import Markup
 # RENDER_SECONDS; each part has its own budget of characters, loop iterations and calls.
 RENDER_SECONDS = 1.0
 # What compiles at all: compiling takes about 30 µs a token, so a template is refused before
-# compiling becomes slow; a template of a few thousand tags is far inside both.
-MAX_SOURCE_CHARACTERS = 500_000
+# compiling becomes slow; a template of a few thousand tags is far inside both. The characters
+# are the API's 512 KB body limit: a body it takes is never too long here.
+MAX_SOURCE_CHARACTERS = 512 * 1024
 MAX_TOKENS = 10_000
 MAX_CHARACTERS = 1_000_000  # printed (also in loops, macros, {% set %} blocks) and built
 MAX_ITERATIONS = 10_000  # of all {% for %} loops together

@@ -20,6 +20,9 @@ from tests.graphql_api.flows import (
 )
 from tests.template_bombs import BOMBS
 
+# The bodies the API takes at all: it refuses those over 512 KB before the template checks.
+API_BOMBS = [bomb for bomb in BOMBS if len(bomb.values[0].encode()) <= 512 * 1024]
+
 
 @pytest.fixture(scope="module")
 async def sender(api: Api, db: Database) -> tuple[Account, str]:
@@ -38,7 +41,7 @@ async def sender(api: Api, db: Database) -> tuple[Account, str]:
     return account, created["emailAccount"]["id"]
 
 
-@pytest.mark.parametrize(("source", "code"), BOMBS)
+@pytest.mark.parametrize(("source", "code"), API_BOMBS)
 async def test_a_template_bomb_is_refused_by_create_template_and_create_campaign(
     api: Api, sender: tuple[Account, str], source: str, code: str
 ) -> None:
