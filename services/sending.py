@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings, Tier
 from services import accounts, inbound, planning, ratelimit, smtp, templates, tracking
+from services.errors import DomainError
 from services.group_write import GroupWrites
 from services.planning import USABLE_ACCOUNTS, send_key
 
@@ -65,6 +67,11 @@ ACCOUNT_PAUSED_RETRY_SECONDS = 900
 CUT_GRACE_SECONDS = 5.0  # a cut batch waits this long for replies to the end of DATA under way
 CUT_RETRY_SECONDS = 2.0
 BUILD_AT_ONCE = 8  # messages built before the event loop is given back to the connections
+# … or fewer once building has taken this long, and then the loop is given a pause, not one
+# step: a template may take up to the render time limit (services/sandbox.py) for a message,
+# and the other batches and the heartbeats renewing the jobs' leases need several steps each.
+BUILD_SLICE_SECONDS = 0.05
+BUILD_PAUSE_SECONDS = 0.01
 SENDABLE_LEADS = (LeadStatus.ACTIVE, LeadStatus.CONTACTED)
 UNKNOWN_OUTCOME = "outcome unknown: the worker stopped during the SMTP transaction; not resent"
 
@@ -209,8 +216,9 @@ async def _deliver_all(
     key = (db, redis, tenant_id)
     built: list[Send] = []
     try:
-        for start in range(0, len(sends), BUILD_AT_ONCE):
-            for send in _build_all(settings, world, sends[start : start + BUILD_AT_ONCE]):
+        given_back = time.monotonic()
+        for n, send in enumerate(sends, start=1):
+            if _built(settings, world, send):
                 send.delivery = smtp.Delivery(
                     send.sender, send.message.to_address, send.data,
                     claim=lambda send=send: _CLAIMS(key, send),
@@ -218,7 +226,12 @@ async def _deliver_all(
                 )  # fmt: skip
                 smtp.lane_for(send.server).submit(send.delivery)
                 built.append(send)
-            await asyncio.sleep(0)
+            if time.monotonic() - given_back > BUILD_SLICE_SECONDS:
+                await asyncio.sleep(BUILD_PAUSE_SECONDS)
+                given_back = time.monotonic()
+            elif n % BUILD_AT_ONCE == 0:
+                await asyncio.sleep(0)
+                given_back = time.monotonic()
         await _delivered(built)
     except asyncio.CancelledError:
         for send in built:
@@ -448,16 +461,17 @@ async def _take_rate_slots(redis: Redis, settings: Settings, sends: list[Send]) 
     return [send for send, wait in zip(sends, waits, strict=True) if not wait]
 
 
-def _build_all(settings: Settings, world: World, sends: list[Send]) -> list[Send]:
-    """Builds each message; returns the sends that were built. A message that cannot be built
-    (a template that fails on this lead's data) fails its own job, for good: building it again
-    would fail the same way."""
-    for send in sends:
-        try:
-            _build(settings, world, send)
-        except Exception as e:
-            send.result = PermanentJobError(f"the message could not be built: {e!r}"[:500])
-    return [send for send in sends if send.result is None]
+def _built(settings: Settings, world: World, send: Send) -> bool:
+    """Builds the message; whether it was. A message that cannot be built (a template that
+    fails on this lead's data) fails its own job, for good: building it again would fail the
+    same way."""
+    try:
+        _build(settings, world, send)
+    except DomainError as e:  # TEMPLATE_RENDER: its message says why, in a sentence
+        send.result = PermanentJobError(f"the message could not be built: {e.message}"[:500])
+    except Exception as e:
+        send.result = PermanentJobError(f"the message could not be built: {e!r}"[:500])
+    return send.result is None
 
 
 async def _statement(db: Database, tenant_id: uuid.UUID, tier: Tier, name: str, *args) -> list:

@@ -1,22 +1,23 @@
 """Message templates: checked when saved and rendered per lead in a Jinja2 sandbox, with the
-lead's and the sender's variables only."""
+lead's and the sender's variables only. The sandbox and its limits are services/sandbox.py's."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2 import Template as JinjaTemplate
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateError, TemplateSyntaxError, nodes
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.campaigns import Template
+from services import sandbox
 from services.errors import DomainError
 
 # What a template may use. `fields` holds the lead's custom CSV columns.
@@ -27,12 +28,21 @@ VARIABLES = frozenset(
     }
 )  # fmt: skip
 NAME_MAX_LENGTH = 200
+# The lead a template is test-rendered for when it is saved, so a template that fails or goes
+# past the sandbox's limits is refused then, not at send. A custom column it lacks renders as
+# "", as for a real lead without that column.
+SAMPLE_LEAD: Mapping[str, Any] = {
+    "email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace",
+    "company": "Analytical Engines", "fields": {"industry": "Computing", "city": "London"},
+    "sender_name": "Grace Hopper", "sender_email": "grace@example.net",
+    "unsubscribe_url": "https://example.net/u/sample",
+}  # fmt: skip
 
 # HTML bodies escape what they print (a lead's company cannot inject markup); subjects and
-# text bodies are plain text. A trailing newline is kept: it belongs to a text body.
-_HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
-_PLAIN = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
-# Jinja's own harmless globals (range, dict, namespace, …) are not lead variables.
+# text bodies are plain text.
+_HTML = sandbox.BoundedEnvironment(autoescape=True)
+_PLAIN = sandbox.BoundedEnvironment()
+# The sandbox's globals (range, namespace) are not lead variables.
 _ALLOWED = VARIABLES | _PLAIN.globals.keys()
 # No loader: these could never render, so they are refused when the template is saved.
 _UNSUPPORTED = {
@@ -77,12 +87,15 @@ class LeadFields:
 
 
 def validate(subject: str, html: str | None, text: str | None) -> list[str]:
-    """The variables the template uses, sorted. Raises TEMPLATE_SYNTAX or
-    TEMPLATE_UNDEFINED_VARIABLE with `field` naming the part ("subject", "html", "text")."""
+    """The variables the template uses, sorted. Raises, with `field` naming the part
+    ("subject", "html", "text"), TEMPLATE_SYNTAX, TEMPLATE_TOO_LARGE or
+    TEMPLATE_UNDEFINED_VARIABLE, or TEMPLATE_RENDER when it fails for SAMPLE_LEAD (a bomb like
+    `{{ 9**(10**7) }}` stops at the sandbox's limits)."""
     used: set[str] = set()
     for part, source in (("subject", subject), ("html", html), ("text", text)):
         if source is not None:
             used |= _check(part, source)
+    render(subject, html, text, SAMPLE_LEAD)
     return sorted(used & VARIABLES)
 
 
@@ -90,9 +103,17 @@ def _check(part: str, source: str) -> set[str]:
     try:
         ast = _PLAIN.parse(source)
         _compiled(source, part == "html")  # also finds unknown filters and tests
+    except sandbox.TemplateTooLarge as e:
+        raise DomainError(
+            "TEMPLATE_TOO_LARGE", f"The {part} is too large: {e.message}", part
+        ) from None
     except TemplateSyntaxError as e:
         raise DomainError(
             "TEMPLATE_SYNTAX", f"Syntax error on line {e.lineno}: {e.message}", part
+        ) from None
+    except (RecursionError, SyntaxError, MemoryError):  # Python's compiler gave up
+        raise DomainError(
+            "TEMPLATE_SYNTAX", f"The {part} nests too deeply to be compiled.", part
         ) from None
     for node_type, tag in _UNSUPPORTED.items():
         for node in ast.find_all(node_type):
@@ -101,7 +122,7 @@ def _check(part: str, source: str) -> set[str]:
             )
     # Jinja's own analysis decides which names are free (it knows the scoping rules); the walk
     # below only finds where the first one is used.
-    free = meta.find_undeclared_variables(ast)
+    free = sandbox.undeclared_variables(ast)
     unknown = free - _ALLOWED
     if unknown:
         use = next((n for n in _free_uses(ast, frozenset()) if n.name in unknown), None)
@@ -142,14 +163,16 @@ def render(
 ) -> RenderedMessage:
     """One lead's message. `context` holds the VARIABLES; a missing or None value renders as
     "", and `fields` may be a plain dict. Raises TEMPLATE_RENDER (field: the part) when the
-    template fails, e.g. on the sandbox refusing `''.__class__`."""
+    template fails in any way, e.g. on the sandbox refusing `''.__class__`, on `{{ 1/0 }}` or
+    on going past a limit of the sandbox (all parts within sandbox.RENDER_SECONDS)."""
     values = _render_context(context)
-    rendered_subject = _render("subject", subject, values)
+    deadline = time.monotonic() + sandbox.RENDER_SECONDS
+    rendered_subject = _render("subject", subject, values, deadline)
     return RenderedMessage(
         # A header is one line: a newline from a lead value must not start another header.
         subject=" ".join(rendered_subject.split()),
-        html=_render("html", html, values) if html is not None else None,
-        text=_render("text", text, values) if text is not None else None,
+        html=_render("html", html, values, deadline) if html is not None else None,
+        text=_render("text", text, values, deadline) if text is not None else None,
     )
 
 
@@ -161,11 +184,46 @@ def _render_context(context: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _render(part: str, source: str, values: dict[str, Any]) -> str:
+def _render(part: str, source: str, values: dict[str, Any], deadline: float) -> str:
+    # A template is untrusted code: whatever it raises fails this message, never the caller.
     try:
-        return _compiled(source, part == "html").render(values)
-    except TemplateError as e:
-        raise DomainError("TEMPLATE_RENDER", f"The {part} could not be rendered: {e}", part) from e
+        return sandbox.render(_compiled(source, part == "html"), values, deadline)
+    except Exception as e:
+        line = _template_line(e)
+        where = f" on line {line}" if line else ""
+        raise DomainError(
+            "TEMPLATE_RENDER", f"The {part} could not be rendered{where}: {_explained(e)}", part
+        ) from e
+
+
+# What Python's own errors mean in a template, in place of their terse or empty messages.
+_MEANINGS: dict[type[Exception], str] = {
+    ZeroDivisionError: "it divides by zero.",
+    OverflowError: "a number is too large.",
+    RecursionError: "it nests too deeply.",
+    MemoryError: "it needs too much memory.",
+}
+
+
+def _explained(error: Exception) -> str:
+    if isinstance(error, TemplateError):
+        return error.message or type(error).__name__
+    for kind, meaning in _MEANINGS.items():
+        if isinstance(error, kind):
+            return meaning
+    if isinstance(error, KeyError) and error.args:
+        return f"there is no key {error.args[0]!r}."
+    return str(error) or type(error).__name__
+
+
+def _template_line(error: BaseException) -> int | None:
+    """The template's line the error was raised on (Jinja rewrites tracebacks to name it)."""
+    line, tb = None, error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 @lru_cache(maxsize=2048)

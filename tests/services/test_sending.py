@@ -9,6 +9,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from email import policy
+from itertools import pairwise
 
 import dkim
 import pytest
@@ -20,17 +21,19 @@ from models.content import EmailMessage, MessageStatus
 from models.infrastructure import Domain, EmailAccount
 from models.sessions import Database
 from penguinmails.settings import Settings
-from services import planning, sending, tracking
+from services import planning, sandbox, sending, tracking
 from tests.factories import sending_campaign
 from tests.jobs.conftest import QUEUE_SETTINGS
 from tests.jobs.helpers import (
     all_sent,
     database_now,
     held_jobs,
+    quiet_queue,
     seconds_until_started_again,
     send_jobs,
 )
 from tests.smtp import running_sink
+from tests.template_bombs import BOMBS, SLOW
 
 LEADS, STEPS = 200, 3  # the issue's campaign: 3 steps x 200 leads across 3 accounts
 FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
@@ -424,3 +427,119 @@ async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
     ]
     async with db.tenant_session(bad, tier="content") as s:
         assert await s.scalar(select(func.count()).select_from(EmailMessage)) == 0
+
+
+async def _send_payloads(db: Database, tenant, campaign_id) -> list[dict]:
+    """The campaign's send jobs' payloads, planned now."""
+    from models.queue import Job
+
+    async with db.tenant_session(tenant) as s:
+        await planning.plan_campaign(s, campaign_id)
+    async with db.tenant_session(tenant, tier="queue") as s:
+        return list(
+            await s.scalars(
+                select(Job.payload).where(
+                    Job.campaign_id == campaign_id, Job.kind == planning.SEND_KIND
+                )
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+async def bomb_sends(db: Database, settings: Settings):
+    """A campaign with one lead per bomb, whose sends go out, and a campaign of one lead whose
+    step each test replaces with a bomb (bypassing the check on save, like a template stored
+    before the checks existed); ((tenant, payloads), (tenant, campaign id, payload))."""
+    good, good_campaign, _ = await sending_campaign(
+        db, settings, lead_count=len(BOMBS), steps=1, accounts_n=1
+    )
+    bad, bad_campaign, _ = await sending_campaign(db, settings, lead_count=1, steps=1, accounts_n=1)
+    good_payloads = await _send_payloads(db, good, good_campaign)
+    [bad_payload] = await _send_payloads(db, bad, bad_campaign)
+    await quiet_queue(db, settings)  # sent here through send_batch, not by a worker
+    return (good, good_payloads), (bad, bad_campaign, bad_payload)
+
+
+@pytest.mark.parametrize(
+    ("number", "source"), [pytest.param(n, b.values[0], id=b.id) for n, b in enumerate(BOMBS)]
+)
+async def test_a_stored_template_bomb_fails_its_send_job_for_good_within_the_time_limit(
+    db: Database, settings: Settings, sink, bomb_sends, number: int, source: str
+) -> None:
+    from jobs.registry import PermanentJobError
+    from models.campaigns import CampaignSequenceStep
+
+    handler, port = sink
+    (good, good_payloads), (bad, bad_campaign, bad_payload) = bomb_sends
+    async with db.tenant_session(bad) as s:
+        await s.execute(
+            update(CampaignSequenceStep)
+            .where(CampaignSequenceStep.campaign_id == bad_campaign)
+            .values(html=source)
+        )
+    redis = Redis.from_url(settings.redis_url)
+    started = time.monotonic()
+    try:
+        results = await sending.send_batch(
+            db,
+            settings.model_copy(update={"smtp_relay_port": port, **FAST}),
+            redis,
+            [(good, good_payloads[number], True), (bad, bad_payload, True)],
+        )
+    finally:
+        await redis.aclose()
+
+    assert time.monotonic() - started < sandbox.RENDER_SECONDS + 2
+    assert results[0] == "sent"
+    assert isinstance(results[1], PermanentJobError), results
+    assert str(results[1]).startswith("the message could not be built: The html could not be")
+    assert len(handler.messages) == 1  # the good campaign's message went out
+    async with db.tenant_session(bad, tier="content") as s:
+        assert await s.scalar(select(func.count()).select_from(EmailMessage)) == 0
+
+
+async def test_a_batch_of_slow_templates_gives_the_event_loop_back_after_each_message(
+    db: Database, settings: Settings, sink
+) -> None:
+    """Each message of a stored template that runs to the render time limit holds the worker's
+    event loop, and so the heartbeats renewing its jobs' leases, for one render, not eight."""
+    from jobs.registry import PermanentJobError
+    from models.campaigns import CampaignSequenceStep
+
+    _, port = sink
+    tenant, campaign_id, _ = await sending_campaign(
+        db, settings, lead_count=3, steps=1, accounts_n=1
+    )
+    async with db.tenant_session(tenant) as s:
+        await s.execute(
+            update(CampaignSequenceStep)
+            .where(CampaignSequenceStep.campaign_id == campaign_id)
+            .values(html=SLOW)
+        )
+    payloads = await _send_payloads(db, tenant, campaign_id)
+    await quiet_queue(db, settings)
+    ticks = [time.monotonic()]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks.append(time.monotonic())
+
+    ticker = asyncio.create_task(tick())
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        results = await sending.send_batch(
+            db,
+            settings.model_copy(update={"smtp_relay_port": port, **FAST}),
+            redis,
+            [(tenant, payload, True) for payload in payloads],
+        )
+    finally:
+        ticker.cancel()
+        await redis.aclose()
+
+    assert len(results) == 3 and all(isinstance(r, PermanentJobError) for r in results)
+    assert all("takes longer than" in str(r) for r in results)
+    ticks.append(time.monotonic())
+    longest_wait = max(later - earlier for earlier, later in pairwise(ticks))
+    assert longest_wait < sandbox.RENDER_SECONDS + 0.8, longest_wait

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import func, select
 
 from models.campaigns import Template
 from models.sessions import Database
 from services import templates
 from services.errors import DomainError
-from services.templates import create_template, render, validate
+from services.templates import LeadFields, create_template, render, validate
 from tests.factories import create_tenant
+from tests.template_bombs import BOMBS, SLOW
 
 
 def _refusal(subject: str, html: str | None = None, text: str | None = None) -> DomainError:
@@ -137,12 +141,109 @@ def test_a_lead_value_cannot_add_a_header_line_to_the_subject():
         "{{ fields.__init__.__globals__ }}",
     ],
 )
-def test_the_sandbox_refuses_unsafe_attribute_access_at_render(source: str):
-    assert validate("Hi", None, source) in ([], ["email"], ["fields"])
+def test_the_sandbox_refuses_unsafe_attribute_access_when_saved_and_when_sent(source: str):
+    refused = _refusal("Hi", None, source)
+    with pytest.raises(DomainError) as raised:
+        render("Hi", None, source, LEAD)
+    for error in (refused, raised.value):
+        assert (error.code, error.field) == ("TEMPLATE_RENDER", "text")
+        assert "unsafe" in error.message
+
+
+# Templates as people write them: the bounded sandbox renders them as Jinja's own does.
+EVERYDAY = [
+    "Hi {{ first_name|default('there') }}, {{ company|upper }}!",
+    "{% if fields.industry %}In {{ fields.industry|lower }}{% else %}Hello{% endif %}\n",
+    "{% for key in fields %}{{ loop.index }}/{{ loop.length }} {{ key|title }}: {{ fields[key] }}"
+    "\n{% endfor %}",
+    "{% macro greet(name, end='!') %}Hello {{ name }}{{ end }}{% endmacro %}"
+    "{{ greet(first_name) }} {{ greet(company, '?') }}",
+    "{% set greeting = 'Hi ' ~ first_name ~ ' of ' ~ company %}{{ greeting }} {{ 1 ~ 2 }}",
+    "{{ '%.2f'|format(3.14159) }} {{ '%-6s|' % first_name }} {{ '%(n)s' % {'n': company} }}"
+    " {{ 42.567|round(1) }} {{ (2 ** 10) * 3 + 1 }} {{ 7 // 2 }} {{ 7 / 2 }} {{ 7 % 3 }}",
+    "{{ [company, first_name, email]|join(', ') }} {{ company|replace('<', '(') }}"
+    " {{ company.replace('&', 'and') }} {{ 'ab' * 3 }} {{ [1] + [2] }}",
+    "{% set ns = namespace(total=0) %}{% for n in range(5) %}{% set ns.total = ns.total + n %}"
+    "{% endfor %}{{ ns.total }}",
+    "{{ company|length }} {{ email.split('@')[1] }} {{ company|truncate(9) }}"
+    " {{ unsubscribe_url|urlencode }} {{ company|e }} {{ company|striptags }}",
+    "{% for item in [1, [2, [3]]] recursive %}{% if item is iterable %}{{ loop(item) }}"
+    "{% else %}{{ item }}{% endif %}{% endfor %}",
+    "{{ fields|list|sort|join(',') }} {{ [3, 1, 2]|sum }} {{ 7 is odd }} {{ 9 is divisibleby 3 }}"
+    " {{ {'a': 1}|tojson }} {{ email[:3] }}",
+    "{% macro greet() %}<{{ caller() }}>{% endmacro %}{% call greet() %}inner{% endcall %}",
+    "{{ '  x '|trim }}|{{ '--x--'|trim('-') }}|{{ company.strip('E>') }}|{{ [[1, 'a'], (2,)] }}"
+    "|{{ {'k': [company]} }}|{{ (company, email)|join(' ') }}",
+]
+
+
+@pytest.mark.parametrize("source", EVERYDAY)
+def test_everyday_templates_render_as_jinja_renders_them(source: str):
+    message = render("Hi", source, source, LEAD)
+    assert (message.html, message.text) == (_jinja(source, html=True), _jinja(source, html=False))
+
+
+def _jinja(source: str, html: bool) -> str:
+    values = {name: "" if value is None else value for name, value in LEAD.items()}
+    values["fields"] = LeadFields(LEAD["fields"])
+    jinja = SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=html, keep_trailing_newline=True
+    )
+    return jinja.from_string(source).render(values)
+
+
+@pytest.mark.parametrize(("source", "code"), BOMBS)
+def test_a_template_bomb_is_refused_when_saved_within_the_time_limit(source: str, code: str):
+    started = time.monotonic()
+    error = _refusal("Hi", html=source)
+    assert (error.code, error.field) == (code, "html")
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(("source", "code"), BOMBS)
+def test_a_template_bomb_that_was_stored_fails_its_render_within_the_time_limit(
+    source: str, code: str
+):
+    started = time.monotonic()
     with pytest.raises(DomainError) as raised:
         render("Hi", None, source, LEAD)
     assert (raised.value.code, raised.value.field) == ("TEMPLATE_RENDER", "text")
-    assert "unsafe" in raised.value.message
+    assert raised.value.message.startswith("The text could not be rendered")
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("{% for i in range(200) %}{% for j in range(200) %}{% endfor %}{% endfor %}",
+         "its loops run more than 10,000 times."),
+        ("{% for i in range(1000) %}" + "{{ 'x'.upper() }}" * 11 + "{% endfor %}",
+         "it makes more than 10,000 calls."),
+        ("{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}", "calls nest more than 50 deep"),
+        ('{{ "x" * 999999 ~ "yy" }}', "it produces more than 1,000,000 characters."),
+        ("{{ range(1001) }}", "range() gives at most 1,000 numbers."),
+        ("{{ 2 ** 5000 }}", "a number would have more than 4,096 bits."),
+        ('{{ "%101s" % "x" }}', "a % format field is wider than 100."),
+        (SLOW, "it takes longer than 1 s to render."),
+        ("Hello\n\n{{ 10 // 0 }}", "on line 3: it divides by zero."),
+        ("{{ '%(b)s' % {'a': 1} }}", "there is no key 'b'."),
+        ("{{ 2.0 ** 5000 }}", "a number is too large."),
+    ],
+)  # fmt: skip
+def test_a_failed_render_says_why_in_a_sentence(source: str, says: str):
+    with pytest.raises(DomainError) as raised:
+        render("Hi", None, source, LEAD)
+    assert says in raised.value.message
+
+
+def test_a_template_is_tried_on_a_sample_lead_so_one_failing_without_a_column_is_refused():
+    error = _refusal("Hi", None, "{{ 1000 // fields.employees|int }} staff")
+    assert (error.code, error.field) == ("TEMPLATE_RENDER", "text")
+    assert "divides by zero" in error.message
+    guarded = "{% if fields.employees|int %}{{ 1000 // fields.employees|int }}{% endif %}"
+    assert validate("Hi", None, guarded) == ["fields"]
+    message = render("Hi", None, guarded, {"fields": {"employees": "8"}})
+    assert message.text == "125"
 
 
 def test_render_compiles_each_template_text_once():
@@ -180,6 +281,8 @@ async def test_create_template_stores_the_bodies_and_the_variables_used(db: Data
         ("A", " ", None, "x", "TEMPLATE_SUBJECT_REQUIRED", "subject"),
         ("A", "Hi {{ nobody }}", None, "x", "TEMPLATE_UNDEFINED_VARIABLE", "subject"),
         ("A", "Hi", "{% if %}", None, "TEMPLATE_SYNTAX", "html"),
+        ("A", "Hi", None, "{{ 9**(10**7) }}", "TEMPLATE_RENDER", "text"),
+        ("A", "{{ x }}" * 20000, None, "x", "TEMPLATE_TOO_LARGE", "subject"),
     ],
 )
 async def test_create_template_refuses_bad_input_and_writes_nothing(
