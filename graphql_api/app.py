@@ -23,6 +23,7 @@ from graphql_api.context import Context
 from graphql_api.schema import build_schema
 from models.sessions import Database
 from penguinmails.settings import Settings, get_settings
+from services import templates
 
 
 class _ClosingOnceAdapter(ASGIWebSocketAdapter):
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.db = Database(settings)
         app.state.redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        templates.start_checks()
         yield
         await app.state.redis.aclose()
         await app.state.db.dispose()

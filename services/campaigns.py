@@ -109,7 +109,11 @@ async def create_campaign(
         raise DomainError(
             "CAMPAIGN_STEPS", f"A campaign has 1 to {MAX_STEPS} steps.", "input.steps"
         )
-    steps = [await _checked_step(session, tenant_id, i, step) for i, step in enumerate(spec.steps)]
+    deadline = templates.save_deadline()  # every step's test render within one time limit
+    steps = [
+        await _checked_step(session, tenant_id, i, step, deadline)
+        for i, step in enumerate(spec.steps)
+    ]
     account_ids = await _checked_accounts(session, tenant_id, spec.account_ids)
     window = _checked_window(spec.window or DEFAULT_WINDOW)
     if spec.daily_limit is not None and spec.daily_limit <= 0:
@@ -143,7 +147,7 @@ async def create_campaign(
 
 
 async def _checked_step(
-    session: AsyncSession, tenant_id: uuid.UUID, index: int, step: StepSpec
+    session: AsyncSession, tenant_id: uuid.UUID, index: int, step: StepSpec, deadline: float
 ) -> StepSpec:
     """The step as it will be stored (a template's body filled in), or a DomainError whose
     field is the step's input path."""
@@ -175,7 +179,7 @@ async def _checked_step(
             f"{path}.delayDays",
         )
     try:
-        templates.validate(subject, html, text)
+        await templates.validated(subject, html, text, deadline)
     except DomainError as e:
         raise DomainError(e.code, e.message, f"{path}.{e.field}") from None
     return StepSpec(step.delay_days, subject, html, text, step.template_id)

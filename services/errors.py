@@ -9,3 +9,7 @@ class DomainError(Exception):
         self.code = code
         self.message = message
         self.field = field
+
+    def __reduce__(self) -> tuple:
+        # Raised in a checking process too (services/templates.py): pickled with its fields.
+        return (DomainError, (self.code, self.message, self.field))

@@ -3,20 +3,19 @@ lead's and the sender's variables only. The sandbox and its limits are services/
 
 from __future__ import annotations
 
+import asyncio
 import time
-import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import lru_cache
+from multiprocessing import get_context
 from typing import Any
 
 from jinja2 import Template as JinjaTemplate
 from jinja2 import TemplateError, TemplateSyntaxError, nodes
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.campaigns import Template
 from services import sandbox
 from services.errors import DomainError
 
@@ -86,17 +85,66 @@ class LeadFields:
 # --- checking --------------------------------------------------------------------------------
 
 
-def validate(subject: str, html: str | None, text: str | None) -> list[str]:
+def validate(
+    subject: str, html: str | None, text: str | None, deadline: float | None = None
+) -> list[str]:
     """The variables the template uses, sorted. Raises, with `field` naming the part
     ("subject", "html", "text"), TEMPLATE_SYNTAX, TEMPLATE_TOO_LARGE or
     TEMPLATE_UNDEFINED_VARIABLE, or TEMPLATE_RENDER when it fails for SAMPLE_LEAD (a bomb like
-    `{{ 9**(10**7) }}` stops at the sandbox's limits)."""
+    `{{ 9**(10**7) }}` stops at the sandbox's limits, by `deadline` at the latest)."""
     used: set[str] = set()
     for part, source in (("subject", subject), ("html", html), ("text", text)):
         if source is not None:
             used |= _check(part, source)
-    render(subject, html, text, SAMPLE_LEAD)
+    render(subject, html, text, SAMPLE_LEAD, deadline)
     return sorted(used & VARIABLES)
+
+
+# Saving checks a template by compiling and rendering it: CPU work of up to a render's time
+# limit. It runs in processes of its own: on a thread it would still hold the API's
+# interpreter lock for long stretches (a regex over a long text does not let go), and a
+# template's memory stays out of the API process.
+_checks: ProcessPoolExecutor | None = None
+
+
+def _pool() -> ProcessPoolExecutor:
+    global _checks
+    if _checks is None:
+        _checks = ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn"))
+    return _checks
+
+
+def start_checks() -> None:
+    """Starts the checking processes now (the API at start-up), not at the first save."""
+    for _ in range(2):
+        _pool().submit(time.monotonic)
+
+
+def _validate_within(subject: str, html: str | None, text: str | None, seconds: float) -> list[str]:
+    return validate(subject, html, text, time.monotonic() + seconds)
+
+
+async def validated(
+    subject: str, html: str | None, text: str | None, deadline: float | None = None
+) -> list[str]:
+    """validate() in a checking process. One save shares one deadline over all its templates
+    (a campaign's steps), so a save takes at most about one render's time limit."""
+    global _checks
+    seconds = (deadline or save_deadline()) - time.monotonic()
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(
+            _pool(), _validate_within, subject, html, text, max(seconds, 0.0)
+        )
+    except BrokenProcessPool:
+        _checks = None  # the next save starts fresh processes
+        raise DomainError(
+            "TEMPLATE_RENDER", "The template could not be checked: its check crashed."
+        ) from None
+
+
+def save_deadline() -> float:
+    return time.monotonic() + sandbox.RENDER_SECONDS
 
 
 def _check(part: str, source: str) -> set[str]:
@@ -159,14 +207,18 @@ def _stored_names(node: nodes.Node) -> set[str]:
 
 
 def render(
-    subject: str, html: str | None, text: str | None, context: Mapping[str, Any]
+    subject: str,
+    html: str | None,
+    text: str | None,
+    context: Mapping[str, Any],
+    deadline: float | None = None,
 ) -> RenderedMessage:
     """One lead's message. `context` holds the VARIABLES; a missing or None value renders as
     "", and `fields` may be a plain dict. Raises TEMPLATE_RENDER (field: the part) when the
     template fails in any way, e.g. on the sandbox refusing `''.__class__`, on `{{ 1/0 }}` or
     on going past a limit of the sandbox (all parts within sandbox.RENDER_SECONDS)."""
     values = _render_context(context)
-    deadline = time.monotonic() + sandbox.RENDER_SECONDS
+    deadline = deadline or time.monotonic() + sandbox.RENDER_SECONDS
     rendered_subject = _render("subject", subject, values, deadline)
     return RenderedMessage(
         # A header is one line: a newline from a lead value must not start another header.
@@ -230,57 +282,3 @@ def _template_line(error: BaseException) -> int | None:
 def _compiled(source: str, html: bool) -> JinjaTemplate:
     """Compiled once per template text: the sending engine renders the same text per lead."""
     return (_HTML if html else _PLAIN).from_string(source)
-
-
-# --- storing ---------------------------------------------------------------------------------
-
-
-async def create_template(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    name: str,
-    subject: str,
-    html: str | None = None,
-    text: str | None = None,
-) -> Template:
-    name = name.strip()
-    if not name:
-        raise DomainError("TEMPLATE_NAME_REQUIRED", "Name the template.", "name")
-    if len(name) > NAME_MAX_LENGTH:
-        raise DomainError(
-            "TEMPLATE_NAME_TOO_LONG", f"Use at most {NAME_MAX_LENGTH} characters.", "name"
-        )
-    if not subject.strip():
-        raise DomainError("TEMPLATE_SUBJECT_REQUIRED", "Give the template a subject.", "subject")
-    html, text = _blank_as_none(html), _blank_as_none(text)
-    if html is None and text is None:
-        raise DomainError("TEMPLATE_EMPTY", "Give the template an HTML or a text body.", "html")
-    variables = validate(subject, html, text)
-
-    exists = await session.scalar(
-        select(Template.id).where(Template.tenant_id == tenant_id, Template.name == name)
-    )
-    if exists:
-        raise _exists(name)
-    template = Template(
-        tenant_id=tenant_id, name=name, subject=subject, html=html, text=text, variables=variables
-    )
-    try:
-        # A concurrent request may take the name between the check and the insert; the
-        # savepoint keeps the caller's transaction usable after the unique violation.
-        async with session.begin_nested():
-            session.add(template)
-            await session.flush()
-    except IntegrityError as e:
-        if getattr(e.orig, "sqlstate", None) == "23505":
-            raise _exists(name) from None
-        raise
-    return template
-
-
-def _exists(name: str) -> DomainError:
-    return DomainError("TEMPLATE_EXISTS", f"A template named '{name}' exists already.", "name")
-
-
-def _blank_as_none(body: str | None) -> str | None:
-    return body if body is not None and body.strip() else None

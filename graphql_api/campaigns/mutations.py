@@ -18,7 +18,7 @@ from graphql_api.errors import user_errors
 from graphql_api.ids import decode_id
 from graphql_api.input_limits import Name, OptionalBody, Subject
 from graphql_api.permissions import IsMember, allow
-from services import campaigns, leads, templates
+from services import campaigns, leads, saved_templates
 from services.errors import DomainError
 
 # A file of bad rows would otherwise make a response of millions of entries; the first thousand
@@ -40,7 +40,7 @@ class CampaignsMutation:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
-                row = await templates.create_template(
+                row = await saved_templates.create_template(
                     session, access.tenant_id, name, subject, html, text
                 )
         except DomainError as e:

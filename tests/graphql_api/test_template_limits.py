@@ -3,6 +3,7 @@ render time limit with a UserError naming the part, and nothing written."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -18,7 +19,7 @@ from tests.graphql_api.flows import (
     call,
     put_on_plan,
 )
-from tests.template_bombs import BOMBS
+from tests.template_bombs import BOMBS, SLOW
 
 # The bodies the API takes at all: it refuses those over 512 KB before the template checks.
 API_BOMBS = [bomb for bomb in BOMBS if len(bomb.values[0].encode()) <= 512 * 1024]
@@ -95,3 +96,31 @@ async def test_refused_bombs_leave_no_template_or_campaign_behind(
         tenant=account.tenant,
     )
     assert listing["data"] == {"campaigns": {"edges": []}, "templates": {"edges": []}}
+
+
+async def test_a_campaign_of_slow_steps_is_refused_within_one_time_limit_and_health_meanwhile(
+    api: Api, sender: tuple[Account, str]
+) -> None:
+    account, email_account = sender
+    steps = [{"delayDays": n, "subject": "Hi", "text": SLOW} for n in range(10)]
+    started = time.monotonic()
+    saving = asyncio.ensure_future(
+        call(
+            api,
+            account,
+            CREATE_CAMPAIGN,
+            {"input": {"name": "slow", "accountIds": [email_account], "steps": steps}},
+            "createCampaign",
+        )
+    )
+    await asyncio.sleep(0.2)  # the first step is rendering on its thread by now
+    asked = time.monotonic()
+    health = await api.http.get(f"{api.url}/health")
+    health_seconds = time.monotonic() - asked
+    campaign = await saving
+    seconds = time.monotonic() - started
+
+    assert health.status_code == 200 and health_seconds < 0.5
+    assert [e["code"] for e in campaign["errors"]] == ["TEMPLATE_RENDER"]
+    # One deadline for the whole save, not one per step (10 steps would be 10 s).
+    assert seconds < 3

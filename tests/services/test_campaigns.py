@@ -29,7 +29,7 @@ from models.tenancy import Tenant
 from services import campaigns
 from services.campaigns import CampaignSpec, StepSpec, WindowSpec, create_campaign
 from services.errors import DomainError
-from services.templates import create_template
+from services.saved_templates import create_template
 from services.usage import usage
 from tests.factories import build_row, create_row, create_tenant, table
 

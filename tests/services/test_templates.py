@@ -14,7 +14,8 @@ from models.campaigns import Template
 from models.sessions import Database
 from services import templates
 from services.errors import DomainError
-from services.templates import LeadFields, create_template, render, validate
+from services.saved_templates import create_template
+from services.templates import LeadFields, render, validate
 from tests.factories import create_tenant
 from tests.template_bombs import BOMBS, SLOW
 
