@@ -4,6 +4,8 @@ lead's and the sender's variables only. The sandbox and its limits are services/
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -110,8 +112,23 @@ _checks: ProcessPoolExecutor | None = None
 def _pool() -> ProcessPoolExecutor:
     global _checks
     if _checks is None:
-        _checks = ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn"))
+        _checks = ProcessPoolExecutor(
+            max_workers=2, mp_context=get_context("spawn"), initializer=_leave_with_parent
+        )
     return _checks
+
+
+def _leave_with_parent() -> None:
+    """A checking process ends when the API's does, even killed (an idle one would wait on
+    its queue for ever)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def start_checks() -> None:
