@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -337,3 +340,30 @@ async def test_a_concurrent_duplicate_is_refused_and_leaves_the_transaction_usab
     assert await second == ("TEMPLATE_EXISTS", 1)
     async with db.tenant_session(tenant) as s:
         assert list(await s.scalars(select(Template.text))) == ["First"]
+
+
+def test_the_checking_processes_end_when_the_api_process_is_killed() -> None:
+    script = (
+        "import multiprocessing, os, time\n"
+        "from services import templates\n"
+        "if __name__ == '__main__':\n"
+        "    templates.start_checks()\n"
+        "    time.sleep(2)\n"
+        "    print(' '.join(str(p.pid) for p in multiprocessing.active_children()), flush=True)\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    children = [int(pid) for pid in run.stdout.split()]
+    assert len(children) >= 2, run.stderr
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
