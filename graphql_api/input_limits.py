@@ -27,7 +27,8 @@ class MaxLength:
     unit: str = "characters"  # or "bytes" (UTF-8), for bodies
 
     def measure(self, value: str) -> int:
-        return len(value.encode()) if self.unit == "bytes" else len(value)
+        # surrogatepass: a lone surrogate (JSON allows "\ud800") counts, and is no crash here.
+        return len(value.encode("utf-8", "surrogatepass")) if self.unit == "bytes" else len(value)
 
     @property
     def description(self) -> str:

@@ -133,19 +133,20 @@ def check_size(query: str, limits: QueryLimits) -> None:
 @dataclass
 class _Measure:
     """What a selection set costs once expanded: its depth (fields with selections on the
-    deepest path), the fields and aliases it resolves, and its top-level response names."""
+    deepest path), the fields and aliases it resolves, and how many fields answer at each
+    response path below it (`("vps", "ips")`): fields of one name merge, so graphql-core
+    compares every pair of fields at one path, and that count bounds its work."""
 
     depth: int = 0
     fields: int = 0
     aliases: int = 0
-    names: Counter[str] = field(default_factory=Counter)
+    paths: Counter[tuple[str, ...]] = field(default_factory=Counter)
 
-    def add(self, other: _Measure, times: int = 1) -> None:
+    def add(self, other: _Measure) -> None:
         self.depth = max(self.depth, other.depth)
-        self.fields += other.fields * times
-        self.aliases += other.aliases * times
-        for name, count in other.names.items():
-            self.names[name] += count * times
+        self.fields += other.fields
+        self.aliases += other.aliases
+        self.paths.update(other.paths)
 
 
 class _Shape:
@@ -161,14 +162,17 @@ class _Shape:
         measure = _Measure()
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
+                name = (selection.alias or selection.name).value
                 measure.fields += 1
                 measure.aliases += selection.alias is not None
-                measure.names[(selection.alias or selection.name).value] += 1
+                measure.paths[(name,)] += 1
                 if selection.selection_set is not None:
                     inner = self.selections(selection.selection_set)
                     measure.depth = max(measure.depth, inner.depth + 1)
                     measure.fields += inner.fields
                     measure.aliases += inner.aliases
+                    for path, count in inner.paths.items():
+                        measure.paths[(name, *path)] += count
             elif isinstance(selection, InlineFragmentNode):
                 measure.add(self.selections(selection.selection_set))
             elif isinstance(selection, FragmentSpreadNode):
@@ -196,12 +200,12 @@ class _Shape:
             raise refusal(TOO_COMPLEX, f"The query uses over {limits.aliases} aliases.")
         if measure.fields > limits.fields:
             raise refusal(TOO_COMPLEX, f"The query asks for over {limits.fields} fields.")
-        if measure.names:
-            name, count = measure.names.most_common(1)[0]
+        if measure.paths:
+            path, count = measure.paths.most_common(1)[0]
             if count > limits.same_name_fields:
                 raise refusal(
                     TOO_COMPLEX,
-                    f"The query selects '{name}' {count} times in one place; "
+                    f"The query selects '{'.'.join(path)}' {count} times; "
                     f"at most {limits.same_name_fields}.",
                 )
 

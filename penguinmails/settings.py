@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     graphql_max_depth: int = 12  # fields with selections on the deepest path
     graphql_max_aliases: int = 30
     graphql_max_fields: int = 1000  # fields resolved, fragments expanded
-    graphql_max_same_name_fields: int = 10  # one response name in one selection set
+    graphql_max_same_name_fields: int = 10  # fields answering at one response path
     graphql_max_page_size: int = 100
     max_request_bytes: int = 60 * 1024 * 1024  # above the lead import limit plus JSON overhead
 

@@ -109,9 +109,9 @@ async def create_campaign(
         raise DomainError(
             "CAMPAIGN_STEPS", f"A campaign has 1 to {MAX_STEPS} steps.", "input.steps"
         )
-    deadline = templates.save_deadline()  # every step's test render within one time limit
+    checks = templates.Checks()  # every step's test render within one time limit
     steps = [
-        await _checked_step(session, tenant_id, i, step, deadline)
+        await _checked_step(session, tenant_id, i, step, checks)
         for i, step in enumerate(spec.steps)
     ]
     account_ids = await _checked_accounts(session, tenant_id, spec.account_ids)
@@ -147,7 +147,11 @@ async def create_campaign(
 
 
 async def _checked_step(
-    session: AsyncSession, tenant_id: uuid.UUID, index: int, step: StepSpec, deadline: float
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    index: int,
+    step: StepSpec,
+    checks: templates.Checks,
 ) -> StepSpec:
     """The step as it will be stored (a template's body filled in), or a DomainError whose
     field is the step's input path."""
@@ -179,7 +183,7 @@ async def _checked_step(
             f"{path}.delayDays",
         )
     try:
-        await templates.validated(subject, html, text, deadline)
+        await checks.validated(subject, html, text)
     except DomainError as e:
         raise DomainError(e.code, e.message, f"{path}.{e.field}") from None
     return StepSpec(step.delay_days, subject, html, text, step.template_id)

@@ -596,11 +596,22 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         return result
 
     def getitem(self, obj: Any, argument: Any) -> Any:
+        budget = _budget.get()
+        budget.on_time()  # map(attribute=…) looks items up one by one, inside one filter call
         value = super().getitem(obj, argument)
         if isinstance(argument, slice) and isinstance(value, _SEQUENCES):
-            budget = _budget.get()
             budget.charge(budget.weight(value))
         return value
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _budget.get().on_time()
+        return super().getattr(obj, attribute)
+
+    def call_test(self, name: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        """select, reject and their attr forms test item by item inside one filter call, and
+        the filters they feed (max, join, …) run them all: each test counts as an iteration."""
+        _budget.get().iteration()
+        return super().call_test(name, value, *args, **kwargs)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         allowed = _ATTRIBUTES.get(type(obj))

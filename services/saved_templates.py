@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.campaigns import Template
 from services.errors import DomainError
-from services.templates import NAME_MAX_LENGTH, validated
+from services.templates import NAME_MAX_LENGTH, Checks
 
 
 async def create_template(
@@ -34,7 +34,7 @@ async def create_template(
     html, text = _blank_as_none(html), _blank_as_none(text)
     if html is None and text is None:
         raise DomainError("TEMPLATE_EMPTY", "Give the template an HTML or a text body.", "html")
-    variables = await validated(subject, html, text)
+    variables = await Checks().validated(subject, html, text)
 
     exists = await session.scalar(
         select(Template.id).where(Template.tenant_id == tenant_id, Template.name == name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -98,6 +99,8 @@ def validate(
     for part, source in (("subject", subject), ("html", html), ("text", text)):
         if source is not None:
             used |= _check(part, source)
+            if deadline is not None and time.monotonic() > deadline:  # compiling counts too
+                raise _too_slow(part)
     render(subject, html, text, SAMPLE_LEAD, deadline)
     return sorted(used & VARIABLES)
 
@@ -137,31 +140,78 @@ def start_checks() -> None:
         _pool().submit(time.monotonic)
 
 
-def _validate_within(subject: str, html: str | None, text: str | None, seconds: float) -> list[str]:
-    return validate(subject, html, text, time.monotonic() + seconds)
+# A check runs past its time limit only inside one long step of the sandbox (it checks the time
+# between steps); this timer, started in the checking process, stops it there too.
+_HARD_STOP_MARGIN = 0.5
+# Saves waiting for a check at once, per API process; more are told to try again, so a burst
+# of slow saves cannot hold the database connections of their transactions for long.
+MAX_WAITING_CHECKS = 8
+_waiting = 0
 
 
-async def validated(
-    subject: str, html: str | None, text: str | None, deadline: float | None = None
-) -> list[str]:
-    """validate() in a checking process. One save shares one deadline over all its templates
-    (a campaign's steps), so a save takes at most about one render's time limit."""
-    global _checks
-    seconds = (deadline or save_deadline()) - time.monotonic()
-    loop = asyncio.get_running_loop()
+class _HardStop(BaseException):  # past the sandbox's own `except Exception`
+    pass
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _HardStop
+
+
+def _validate_within(
+    subject: str, html: str | None, text: str | None, seconds: float
+) -> tuple[list[str], float]:
+    """In a checking process: validate() within `seconds`, compiling included; the variables
+    and the seconds it took."""
+    started = time.monotonic()
+    signal.signal(signal.SIGALRM, _stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds + _HARD_STOP_MARGIN)
     try:
-        return await loop.run_in_executor(
-            _pool(), _validate_within, subject, html, text, max(seconds, 0.0)
-        )
-    except BrokenProcessPool:
-        _checks = None  # the next save starts fresh processes
-        raise DomainError(
-            "TEMPLATE_RENDER", "The template could not be checked: its check crashed."
-        ) from None
+        variables = validate(subject, html, text, started + seconds)
+    except _HardStop:
+        raise _too_slow("subject") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return variables, time.monotonic() - started
 
 
-def save_deadline() -> float:
-    return time.monotonic() + sandbox.RENDER_SECONDS
+def _too_slow(part: str) -> DomainError:
+    return DomainError(
+        "TEMPLATE_RENDER",
+        f"The {part} takes longer than {sandbox.RENDER_SECONDS:g} s to check.",
+        part,
+    )
+
+
+class Checks:
+    """One save's template checks, in the checking processes. They share one render time
+    limit (a campaign of ten slow steps is refused within about one, not ten), counted as the
+    checks spend it, not while they wait for a process."""
+
+    def __init__(self) -> None:
+        self.seconds_left = sandbox.RENDER_SECONDS
+
+    async def validated(self, subject: str, html: str | None, text: str | None) -> list[str]:
+        global _checks, _waiting
+        if self.seconds_left <= 0:
+            raise _too_slow("subject")
+        if _waiting >= MAX_WAITING_CHECKS:
+            raise DomainError(
+                "TEMPLATE_CHECK_BUSY", "Templates are being checked for other saves; try again."
+            )
+        _waiting += 1
+        try:
+            variables, used = await asyncio.get_running_loop().run_in_executor(
+                _pool(), _validate_within, subject, html, text, self.seconds_left
+            )
+        except BrokenProcessPool:
+            _checks = None  # the next save starts fresh processes
+            raise DomainError(
+                "TEMPLATE_RENDER", "The template could not be checked: its check crashed."
+            ) from None
+        finally:
+            _waiting -= 1
+        self.seconds_left -= used
+        return variables
 
 
 def _check(part: str, source: str) -> set[str]:

@@ -14,6 +14,16 @@ SLOW = (
 )
 
 BOMBS = [
+    pytest.param(
+        '{{ ("a" * 999000)' + '|select("string")' * 10 + "|max }}",
+        "TEMPLATE_RENDER",
+        id="chained selects testing item by item",
+    ),
+    pytest.param(
+        '{{ ("a" * 999000)' + "|map(attribute=0)" * 4 + "|max }}",
+        "TEMPLATE_RENDER",
+        id="chained maps looking items up one by one",
+    ),
     pytest.param("{{ 9**(10**7) }}", "TEMPLATE_RENDER", id="huge power"),
     pytest.param("{{ 9**(10**5) }}", "TEMPLATE_RENDER", id="large power"),
     pytest.param("{{ lipsum(9999999) }}", "TEMPLATE_UNDEFINED_VARIABLE", id="lipsum"),

@@ -3,6 +3,7 @@ accepted (no TOO_LONG), one over it is a TOO_LONG UserError naming the field, an
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -165,3 +166,16 @@ async def test_a_failed_log_in_with_a_huge_address_stores_no_raw_key(api: Api) -
     redis = api.app.state.redis
     keys = [key async for key in redis.scan_iter(match="login:fail:email:*")]
     assert keys and all(len(key) < 100 and b"xxxx" not in key for key in keys)
+
+
+async def test_a_lone_surrogate_in_a_body_is_measured_not_a_crash(api: Api) -> None:
+    owner = await sign_up(api)
+    query = 'mutation($h: String) { createTemplate(name: "S", subject: "Hi", html: $h) { errors { code } } }'
+    # JSON may escape a lone surrogate; the client library cannot encode one, so this is raw.
+    content = json.dumps({"query": query, "variables": {"h": "\ud800" + "a" * 512 * 1024}})
+    response = await api.http.post(
+        f"{api.url}/graphql",
+        content=content.encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {owner.token}"},
+    )
+    assert response.json()["data"]["createTemplate"]["errors"] == [{"code": "TOO_LONG"}]

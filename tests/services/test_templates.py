@@ -367,3 +367,9 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_compiling_counts_against_the_time_limit_of_a_check() -> None:
+    with pytest.raises(DomainError) as refused:
+        validate("Hi {{ first_name }}", None, "Hello", deadline=time.monotonic())
+    assert refused.value.code == "TEMPLATE_RENDER" and "to check" in refused.value.message
