@@ -19,6 +19,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.info import Info
 
 from graphql_api.errors import UserError
+from services import sandbox, templates
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ class MaxLength:
         return f"At most {self.limit:,} {self.unit}."
 
 
-NAME = MaxLength(200)
+NAME = MaxLength(templates.NAME_MAX_LENGTH)
 EMAIL = MaxLength(254)  # RFC 5321's path limit
 PASSWORD = MaxLength(1024)
 SUBJECT = MaxLength(998)  # RFC 5322's line limit
-BODY = MaxLength(512 * 1024, "bytes")
+BODY = MaxLength(sandbox.MAX_SOURCE_CHARACTERS, "bytes")  # so the sandbox takes any body
 LOCAL_PART = MaxLength(64)  # RFC 5321
 DOMAIN = MaxLength(253)  # RFC 1035
 SHORT = MaxLength(64)  # regions, time zones

@@ -31,7 +31,6 @@ from services.usage import Usage, usage
 
 MAX_STEPS = 10
 MAX_DELAY_DAYS = 365
-NAME_MAX_LENGTH = 200
 PLAN_PRIORITY = 50  # the high tier: a launch should start sending promptly
 SENDABLE_ACCOUNTS = (AccountStatus.ACTIVE, AccountStatus.WARMING_UP)
 PENDING_JOBS = (JobStatus.QUEUED, JobStatus.FAILED, JobStatus.DISPATCHED)
@@ -101,9 +100,11 @@ async def create_campaign(
     name = spec.name.strip()
     if not name:
         raise DomainError("CAMPAIGN_NAME_REQUIRED", "Name the campaign.", "input.name")
-    if len(name) > NAME_MAX_LENGTH:
+    if len(name) > templates.NAME_MAX_LENGTH:
         raise DomainError(
-            "CAMPAIGN_NAME_TOO_LONG", f"Use at most {NAME_MAX_LENGTH} characters.", "input.name"
+            "CAMPAIGN_NAME_TOO_LONG",
+            f"Use at most {templates.NAME_MAX_LENGTH} characters.",
+            "input.name",
         )
     if not 1 <= len(spec.steps) <= MAX_STEPS:
         raise DomainError(
@@ -156,7 +157,11 @@ async def _checked_step(
     """The step as it will be stored (a template's body filled in), or a DomainError whose
     field is the step's input path."""
     path = f"input.steps.{index}"
-    subject, html, text = step.subject.strip(), _blank_as_none(step.html), _blank_as_none(step.text)
+    subject, html, text = (
+        step.subject.strip(),
+        templates.blank_as_none(step.html),
+        templates.blank_as_none(step.text),
+    )
     if step.template_id is not None:
         template = await session.scalar(
             select(Template).where(Template.tenant_id == tenant_id, Template.id == step.template_id)
@@ -185,7 +190,8 @@ async def _checked_step(
     try:
         await checks.validated(subject, html, text)
     except DomainError as e:
-        raise DomainError(e.code, e.message, f"{path}.{e.field}") from None
+        field = f"{path}.{e.field}" if e.field else path  # a busy or crashed check has none
+        raise DomainError(e.code, e.message, field) from None
     return StepSpec(step.delay_days, subject, html, text, step.template_id)
 
 
@@ -247,10 +253,6 @@ def _timezones() -> frozenset[str]:
     # A set look-up rather than ZoneInfo(): that raises four kinds of error for a bad key.
     # "localtime" is the server's own zone, which means nothing to a user.
     return frozenset(zoneinfo.available_timezones() - {"localtime"})
-
-
-def _blank_as_none(body: str | None) -> str | None:
-    return body if body is not None and body.strip() else None
 
 
 # --- states ----------------------------------------------------------------------------------

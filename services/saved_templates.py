@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.campaigns import Template
 from services.errors import DomainError
-from services.templates import NAME_MAX_LENGTH, Checks
+from services.templates import NAME_MAX_LENGTH, Checks, blank_as_none
 
 
 async def create_template(
@@ -31,7 +31,7 @@ async def create_template(
         )
     if not subject.strip():
         raise DomainError("TEMPLATE_SUBJECT_REQUIRED", "Give the template a subject.", "subject")
-    html, text = _blank_as_none(html), _blank_as_none(text)
+    html, text = blank_as_none(html), blank_as_none(text)
     if html is None and text is None:
         raise DomainError("TEMPLATE_EMPTY", "Give the template an HTML or a text body.", "html")
     variables = await Checks().validated(subject, html, text)
@@ -59,7 +59,3 @@ async def create_template(
 
 def _exists(name: str) -> DomainError:
     return DomainError("TEMPLATE_EXISTS", f"A template named '{name}' exists already.", "name")
-
-
-def _blank_as_none(body: str | None) -> str | None:
-    return body if body is not None and body.strip() else None

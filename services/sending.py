@@ -236,10 +236,11 @@ async def _deliver_all(
     except asyncio.CancelledError:
         for send in built:
             send.delivery.cut(CUT_GRACE_SECONDS)
-        while True:  # even when cancelled again: no row may be left SENDING by a live process
+        # Waited for even when cancelled again: no row may be left SENDING by a live process.
+        waiting = asyncio.ensure_future(_delivered(built))
+        while not waiting.done():
             try:
-                await asyncio.shield(_delivered(built))
-                break
+                await asyncio.shield(waiting)
             except asyncio.CancelledError:
                 continue
         raise
@@ -467,10 +468,10 @@ def _built(settings: Settings, world: World, send: Send) -> bool:
     same way."""
     try:
         _build(settings, world, send)
-    except DomainError as e:  # TEMPLATE_RENDER: its message says why, in a sentence
-        send.result = PermanentJobError(f"the message could not be built: {e.message}"[:500])
     except Exception as e:
-        send.result = PermanentJobError(f"the message could not be built: {e!r}"[:500])
+        # TEMPLATE_RENDER's message says why, in a sentence; anything else by its repr.
+        why = e.message if isinstance(e, DomainError) else repr(e)
+        send.result = PermanentJobError(f"the message could not be built: {why}"[:500])
     return send.result is None
 
 

@@ -29,7 +29,14 @@ VARIABLES = frozenset(
         "sender_name", "sender_email", "unsubscribe_url",
     }
 )  # fmt: skip
-NAME_MAX_LENGTH = 200
+NAME_MAX_LENGTH = 200  # of a template's or a campaign's name
+
+
+def blank_as_none(body: str | None) -> str | None:
+    """A body of only whitespace is no body."""
+    return body if body is not None and body.strip() else None
+
+
 # The lead a template is test-rendered for when it is saved, so a template that fails or goes
 # past the sandbox's limits is refused then, not at send. A custom column it lacks renders as
 # "", as for a real lead without that column.
