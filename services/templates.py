@@ -116,6 +116,7 @@ def validate(
 # limit. It runs in processes of its own: on a thread it would still hold the API's
 # interpreter lock for long stretches (a regex over a long text does not let go), and a
 # template's memory stays out of the API process.
+CHECK_PROCESSES = 2
 _checks: ProcessPoolExecutor | None = None
 
 
@@ -123,14 +124,17 @@ def _pool() -> ProcessPoolExecutor:
     global _checks
     if _checks is None:
         _checks = ProcessPoolExecutor(
-            max_workers=2, mp_context=get_context("spawn"), initializer=_leave_with_parent
+            max_workers=CHECK_PROCESSES,
+            mp_context=get_context("spawn"),
+            initializer=_start_checking_process,
         )
     return _checks
 
 
-def _leave_with_parent() -> None:
-    """A checking process ends when the API's does, even killed (an idle one would wait on
-    its queue for ever)."""
+def _start_checking_process() -> None:
+    """A checking process stops a check at its timer (_validate_within), and ends when the
+    API's process does, even killed (an idle one would wait on its queue for ever)."""
+    signal.signal(signal.SIGALRM, _stop)
     parent = os.getppid()
 
     def watch() -> None:
@@ -143,7 +147,7 @@ def _leave_with_parent() -> None:
 
 def start_checks() -> None:
     """Starts the checking processes now (the API at start-up), not at the first save."""
-    for _ in range(2):
+    for _ in range(CHECK_PROCESSES):
         _pool().submit(time.monotonic)
 
 
@@ -170,7 +174,6 @@ def _validate_within(
     """In a checking process: validate() within `seconds`, compiling included; the variables
     and the seconds it took."""
     started = time.monotonic()
-    signal.signal(signal.SIGALRM, _stop)
     signal.setitimer(signal.ITIMER_REAL, seconds + _HARD_STOP_MARGIN)
     try:
         variables = validate(subject, html, text, started + seconds)
@@ -178,6 +181,8 @@ def _validate_within(
         raise _too_slow("subject") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        # A template checked is not rendered here again: the compile cache would only grow.
+        _compiled.cache_clear()
     return variables, time.monotonic() - started
 
 
