@@ -49,6 +49,7 @@ class Context:
     connection_params: dict[str, Any] | None = None
     _principal: Any = field(default=_UNRESOLVED, repr=False)
     _access: Any = field(default=_UNRESOLVED, repr=False)
+    _roles: dict[uuid.UUID, asyncio.Future] = field(default_factory=dict, repr=False)
 
     # --- who ---------------------------------------------------------------------------------
 
@@ -108,7 +109,13 @@ class Context:
         return access
 
     async def role_in(self, tenant_id: uuid.UUID) -> Role | None:
-        """The caller's role in `tenant_id`, the current tenant or another of the user's."""
+        """The caller's role in `tenant_id`, the current tenant or another of the user's; looked
+        up once per request and tenant (a permission and a resolver of one field both ask)."""
+        if tenant_id not in self._roles:
+            self._roles[tenant_id] = asyncio.ensure_future(self._resolve_role(tenant_id))
+        return await self._roles[tenant_id]
+
+    async def _resolve_role(self, tenant_id: uuid.UUID) -> Role | None:
         access = await self.access()
         if access is not None and access.tenant_id == tenant_id:
             return access.role
@@ -133,11 +140,8 @@ class Context:
         """A session bound to `tenant_id`, which need not be the current tenant but must be one
         the caller belongs to (the tenant switcher lists all of a user's workspaces)."""
         access = await self.require_access()
-        if tenant_id != access.tenant_id:
-            if access.user_id is None or not await auth.membership_role(
-                self.db, access.user_id, tenant_id
-            ):
-                raise DomainError("FORBIDDEN", "not a member of this workspace")
+        if await self.role_in(tenant_id) is None:
+            raise DomainError("FORBIDDEN", "not a member of this workspace")
         async with self.db.tenant_session(tenant_id, user_id=access.user_id) as session:
             yield session
 

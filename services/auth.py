@@ -72,9 +72,10 @@ def read_access_token(settings: Settings, token: str) -> uuid.UUID | None:
         return None
 
 
-def _key_hash(key: str) -> str:
-    # API keys are 32 random bytes: a fast hash is enough (nothing to brute-force).
-    return hashlib.sha256(key.encode()).hexdigest()
+def _sha256(value: str) -> str:
+    # For API keys (32 random bytes: a fast hash is enough, nothing to brute-force) and for
+    # Redis keys that must not embed what a client sent.
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 async def principal_for_api_key(db: Database, key: str) -> Principal | None:
@@ -86,7 +87,7 @@ async def principal_for_api_key(db: Database, key: str) -> Principal | None:
         row = await session.scalar(
             select(ApiKey).where(ApiKey.prefix == parts[1], ApiKey.revoked_at.is_(None))
         )
-        if row is None or not hmac.compare_digest(row.key_hash, _key_hash(key)):
+        if row is None or not hmac.compare_sha256(row.key_hash, _sha256(key)):
             return None
         await session.execute(
             update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=func.now())
@@ -104,7 +105,7 @@ async def create_api_key(
     prefix = secrets.token_hex(6)
     key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32).replace('_', '-')}"
     row = ApiKey(
-        tenant_id=tenant_id, name=name, prefix=prefix, key_hash=_key_hash(key),
+        tenant_id=tenant_id, name=name, prefix=prefix, key_hash=_sha256(key),
         created_by=user_id,
     )  # fmt: skip
     session.add(row)
@@ -188,17 +189,13 @@ def _slug(name: str, tenant_id: uuid.UUID) -> str:
     return f"{base}-{tenant_id.hex[:8]}"
 
 
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 async def log_in(
     db: Database, redis: Redis, settings: Settings, email: str, password: str, ip: str
 ) -> tuple[User, Tenant | None]:
     """Checks the password, counting failures per email and per IP in Redis."""
     email = email.strip().lower()
     # Keys name a digest, never the raw input: an address is as long as the client makes it.
-    email_key, ip_key = f"login:fail:email:{_digest(email)}", f"login:fail:ip:{_digest(ip)}"
+    email_key, ip_key = f"login:fail:email:{_sha256(email)}", f"login:fail:ip:{_sha256(ip)}"
     if (
         await ratelimit.hits(redis, email_key) >= settings.login_attempts_per_email
         or await ratelimit.hits(redis, ip_key) >= settings.login_attempts_per_ip
