@@ -37,9 +37,10 @@ def _not_found() -> DomainError:
 async def invite(
     session: AsyncSession, tenant_id: uuid.UUID, actor_id: uuid.UUID | None, actor_role: Role,
     email: str, role: Role,
-) -> Invitation:  # fmt: skip
-    """The tenant's pending invitation for `email`: a new one, or the existing one refreshed
-    (role, inviter, seven days from now). A pending invitation holds a seat."""
+) -> tuple[Invitation, str]:  # fmt: skip
+    """The tenant's pending invitation for `email`, a new one or the existing one refreshed
+    (role, inviter, seven days from now), and the tenant's name. A pending invitation holds a
+    seat."""
     email = normalize_email(email)
     check_grant(actor_role, role)
     # Serialises the tenant's invitations and seat counts: the look-up below stays true.
@@ -63,7 +64,7 @@ async def invite(
     invitation.invited_by = actor_id
     invitation.expires_at = now + INVITATION_TTL
     await session.flush()
-    return invitation
+    return invitation, await session.scalar(select(Tenant.name).where(Tenant.id == tenant_id))
 
 
 async def pending_for_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> list[Invitation]:
@@ -72,30 +73,36 @@ async def pending_for_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> lis
 
 async def revoke(
     session: AsyncSession, tenant_id: uuid.UUID, actor_role: Role, invitation_id: uuid.UUID
-) -> Invitation:
-    invitation = await session.scalar(
-        select(Invitation)
-        .where(Invitation.id == invitation_id, Invitation.tenant_id == tenant_id)
-        .with_for_update()
-    )
-    if invitation is None:
+) -> tuple[Invitation, str]:
+    """The invitation revoked, and the tenant's name."""
+    found = (
+        await session.execute(
+            select(Invitation, Tenant.name)
+            .join(Tenant, Tenant.id == Invitation.tenant_id)
+            .where(Invitation.id == invitation_id, Invitation.tenant_id == tenant_id)
+            .with_for_update(of=Invitation)
+        )
+    ).first()
+    if found is None:
         raise _not_found()
+    invitation, tenant_name = found
     check_grant(actor_role, invitation.role)
     _check_open(invitation)
     _answer(invitation, InvitationStatus.REVOKED)
     await session.flush()
-    return invitation
+    return invitation, tenant_name
 
 
 def _open_invitations(tenant_id: uuid.UUID) -> Select:
     """The tenant's pending invitations that have not expired."""
     # The tenant named, not left to RLS: a tenant session with a user bound also shows the
     # invitations addressed to that user by other tenants.
-    return select(Invitation).where(
-        Invitation.tenant_id == tenant_id,
-        Invitation.status == InvitationStatus.PENDING,
-        Invitation.expires_at > datetime.now(UTC),
-    )
+    return select(Invitation).where(Invitation.tenant_id == tenant_id, *_open())
+
+
+def _open() -> tuple:
+    """An invitation still waiting for its answer: pending and not expired."""
+    return Invitation.status == InvitationStatus.PENDING, Invitation.expires_at > datetime.now(UTC)
 
 
 async def _seats_taken(session: AsyncSession, tenant_id: uuid.UUID) -> int:
@@ -114,10 +121,7 @@ async def pending_for_user(session: AsyncSession) -> list[tuple[Invitation, str]
     rows = await session.execute(
         select(Invitation, names.c.name)
         .join(names, names.c.tenant_id == Invitation.tenant_id)
-        .where(
-            Invitation.status == InvitationStatus.PENDING,
-            Invitation.expires_at > datetime.now(UTC),
-        )
+        .where(*_open())
         .order_by(Invitation.created_at)
     )
     return [(invitation, name) for invitation, name in rows]

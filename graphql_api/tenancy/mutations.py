@@ -78,26 +78,24 @@ class TenancyMutation:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
-                row = await invitations.invite(
+                row, tenant_name = await invitations.invite(
                     session, access.tenant_id, access.user_id, access.role, email, role
                 )
-                tenant = await session.get(tenancy.Tenant, access.tenant_id)
         except DomainError as e:
             return MemberPayload(errors=user_errors(e))
-        return MemberPayload(invitation=Invitation.from_row(row, tenant.name))
+        return MemberPayload(invitation=Invitation.from_row(row, tenant_name))
 
     @strawberry.mutation(extensions=allow(IsAdmin))
     async def revoke_invitation(self, info: Info, id: strawberry.ID) -> InvitationPayload:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
-                row = await invitations.revoke(
+                row, tenant_name = await invitations.revoke(
                     session, access.tenant_id, access.role, decode_id(id, "Invitation")
                 )
-                tenant = await session.get(tenancy.Tenant, access.tenant_id)
         except DomainError as e:
             return InvitationPayload(errors=user_errors(e))
-        return InvitationPayload(invitation=Invitation.from_row(row, tenant.name))
+        return InvitationPayload(invitation=Invitation.from_row(row, tenant_name))
 
     @strawberry.mutation(extensions=allow(IsAuthenticated))
     async def accept_invitation(self, info: Info, id: strawberry.ID) -> TenantPayload:
