@@ -17,6 +17,7 @@ from strawberry.extensions import FieldExtension
 from strawberry.types.base import StrawberryObjectDefinition, has_object_definition
 from strawberry.types.field import StrawberryField
 from strawberry.types.info import Info
+from strawberry.utils.str_converters import to_camel_case
 
 from graphql_api.errors import UserError
 from services import sandbox, templates
@@ -79,8 +80,13 @@ _Check = Callable[[Any, str], Iterator[tuple[str, MaxLength]]]
 
 
 def _limit_of(annotation: Any) -> MaxLength | None:
-    if typing.get_origin(annotation) is Annotated:
+    """The limit an annotated string type carries, Optional or not."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
         return next((m for m in annotation.__metadata__ if isinstance(m, MaxLength)), None)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _limit_of(inner[0]) if len(inner) == 1 else None
     return None
 
 
@@ -103,7 +109,7 @@ def _unwrapped(annotation: Any) -> Any:
 
 def _check_for(annotation: Any) -> _Check | None:
     """How to check a value of this annotated type, or None when nothing in it is bounded."""
-    limit = _limit_of(annotation) or _limit_of(_annotated_inside_optional(annotation))
+    limit = _limit_of(annotation)
     if limit is not None:
 
         def string(value: Any, path: str) -> Iterator[tuple[str, MaxLength]]:
@@ -118,7 +124,7 @@ def _check_for(annotation: Any) -> _Check | None:
     # The class's own hints keep the Annotated limits (the fields' annotations may be strings).
     hints = typing.get_type_hints(definition.origin, include_extras=True)
     fields = [
-        (f.python_name, f.graphql_name or _camel(f.python_name), check)
+        (f.python_name, f.graphql_name or to_camel_case(f.python_name), check)
         for f in definition.fields
         if (check := _check_for(hints.get(f.python_name))) is not None
     ]
@@ -131,13 +137,6 @@ def _check_for(annotation: Any) -> _Check | None:
                 yield from check(getattr(item, python_name, None), f"{item_path}.{graphql_name}")
 
     return input_object
-
-
-def _annotated_inside_optional(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return inner[0] if len(inner) == 1 else None
-    return None
 
 
 def _items(value: Any, path: str) -> Iterator[tuple[Any, str]]:
@@ -154,17 +153,12 @@ def _resolved(annotation: StrawberryAnnotation) -> Any:
     return annotation.evaluate() if isinstance(raw, str) else raw
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 class BoundedInputs(FieldExtension):
     """Refuses a mutation whose string inputs are over their declared limits, before it runs."""
 
     def apply(self, field: StrawberryField) -> None:
         self.checks = [
-            (a.python_name, a.graphql_name or _camel(a.python_name), check)
+            (a.python_name, a.graphql_name or to_camel_case(a.python_name), check)
             for a in field.arguments
             if (check := _check_for(_resolved(a.type_annotation))) is not None
         ]

@@ -12,7 +12,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -52,7 +52,7 @@ _CLOSING = frozenset({TokenKind.BRACE_R, TokenKind.PAREN_R, TokenKind.BRACKET_R}
 
 @dataclass(frozen=True)
 class QueryLimits:
-    chars: int
+    query_chars: int
     tokens: int
     definitions: int
     operations: int
@@ -66,19 +66,8 @@ class QueryLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueryLimits:
-        return cls(
-            chars=settings.graphql_max_query_chars,
-            tokens=settings.graphql_max_tokens,
-            definitions=settings.graphql_max_definitions,
-            operations=settings.graphql_max_operations,
-            fragment_spreads=settings.graphql_max_fragment_spreads,
-            directives=settings.graphql_max_directives,
-            nesting=settings.graphql_max_nesting,
-            depth=settings.graphql_max_depth,
-            aliases=settings.graphql_max_aliases,
-            fields=settings.graphql_max_fields,
-            same_name_fields=settings.graphql_max_same_name_fields,
-        )
+        """Each limit from its setting, `graphql_max_<name>`."""
+        return cls(**{f.name: getattr(settings, f"graphql_max_{f.name}") for f in fields(cls)})
 
 
 def refusal(code: str, message: str) -> GraphQLError:
@@ -91,8 +80,8 @@ def refusal(code: str, message: str) -> GraphQLError:
 def check_size(query: str, limits: QueryLimits) -> None:
     """One pass of the lexer: refuses a document too long, with too many tokens, definitions,
     operations, fragment spreads or directives, or nested too deeply to walk."""
-    if len(query) > limits.chars:
-        raise refusal(TOO_LARGE, f"The document is over {limits.chars} characters.")
+    if len(query) > limits.query_chars:
+        raise refusal(TOO_LARGE, f"The document is over {limits.query_chars} characters.")
     lexer = Lexer(Source(query))
     tokens = definitions = fragments = spreads = directives = nesting = 0
     previous = TokenKind.SOF
