@@ -119,11 +119,12 @@ class Invitation(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
         enum_column(InvitationStatus, "invitation_status"), default=InvitationStatus.PENDING,
         server_default=InvitationStatus.PENDING.value,
     )  # fmt: skip
+    # Who sent it, for the record (not shown); the answer's time is updated_at: a row is not
+    # written again once it leaves PENDING.
     invited_by: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("app.users.id", ondelete="SET NULL")
     )
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # or revoked
 
 
 class StaffRole(UUIDPrimaryKey, Timestamps, Base):

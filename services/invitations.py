@@ -88,7 +88,7 @@ async def revoke(
     invitation, tenant_name = found
     check_grant(actor_role, invitation.role)
     _check_open(invitation)
-    _answer(invitation, InvitationStatus.REVOKED)
+    invitation.status = InvitationStatus.REVOKED
     await session.flush()
     return invitation, tenant_name
 
@@ -138,7 +138,7 @@ async def accept(db: Database, user_id: uuid.UUID, invitation_id: uuid.UUID) -> 
             members = select(func.count()).where(TenantUser.tenant_id == tenant_id)
             await plans.check_limit(session, tenant_id, "seats", await session.scalar(members))
             session.add(TenantUser(tenant_id=tenant_id, user_id=user_id, role=invitation.role))
-        _answer(invitation, InvitationStatus.ACCEPTED)
+        invitation.status = InvitationStatus.ACCEPTED
         await session.flush()
         tenant = await session.get(Tenant, tenant_id)
     assert tenant is not None
@@ -149,7 +149,7 @@ async def decline(db: Database, user_id: uuid.UUID, invitation_id: uuid.UUID) ->
     tenant_id = await _addressed_tenant(db, user_id, invitation_id)
     async with db.tenant_session(tenant_id, user_id=user_id) as session:
         invitation = await _addressed_and_open(session, user_id, invitation_id)
-        _answer(invitation, InvitationStatus.DECLINED)
+        invitation.status = InvitationStatus.DECLINED
 
 
 async def _addressed_tenant(
@@ -197,8 +197,3 @@ def _check_open(invitation: Invitation) -> None:
         raise DomainError(
             "INVITATION_EXPIRED", "this invitation has expired; ask for a new one", "id"
         )
-
-
-def _answer(invitation: Invitation, status: InvitationStatus) -> None:
-    invitation.status = status
-    invitation.answered_at = datetime.now(UTC)
