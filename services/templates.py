@@ -51,8 +51,6 @@ SAMPLE_LEAD: Mapping[str, Any] = {
 # text bodies are plain text.
 _HTML = sandbox.BoundedEnvironment(autoescape=True)
 _PLAIN = sandbox.BoundedEnvironment()
-# The sandbox's globals (range, namespace) are not lead variables.
-_ALLOWED = VARIABLES | _PLAIN.globals.keys()
 # No loader: these could never render, so they are refused when the template is saved.
 _UNSUPPORTED = {
     nodes.Extends: "extends", nodes.Include: "include", nodes.Import: "import",
@@ -249,8 +247,8 @@ def _check(part: str, source: str) -> set[str]:
             )
     # Jinja's own analysis decides which names are free (it knows the scoping rules); the walk
     # below only finds where the first one is used.
-    free = sandbox.undeclared_variables(ast)
-    unknown = free - _ALLOWED
+    free = sandbox.undeclared_variables(ast)  # the sandbox's globals (range, …) are not free
+    unknown = free - VARIABLES
     if unknown:
         use = next((n for n in _free_uses(ast, frozenset()) if n.name in unknown), None)
         name, line = (use.name, use.lineno) if use else (min(unknown), 1)
