@@ -155,22 +155,24 @@ _CONTAINERS = (list, tuple, dict, set, frozenset, KeysView, ValuesView, ItemsVie
 _BUILT = (str, list, tuple, dict)  # new values a filter or method may return
 
 
+def _check_bits(bits: float) -> None:
+    if bits > MAX_INT_BITS:
+        raise LimitExceeded(f"a number would have more than {MAX_INT_BITS:,} bits.")
+
+
 def _power(left: Any, right: Any) -> None:
     if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
-        if right > MAX_INT_BITS or right * math.log2(abs(left)) > MAX_INT_BITS:
-            raise LimitExceeded(f"a number would have more than {MAX_INT_BITS:,} bits.")
+        _check_bits(right if right > MAX_INT_BITS else right * math.log2(abs(left)))
 
 
 def _product(left: Any, right: Any) -> None:
+    if isinstance(right, _SEQUENCES):  # 3 * "ab" is "ab" * 3
+        left, right = right, left
     if isinstance(left, int) and isinstance(right, int):
-        if left.bit_length() + right.bit_length() > MAX_INT_BITS:
-            raise LimitExceeded(f"a number would have more than {MAX_INT_BITS:,} bits.")
+        _check_bits(left.bit_length() + right.bit_length())
     elif isinstance(left, _SEQUENCES) and isinstance(right, int):
         budget = _budget.get()
         budget.check(budget.weight(left) * max(right, 0))
-    elif isinstance(right, _SEQUENCES) and isinstance(left, int):
-        budget = _budget.get()
-        budget.check(budget.weight(right) * max(left, 0))
 
 
 def _sum(left: Any, right: Any) -> None:
@@ -312,16 +314,15 @@ def _join(eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: A
 def _format(value: Any, *args: Any, **kwargs: Any) -> str:
     if args and kwargs:
         raise FilterArgumentError("can't handle positional and keyword arguments at the same time")
-    template = jinja_filters.soft_str(value)
-    _check_format(template, kwargs or args)
-    return template % (kwargs or args)
+    _check_format(jinja_filters.soft_str(value), kwargs or args)
+    return jinja_filters.do_format(value, *args, **kwargs)
 
 
 def _int(value: Any, default: int = 0, base: int = 10) -> int:
     # "ffff…"|int(base=16) would make a number as long as the text, and then |sum a slow one
     number = jinja_filters.do_int(value, default, base)
-    if isinstance(number, int) and number.bit_length() > MAX_INT_BITS:
-        raise LimitExceeded(f"a number would have more than {MAX_INT_BITS:,} bits.")
+    if isinstance(number, int):
+        _check_bits(number.bit_length())
     return number
 
 
@@ -370,9 +371,10 @@ _FILTERS: dict[str, Callable[..., Any]] = {
 }  # fmt: skip
 _TESTS = {
     **jinja_tests.TESTS,
-    "odd": lambda value: _number(value) % 2 == 1,
-    "even": lambda value: _number(value) % 2 == 0,
-    "divisibleby": lambda value, num: _number(value) % _number(num) == 0,
+    # Jinja's, on numbers only: "%0999999d" is odd would format a huge text.
+    "odd": lambda value: jinja_tests.test_odd(_number(value)),
+    "even": lambda value: jinja_tests.test_even(_number(value)),
+    "divisibleby": lambda value, num: jinja_tests.test_divisibleby(_number(value), _number(num)),
 }
 
 # Attributes of plain values a template may use: methods whose result is no larger than the

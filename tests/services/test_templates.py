@@ -354,7 +354,7 @@ def test_the_checking_processes_end_when_the_api_process_is_killed() -> None:
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     children = [int(pid) for pid in run.stdout.split()]
-    assert len(children) >= 2, run.stderr
+    assert children, run.stderr  # one or two: a pool starts a second only when the first is busy
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
