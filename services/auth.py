@@ -87,7 +87,7 @@ async def principal_for_api_key(db: Database, key: str) -> Principal | None:
         row = await session.scalar(
             select(ApiKey).where(ApiKey.prefix == parts[1], ApiKey.revoked_at.is_(None))
         )
-        if row is None or not hmac.compare_sha256(row.key_hash, _sha256(key)):
+        if row is None or not hmac.compare_digest(row.key_hash, _sha256(key)):
             return None
         await session.execute(
             update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=func.now())
