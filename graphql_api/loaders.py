@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from strawberry.dataloader import DataLoader
 
 from models import analytics, billing, campaigns, content, infrastructure, tenancy
-from services.analytics import COUNTS
+from services.analytics import COUNTS, CURRENT_TENANT
 
 
 class Loaders:
@@ -95,7 +95,7 @@ class Loaders:
             rows = (
                 await session.execute(
                     select(a.campaign_id, *(func.sum(getattr(a, n)) for n in COUNTS))
-                    .where(a.campaign_id.in_(keys))
+                    .where(a.tenant_id == CURRENT_TENANT, a.campaign_id.in_(keys))
                     .group_by(a.campaign_id)
                 )
             ).all()

@@ -54,6 +54,8 @@ class Tenant(UUIDPrimaryKey, Timestamps, Base):
     )
     stripe_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     sending_suspended_reason: Mapped[str | None] = mapped_column(Text)
+    # IANA zone; the tenant's analytics days are this zone's days.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
 
 class User(UUIDPrimaryKey, Timestamps, Base):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import analytics, infrastructure, operations
+from models.tenancy import Tenant
 from services.errors import DomainError
 
 MAX_DAYS = 366
@@ -24,6 +26,9 @@ COUNTS = (
     "unsubscribed",
 )
 RATE_WINDOW_DAYS = 30
+# The tenant the session is bound to, named in the query (RLS stays the guarantee; the explicit
+# predicate lets a planner route to the tenant's rows).
+CURRENT_TENANT = func.app.current_tenant_id()
 ALERTS_SHOWN = 50
 
 
@@ -39,10 +44,12 @@ async def daily_counts(
     """One entry per day from `first` to `last` inclusive; days without sends are zeros."""
     if last < first or (last - first).days >= MAX_DAYS:
         raise DomainError("INVALID_RANGE", f"`to` must follow `from`, within {MAX_DAYS} days")
-    table = analytics.CampaignAnalytics if campaign_id else analytics.DailyAnalytics
-    stmt = select(table).where(table.day.between(first, last))
-    if campaign_id:
-        stmt = stmt.where(table.campaign_id == campaign_id)
+    d = analytics.DailyAnalytics
+    stmt = select(d).where(
+        d.tenant_id == CURRENT_TENANT,
+        d.campaign_id == (campaign_id or analytics.ALL_CAMPAIGNS),
+        d.day.between(first, last),
+    )
     rows = {row.day: row for row in await session.scalars(stmt)}
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     return [
@@ -61,8 +68,12 @@ class Deliverability:
 
 
 async def deliverability(session: AsyncSession, today: date | None = None) -> Deliverability:
-    """Bounce and complaint rates over the last 30 days, the sending estate, open alerts."""
-    since = (today or date.today()) - timedelta(days=RATE_WINDOW_DAYS)
+    """Bounce and complaint rates over the last 30 days (the tenant's days, today included),
+    the sending estate, open alerts."""
+    if today is None:
+        zone = await session.scalar(select(Tenant.timezone).where(Tenant.id == CURRENT_TENANT))
+        today = datetime.now(ZoneInfo(zone or "UTC")).date()
+    since = today - timedelta(days=RATE_WINDOW_DAYS - 1)
     d = analytics.DailyAnalytics
     sent, bounced, complained = (
         await session.execute(
@@ -70,7 +81,11 @@ async def deliverability(session: AsyncSession, today: date | None = None) -> De
                 func.coalesce(func.sum(d.sent), 0),
                 func.coalesce(func.sum(d.bounced), 0),
                 func.coalesce(func.sum(d.complained), 0),
-            ).where(d.day >= since)
+            ).where(
+                d.tenant_id == CURRENT_TENANT,
+                d.campaign_id == analytics.ALL_CAMPAIGNS,
+                d.day >= since,
+            )
         )
     ).one()
     domains = await session.scalars(

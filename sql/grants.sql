@@ -21,6 +21,10 @@ BEGIN
     -- Rollups are written by the pipelines only; the API reads them.
     EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO %I', app_role);
     EXECUTE format('REVOKE ALL ON analytics.pipeline_watermarks FROM %I', app_role);
+    -- Platform figures (revenue, queue health) are staff's, read through the system role.
+    IF to_regclass('analytics.queue_health') IS NOT NULL THEN
+        EXECUTE format('REVOKE ALL ON analytics.billing_analytics, analytics.queue_health FROM %I', app_role);
+    END IF;
     -- Platform tables the app role must not touch, or only read.
     EXECUTE format('REVOKE ALL ON app.staff_members, app.staff_roles FROM %I', app_role);
     EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON app.plans, app.stripe_events FROM %I', app_role);

@@ -100,19 +100,19 @@ class CampaignStats:
 
     @strawberry.field
     def open_rate(self) -> float:
-        return self.opened / self.sent if self.sent else 0.0
+        return self.opened / self.delivered if self.delivered > 0 else 0.0
 
     @strawberry.field
     def click_rate(self) -> float:
-        return self.clicked / self.sent if self.sent else 0.0
+        return self.clicked / self.delivered if self.delivered > 0 else 0.0
 
     @strawberry.field
     def reply_rate(self) -> float:
-        return self.replied / self.sent if self.sent else 0.0
+        return self.replied / self.delivered if self.delivered > 0 else 0.0
 
     @strawberry.field
     def bounce_rate(self) -> float:
-        return self.bounced / self.sent if self.sent else 0.0
+        return self.bounced / self.sent if self.sent > 0 else 0.0
 
 
 @strawberry.type
