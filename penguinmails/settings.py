@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     job_backoff_max_seconds: float = 3600.0
     job_max_attempts: int = 5
     job_log_retention_days: int = 30
+    # Analytics pipelines: how often the scheduler runs them, and how long an event's number
+    # may stay taken by a transaction that has not committed before the pipelines give up on
+    # it (a rolled-back insert leaves such a hole for ever).
+    pipeline_interval_seconds: float = Field(default=30.0, gt=0)
+    pipeline_late_commit_seconds: float = Field(default=600.0, gt=0)
     # Imported by workers: they register handlers.
     job_modules: list[str] = ["jobs.handlers"]
     worker_processes: int = 2

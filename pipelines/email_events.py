@@ -1,0 +1,247 @@
+"""The e-mail events every engagement rollup reads (content.email_events), extracted and counted
+at the finest grain the rollups share: tenant, campaign, step and the tenant's local day.
+
+Incremental by seq. Each event's seq is taken when its row is inserted, not when it commits,
+so a run can see seq 101 committed while 100 is still in flight. The watermark remembers such
+holes (for `late_commit_seconds`) and the next run reads them, so an event is counted exactly
+once whatever order transactions commit in (sql/analytics_tables.sql, pipeline_watermarks).
+
+Definitions (docs/analytics.md): sent = accepted by the receiving server; delivered = sent −
+hard bounces; opened = distinct messages with a human open (or a human click) that day;
+clicked = distinct messages with a human click that day; repeat opens and clicks raise
+`opens_total` and `clicks_total`; machine opens and clicks (proxies, scanners) only
+`machine_opens` and `machine_clicks`; bounced = hard bounces, soft ones apart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import polars as pl
+
+from models.sqlfiles import statement
+from pipelines.runtime import Run, Watermark, fetch
+
+__all__ = ["Watermark"]
+
+SQL = "pipelines.sql"
+CHUNK = 2_000_000  # seqs per extract: bounds a run's memory, whatever the backlog
+MAX_HOLES = 100_000  # the newest gaps kept as holes; older ones are taken as rolled back
+KINDS = ("SENT", "OPEN", "CLICK", "REPLY", "BOUNCE", "COMPLAINT", "UNSUBSCRIBE")
+GRAIN = ("tenant", "campaign", "step", "day")
+COUNTS = (
+    "sent",
+    "delivered",
+    "opened",
+    "opens_total",
+    "clicked",
+    "clicks_total",
+    "machine_opens",
+    "machine_clicks",
+    "replied",
+    "bounced",
+    "soft_bounced",
+    "complained",
+    "unsubscribed",
+)
+NIL = bytes(16)  # the nil UUID: no campaign
+
+
+@dataclass
+class Batch:
+    """Counted events at the shared grain (GRAIN + COUNTS), and how many rows were read."""
+
+    counts: pl.DataFrame
+    read: int
+    skipped: int
+
+
+# --- extract ---------------------------------------------------------------------------------
+
+
+def new_events(run: Run) -> Iterator[pl.DataFrame]:
+    """The events no earlier run counted, chunk by chunk; moves `run.watermark` past them."""
+    mark = run.watermark
+    content = run.source("content")
+    last = fetch(content, statement(SQL, "last_event_seq")).item()
+    taken: list[pl.Series] = []
+    lo = mark.last_seq
+    while lo < last:
+        hi = min(lo + CHUNK, last)
+        chunk = fetch(content, statement(SQL, "email_events"), (lo, hi))
+        fresh = chunk.filter(~mark.counted(pl.col("seq")))
+        taken.append(fresh["seq"])
+        yield fresh
+        lo = hi
+    seqs = pl.concat(taken) if taken else pl.Series("seq", [], pl.Int64)
+    run.watermark = advance(mark, seqs, run.settings.pipeline_late_commit_seconds)
+
+
+def events_since(run: Run, day: date) -> pl.DataFrame:
+    """Every counted event of the tenants' days from `day` on (a rebuild from a date)."""
+    earliest = datetime.combine(day - timedelta(days=1), datetime.min.time())  # UTC+14 first
+    frame = fetch(
+        run.source("content"),
+        statement(SQL, "email_events_since"),
+        (earliest.isoformat() + "+00:00", run.watermark.max_seq),
+    )
+    return frame.filter(run.watermark.counted(pl.col("seq")))
+
+
+def advance(mark: Watermark, taken: pl.Series, ttl: float, *, now: float | None = None):
+    """The watermark once the events `taken` are counted: the holes they filled and the holes
+    older than `ttl` (taken as rolled back: no transaction stays open that long) are closed,
+    the gaps seen below the new max_seq are opened, last_seq sits just below the oldest hole."""
+    now = time.time() if now is None else now
+    filled = set(taken.filter(taken <= mark.max_seq).to_list())
+    holes = {s: t for s, t in mark.holes.items() if s not in filled and now - t < ttl}
+    above = taken.filter(taken > mark.max_seq).sort()
+    top = int(above.max()) if len(above) else mark.max_seq  # type: ignore[arg-type]
+    holes.update(dict.fromkeys(_gaps(above, mark.max_seq, top), now))
+    return Watermark(
+        last_seq=(min(holes) - 1) if holes else top, max_seq=top, holes=holes, last_at=None
+    )
+
+
+def _gaps(seqs: pl.Series, after: int, upto: int) -> list[int]:
+    """The numbers in (after, upto] missing from the sorted `seqs`, the newest MAX_HOLES."""
+    if upto <= after:
+        return []
+    bounds = pl.concat([pl.Series([after], dtype=pl.Int64), seqs.cast(pl.Int64)])
+    starts, ends = bounds[:-1], bounds[1:]
+    missing: list[int] = []
+    for start, end in zip(starts.to_list()[::-1], ends.to_list()[::-1], strict=True):
+        if end - start > 1:
+            missing.extend(range(end - 1, start, -1))
+            if len(missing) >= MAX_HOLES:
+                return missing[:MAX_HOLES]
+    return missing
+
+
+# --- transform -------------------------------------------------------------------------------
+
+
+def tenant_zones(run: Run) -> pl.DataFrame:
+    return fetch(run.source("oltp"), statement(SQL, "tenant_zones"))
+
+
+def with_local_day(events: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
+    """Adds `day`: the date the event happened on in its tenant's time zone (DST included)."""
+    joined = events.join(zones, on="tenant", how="left").with_columns(
+        pl.col("zone").fill_null("UTC")
+    )
+    parts = [
+        part.with_columns(day=pl.col("at").dt.convert_time_zone(zone).dt.date()).drop("zone")
+        for (zone,), part in joined.partition_by("zone", as_dict=True).items()
+    ]
+    if not parts:
+        return events.with_columns(day=pl.lit(None, pl.Date))
+    return pl.concat(parts)
+
+
+def well_formed(events: pl.DataFrame) -> pl.Expr:
+    """A row the rollups can count: a known kind, the message it is about, and for a bounce
+    whether it was hard."""
+    return (
+        pl.col("kind").is_in(KINDS)
+        & pl.col("has_message")
+        & ((pl.col("kind") != "BOUNCE") | pl.col("hard").is_not_null())
+    )
+
+
+def count(events: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
+    """The counts of `events` at GRAIN. `prior` holds the human opens and clicks counted by
+    earlier runs (message, day, kind), so a message opened again on a day it was already
+    counted as opened adds to opens_total only."""
+    k, human = pl.col("kind"), ~pl.col("machine")
+    totals = events.group_by(GRAIN).agg(
+        sent=(k == "SENT").sum(),
+        opens_total=((k == "OPEN") & human).sum(),
+        clicks_total=((k == "CLICK") & human).sum(),
+        machine_opens=((k == "OPEN") & ~human).sum(),
+        machine_clicks=((k == "CLICK") & ~human).sum(),
+        replied=(k == "REPLY").sum(),
+        bounced=((k == "BOUNCE") & pl.col("hard")).sum(),
+        soft_bounced=((k == "BOUNCE") & ~pl.col("hard")).sum(),
+        complained=(k == "COMPLAINT").sum(),
+        unsubscribed=(k == "UNSUBSCRIBE").sum(),
+    )
+    touches = events.filter(k.is_in(("OPEN", "CLICK")) & human).select(
+        *GRAIN, "message", clicked=k == "CLICK"
+    )
+    opened = _firsts(touches, prior, "opened")
+    clicked = _firsts(
+        touches.filter(pl.col("clicked")), prior.filter(pl.col("kind") == "CLICK"), "clicked"
+    )
+    out = (
+        totals.join(opened, on=GRAIN, how="full", coalesce=True, nulls_equal=True)
+        .join(clicked, on=GRAIN, how="full", coalesce=True, nulls_equal=True)
+        .with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in COUNTS if c != "delivered")
+        .with_columns(delivered=pl.col("sent") - pl.col("bounced"))
+    )
+    return out.select(*GRAIN, *COUNTS)
+
+
+def _firsts(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Per GRAIN, the messages touched on a day for the first time (not in `prior`)."""
+    firsts = touches.unique(["message", "day"]).join(
+        prior.select("message", "day").unique(), on=["message", "day"], how="anti"
+    )
+    return firsts.group_by(GRAIN).agg(pl.len().alias(name))
+
+
+def prior_touches(run: Run, events: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
+    """The human opens and clicks earlier runs counted, of the messages `events` touch."""
+    touched = (
+        events.filter(pl.col("kind").is_in(("OPEN", "CLICK")) & ~pl.col("machine"))
+        .select("tenant", "message")
+        .unique()
+    )
+    empty = pl.DataFrame(schema={"message": pl.Binary, "day": pl.Date, "kind": pl.String})
+    mark = run.watermark
+    if touched.is_empty() or mark.max_seq == 0:
+        return empty
+    content = run.source("content")
+    with content.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS pg_temp.batch_messages")
+        cur.adbc_ingest("batch_messages", touched.to_arrow(), mode="create", temporary=True)
+    prior = fetch(content, statement(SQL, "prior_human_touches"), (mark.max_seq,))
+    prior = prior.filter(mark.counted(pl.col("seq")))
+    return with_local_day(prior, zones).select("message", "day", "kind")
+
+
+def count_new(run: Run) -> Batch:
+    """Everything no earlier run counted, counted at GRAIN; moves `run.watermark`."""
+    zones = tenant_zones(run)
+    parts, read, skipped = [], 0, 0
+    before = run.watermark
+    for chunk in new_events(run):
+        read += len(chunk)
+        good = chunk.filter(well_formed(chunk))
+        skipped += len(chunk) - len(good)
+        parts.append(with_local_day(good.drop("has_message"), zones))
+    events = pl.concat(parts) if parts else None
+    if events is None or events.is_empty():
+        return Batch(_empty_counts(), read, skipped)
+    after, run.watermark = run.watermark, before  # the prior lookup reads as of before
+    prior = prior_touches(run, events, zones)
+    run.watermark = after
+    return Batch(count(events, prior), read, skipped)
+
+
+def _empty_counts() -> pl.DataFrame:
+    schema = {"tenant": pl.Binary, "campaign": pl.Binary, "step": pl.Int16, "day": pl.Date}
+    return pl.DataFrame(schema={**schema, **dict.fromkeys(COUNTS, pl.Int64)})
+
+
+def count_since(run: Run, day: date) -> pl.DataFrame:
+    """The counts of every counted event of the days from `day` on, from scratch (the rows of
+    those days were deleted): a rebuild from a date."""
+    zones = tenant_zones(run)
+    events = events_since(run, day)
+    good = events.filter(well_formed(events))
+    local = with_local_day(good.drop("has_message"), zones).filter(pl.col("day") >= day)
+    empty = pl.DataFrame(schema={"message": pl.Binary, "day": pl.Date, "kind": pl.String})
+    return count(local, empty)

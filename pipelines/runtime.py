@@ -1,0 +1,193 @@
+"""What every pipeline shares: columnar connections to the tiers (ADBC), the run's transaction
+on the OLAP tier with its advisory lock and watermark row, and the load (a temporary staging
+table filled by ADBC's bulk ingest — COPY underneath — then one INSERT … ON CONFLICT).
+
+A run holds one transaction on the OLAP tier from start to finish: it takes the pipeline's
+advisory lock, reads the watermark, extracts and transforms, upserts the rows and moves the
+watermark, and commits once. A run that fails or is killed commits nothing, so the watermark
+and the rows never disagree."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+from adbc_driver_postgresql import dbapi
+
+from jobs.connections import system_dsn
+from models.sqlfiles import statement
+from penguinmails.settings import Settings, Tier
+
+log = logging.getLogger("penguinmails.pipelines")
+
+
+class Busy(Exception):
+    """Another run of the pipeline holds its lock."""
+
+
+@dataclass
+class Watermark:
+    """A pipeline's position (see sql/analytics_tables.sql, pipeline_watermarks)."""
+
+    last_seq: int = 0
+    max_seq: int = 0
+    holes: dict[int, float] = field(default_factory=dict)  # seq -> first seen (epoch seconds)
+    last_at: datetime | None = None
+
+    def counted(self, seq: pl.Expr) -> pl.Expr:
+        """Whether an event with this seq was counted by an earlier run."""
+        return (seq <= self.max_seq) & ~seq.is_in(list(self.holes))
+
+    def describe(self) -> str:
+        if self.last_at is not None:
+            return self.last_at.isoformat(timespec="seconds")
+        holes = f" ({len(self.holes)} open)" if self.holes else ""
+        return f"seq {self.max_seq}{holes}"
+
+
+@dataclass
+class Result:
+    pipeline: str
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_skipped: int = 0  # malformed source rows, counted and left out
+    seconds: float = 0.0
+    watermark: str = ""
+    skipped_reason: str | None = None  # the run did not happen (another holds the lock)
+
+
+def connect(settings: Settings, tier: Tier) -> dbapi.Connection:
+    """A columnar connection to a tier as the system role (each tier through its own DSN)."""
+    return dbapi.connect(system_dsn(settings, tier))
+
+
+def fetch(conn: dbapi.Connection, sql: str, parameters: tuple = ()) -> pl.DataFrame:
+    with conn.cursor() as cur:
+        cur.execute(sql, parameters=parameters or None)
+        return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+
+
+def execute(conn: dbapi.Connection, sql: str, parameters: tuple = ()) -> int:
+    with conn.cursor() as cur:
+        cur.execute(sql, parameters=parameters or None)
+        return cur.rowcount
+
+
+class Run:
+    """One run of one pipeline: the OLAP transaction, the watermark, and the connections to
+    the source tiers (opened on demand, closed with the run)."""
+
+    def __init__(self, settings: Settings, name: str, olap: dbapi.Connection) -> None:
+        self.settings = settings
+        self.name = name
+        self.olap = olap
+        self.started = datetime.now(UTC)
+        self.watermark = Watermark()
+        self.result = Result(name)
+        self._sources: dict[Tier, dbapi.Connection] = {}
+
+    def source(self, tier: Tier) -> dbapi.Connection:
+        if tier not in self._sources:
+            self._sources[tier] = connect(self.settings, tier)
+        return self._sources[tier]
+
+    def close_sources(self) -> None:
+        for conn in self._sources.values():
+            conn.close()
+        self._sources.clear()
+
+    def stage(self, frame: pl.DataFrame, table: str = "staging") -> str:
+        """`frame` in a temporary table of this transaction (dropped at commit); its name."""
+        with self.olap.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
+            cur.adbc_ingest(table, frame.to_arrow(), mode="create", temporary=True)
+        return table
+
+    def upsert(self, frame: pl.DataFrame, sql_file: str, name: str) -> int:
+        """Stages `frame` and runs the named INSERT … SELECT … FROM staging ON CONFLICT."""
+        if frame.is_empty():
+            return 0
+        self.stage(frame)
+        written = execute(self.olap, statement(sql_file, name))
+        self.result.rows_written += max(written, 0)
+        return written
+
+
+@contextmanager
+def run(settings: Settings, name: str, *, wait: bool = False) -> Iterator[Run]:
+    """The transaction of one run. `wait=False` (the scheduler) gives up with Busy when another
+    run holds the pipeline's lock; `wait=True` (the CLI) queues behind it. The watermark the
+    run leaves (`run.watermark`) is written with its rows, in the same commit."""
+    began = time.monotonic()
+    olap = connect(settings, "analytics")
+    current = Run(settings, name, olap)
+    try:
+        lock = "lock_pipeline" if wait else "try_lock_pipeline"
+        locked = fetch(olap, statement("pipelines.sql", lock), (name,)).item()
+        if locked is False:
+            raise Busy(name)
+        execute(olap, statement("pipelines.sql", "ensure_watermark"), (name,))
+        current.watermark = _read_watermark(olap, name)
+        yield current
+        current.result.seconds = time.monotonic() - began
+        current.result.watermark = current.watermark.describe()
+        _write_watermark(olap, current)
+        olap.commit()
+    except Busy:
+        olap.rollback()
+        raise
+    except BaseException as error:
+        olap.rollback()
+        _record_failure(settings, name, error)
+        raise
+    finally:
+        current.close_sources()
+        olap.close()
+
+
+def _read_watermark(olap: dbapi.Connection, name: str) -> Watermark:
+    row = fetch(olap, statement("pipelines.sql", "read_watermark"), (name,)).row(0, named=True)
+    holes = {int(k): float(v) for k, v in _json(row["holes"]).items()}
+    return Watermark(row["last_seq"], row["max_seq"], holes, row["last_at"])
+
+
+def _write_watermark(olap: dbapi.Connection, current: Run) -> None:
+    import json
+
+    w, r = current.watermark, current.result
+    execute(
+        olap,
+        statement("pipelines.sql", "write_watermark"),
+        (
+            current.name, w.last_seq, w.max_seq, json.dumps({str(k): v for k, v in w.holes.items()}),
+            w.last_at, r.rows_read, r.rows_written, r.rows_skipped, r.seconds,
+        ),
+    )  # fmt: skip
+
+
+def _record_failure(settings: Settings, name: str, error: BaseException) -> None:
+    """A failed run leaves its watermark where it was; its reason is kept for `status`."""
+    reason = f"{type(error).__name__}: {error}"[:2000]
+    log.error("pipeline %s failed: %s", name, reason)
+    try:
+        with connect(settings, "analytics") as conn:
+            execute(conn, statement("pipelines.sql", "record_failure"), (name, reason))
+            conn.commit()
+    except Exception:
+        log.exception("could not record the failure of pipeline %s", name)
+
+
+def _json(value: Any) -> dict:
+    import json
+
+    return value if isinstance(value, dict) else json.loads(value or "{}")
+
+
+def as_uuid_text(column: str) -> Callable[[], pl.Expr]:
+    return lambda: pl.col(column).bin.encode("hex")

@@ -1,0 +1,126 @@
+-- The pipelines' statements (pipelines/): their bookkeeping on the OLAP tier, what they extract
+-- from the content and OLTP tiers, and their upserts. Extracts name only the columns a rollup
+-- needs and hand uuids over as 16 bytes (uuid_send), which Arrow and Polars load as binary.
+
+-- name: try_lock_pipeline
+-- One run of a pipeline at a time, across every scheduler and CLI: held until the run commits.
+SELECT pg_try_advisory_xact_lock(hashtextextended('pipeline:' || $1::text, 0)) AS locked;
+
+-- name: lock_pipeline
+SELECT true AS locked FROM (SELECT pg_advisory_xact_lock(hashtextextended('pipeline:' || $1::text, 0))) AS l;
+
+-- name: ensure_watermark
+INSERT INTO analytics.pipeline_watermarks (pipeline) VALUES ($1::text) ON CONFLICT DO NOTHING;
+
+-- name: read_watermark
+SELECT last_seq, max_seq, holes::text AS holes, last_at
+FROM analytics.pipeline_watermarks WHERE pipeline = $1::text FOR UPDATE;
+
+-- name: write_watermark
+UPDATE analytics.pipeline_watermarks
+SET last_seq = $2::bigint, max_seq = $3::bigint, holes = $4::jsonb, last_at = $5::timestamptz,
+    last_run_at = now(), last_ok_at = now(), last_error = NULL,
+    rows_read = $6::bigint, rows_written = $7::bigint, rows_skipped = $8::bigint,
+    seconds = $9::float8
+WHERE pipeline = $1::text;
+
+-- name: record_failure
+INSERT INTO analytics.pipeline_watermarks AS w (pipeline, last_run_at, last_error)
+VALUES ($1::text, now(), $2::text)
+ON CONFLICT (pipeline) DO UPDATE SET last_run_at = now(), last_error = EXCLUDED.last_error;
+
+-- name: pipeline_status
+SELECT pipeline, last_seq, max_seq, holes::text AS holes, last_at, last_run_at, last_ok_at,
+       last_error, rows_read, rows_written, rows_skipped, seconds
+FROM analytics.pipeline_watermarks ORDER BY pipeline;
+
+-- name: tenant_zones
+-- Each tenant's time zone: its analytics days are that zone's days.
+SELECT uuid_send(id) AS tenant, timezone AS zone FROM app.tenants;
+
+-- name: email_events
+-- The events with $1 < seq <= $2. `message` only where a rollup counts distinct messages (human
+-- and machine opens and clicks); `hard` only for bounces, NULL when the report did not say.
+SELECT e.seq,
+       uuid_send(e.tenant_id) AS tenant,
+       uuid_send(e.campaign_id) AS campaign,
+       e.step_position AS step,
+       CASE WHEN e.kind IN ('OPEN', 'CLICK') THEN uuid_send(e.message_id) END AS message,
+       e.message_id IS NOT NULL AS has_message,
+       e.kind,
+       e.machine,
+       CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
+            THEN (e.details->>'hard')::boolean END AS hard,
+       e.occurred_at AS at
+FROM content.email_events e
+WHERE e.seq > $1::bigint AND e.seq <= $2::bigint;
+
+-- name: email_events_since
+-- Every event that happened at or after $1 with seq <= $2 (a rebuild from a date).
+SELECT e.seq,
+       uuid_send(e.tenant_id) AS tenant,
+       uuid_send(e.campaign_id) AS campaign,
+       e.step_position AS step,
+       CASE WHEN e.kind IN ('OPEN', 'CLICK') THEN uuid_send(e.message_id) END AS message,
+       e.message_id IS NOT NULL AS has_message,
+       e.kind,
+       e.machine,
+       CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
+            THEN (e.details->>'hard')::boolean END AS hard,
+       e.occurred_at AS at
+FROM content.email_events e
+WHERE e.occurred_at >= $1::timestamptz AND e.seq <= $2::bigint;
+
+-- name: last_event_seq
+SELECT coalesce(max(seq), 0) AS seq FROM content.email_events;
+
+-- name: prior_human_touches
+-- Human opens and clicks with seq <= $1 of the messages in pg_temp.batch_messages: whether a
+-- message already counted as opened (or clicked) on a day.
+SELECT e.seq, uuid_send(e.tenant_id) AS tenant, uuid_send(e.message_id) AS message, e.kind,
+       e.occurred_at AS at
+FROM pg_temp.batch_messages b
+JOIN content.email_events e
+  ON e.tenant_id = encode(b.tenant, 'hex')::uuid AND e.message_id = encode(b.message, 'hex')::uuid
+WHERE e.kind IN ('OPEN', 'CLICK') AND NOT e.machine AND e.seq <= $1::bigint;
+
+-- name: upsert_daily_analytics
+INSERT INTO analytics.daily_analytics AS t (
+    tenant_id, day, campaign_id, sent, delivered, opened, opens_total, clicked, clicks_total,
+    machine_opens, machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed
+)
+SELECT encode(s.tenant, 'hex')::uuid, s.day, encode(s.campaign, 'hex')::uuid, s.sent,
+       s.delivered, s.opened, s.opens_total, s.clicked, s.clicks_total, s.machine_opens,
+       s.machine_clicks, s.replied, s.bounced, s.soft_bounced, s.complained, s.unsubscribed
+FROM pg_temp.staging s
+ON CONFLICT (tenant_id, day, campaign_id) DO UPDATE SET
+    sent = t.sent + EXCLUDED.sent, delivered = t.delivered + EXCLUDED.delivered,
+    opened = t.opened + EXCLUDED.opened, opens_total = t.opens_total + EXCLUDED.opens_total,
+    clicked = t.clicked + EXCLUDED.clicked, clicks_total = t.clicks_total + EXCLUDED.clicks_total,
+    machine_opens = t.machine_opens + EXCLUDED.machine_opens,
+    machine_clicks = t.machine_clicks + EXCLUDED.machine_clicks,
+    replied = t.replied + EXCLUDED.replied, bounced = t.bounced + EXCLUDED.bounced,
+    soft_bounced = t.soft_bounced + EXCLUDED.soft_bounced,
+    complained = t.complained + EXCLUDED.complained,
+    unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed, updated_at = now();
+
+-- name: upsert_campaign_analytics
+INSERT INTO analytics.campaign_analytics AS t (
+    tenant_id, campaign_id, step, day, sent, delivered, opened, opens_total, clicked,
+    clicks_total, machine_opens, machine_clicks, replied, bounced, soft_bounced, complained,
+    unsubscribed
+)
+SELECT encode(s.tenant, 'hex')::uuid, encode(s.campaign, 'hex')::uuid, s.step, s.day, s.sent,
+       s.delivered, s.opened, s.opens_total, s.clicked, s.clicks_total, s.machine_opens,
+       s.machine_clicks, s.replied, s.bounced, s.soft_bounced, s.complained, s.unsubscribed
+FROM pg_temp.staging s
+ON CONFLICT (tenant_id, campaign_id, step, day) DO UPDATE SET
+    sent = t.sent + EXCLUDED.sent, delivered = t.delivered + EXCLUDED.delivered,
+    opened = t.opened + EXCLUDED.opened, opens_total = t.opens_total + EXCLUDED.opens_total,
+    clicked = t.clicked + EXCLUDED.clicked, clicks_total = t.clicks_total + EXCLUDED.clicks_total,
+    machine_opens = t.machine_opens + EXCLUDED.machine_opens,
+    machine_clicks = t.machine_clicks + EXCLUDED.machine_clicks,
+    replied = t.replied + EXCLUDED.replied, bounced = t.bounced + EXCLUDED.bounced,
+    soft_bounced = t.soft_bounced + EXCLUDED.soft_bounced,
+    complained = t.complained + EXCLUDED.complained,
+    unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed, updated_at = now();

@@ -1,0 +1,76 @@
+"""A database of their own for the pipeline tests: they rebuild whole tables and compare them,
+so no other test's events may land in between."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+import pytest
+from adbc_driver_postgresql import dbapi
+from sqlalchemy.engine import make_url
+
+from penguinmails import migrations
+from penguinmails.settings import Settings
+from tests.conftest import create_database, drop_database
+
+
+@dataclass
+class Olap:
+    """Plain SQL on the scratch database as its owner."""
+
+    url: str
+
+    def execute(self, sql: str, *params) -> None:
+        with dbapi.connect(self.url) as conn, conn.cursor() as cur:
+            cur.execute(sql, parameters=params or None)
+            conn.commit()
+
+    def frame(self, sql: str, *params) -> pl.DataFrame:
+        with dbapi.connect(self.url) as conn, conn.cursor() as cur:
+            cur.execute(sql, parameters=params or None)
+            return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
+
+    def tenant(self, zone: str = "UTC") -> uuid.UUID:
+        tenant_id = uuid.uuid4()
+        self.execute(
+            "INSERT INTO app.tenants (id, name, slug, timezone) VALUES ($1::uuid, 'T', $2, $3)",
+            str(tenant_id), f"t-{tenant_id.hex[:12]}", zone,
+        )  # fmt: skip
+        return tenant_id
+
+    def event(
+        self,
+        tenant: uuid.UUID,
+        kind: str,
+        at: datetime,
+        *,
+        message: uuid.UUID | None = None,
+        campaign: uuid.UUID | None = None,
+        step: int | None = 1,
+        machine: bool = False,
+        details: str = "{}",
+    ) -> uuid.UUID:
+        message = message or uuid.uuid4()
+        self.execute(
+            "INSERT INTO content.email_events (tenant_id, kind, message_id, campaign_id,"
+            " step_position, machine, details, occurred_at) VALUES ($1::uuid, $2, $3::uuid,"
+            " $4::uuid, $5::int2, $6, $7::jsonb, $8::timestamptz)",
+            str(tenant), kind, str(message), str(campaign) if campaign else None, step,
+            machine, details, at.isoformat(),
+        )  # fmt: skip
+        return message
+
+
+@pytest.fixture(scope="module")
+def scratch(settings: Settings) -> Iterator[tuple[Settings, Olap]]:
+    url = create_database("pm_pipelines")
+    own = settings.model_copy(update={"database_url": url})
+    migrations.upgrade(own)
+    try:
+        yield own, Olap(make_url(url).set(drivername="postgresql").render_as_string(False))
+    finally:
+        drop_database(url)
