@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC, date, datetime
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -17,7 +19,15 @@ from penguinmails.settings import Settings, get_settings
 app = typer.Typer(no_args_is_help=True, help="PenguinMails backend processes and tools.")
 embedded_app = typer.Typer(no_args_is_help=True, help="The project's own PostgreSQL and Redis.")
 app.add_typer(embedded_app, name="embedded")
+pipelines_app = typer.Typer(no_args_is_help=True, help="The analytics pipelines.")
+app.add_typer(pipelines_app, name="pipelines")
 console = Console(stderr=True)
+
+
+def _refuse(message: str) -> NoReturn:
+    """Bad input on the command line: one readable line on stderr, exit code 2."""
+    print(f"penguinmails: {message}", file=sys.stderr)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -258,3 +268,66 @@ def _safe(url: str | None) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True) if url else "-"
+
+
+@pipelines_app.command("run")
+def pipelines_run(
+    names: list[str] = typer.Argument(None, help="Pipelines to run (default: all)."),
+    full: bool = typer.Option(False, "--full", help="Rebuild the tables from all the events."),
+    since: str = typer.Option(None, "--since", help="Rebuild the days from DATE (YYYY-MM-DD)."),
+) -> None:
+    """Run pipelines now (waiting for a run in progress to finish), with a summary."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    import pipelines
+
+    unknown = [n for n in names or [] if n not in pipelines.NAMES]
+    if unknown:
+        _refuse(f"unknown pipeline {unknown[0]!r}; known: {', '.join(pipelines.NAMES)}")
+    first_day = _parse_since(since) if since is not None else None
+    if full and first_day is not None:
+        _refuse("--full rebuilds everything; give --full or --since, not both")
+    chosen = names or list(pipelines.NAMES)
+    settings = get_settings()
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("pipelines", total=len(chosen))
+        for name in chosen:
+            progress.update(task, description=name)
+            results.append(pipelines.run(settings, name, full=full, since=first_day, wait=True))
+            progress.advance(task)
+    table = Table("pipeline", "rows read", "rows written", "skipped", "seconds", "watermark")
+    for r in results:
+        table.add_row(
+            r.pipeline, f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.rows_skipped:,}",
+            f"{r.seconds:.2f}", r.watermark,
+        )  # fmt: skip
+    Console().print(table)
+
+
+def _parse_since(value: str) -> date:
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        _refuse(f"--since {value!r} is not a date (YYYY-MM-DD)")
+    if day > datetime.now(UTC).date():
+        _refuse(f"--since {day} is in the future")
+    return day
+
+
+@pipelines_app.command("status")
+def pipelines_status() -> None:
+    """Each pipeline's watermark, last successful run, lag and last error."""
+    from rich.table import Table
+
+    from pipelines.runtime import status
+
+    table = Table("pipeline", "watermark", "last run", "lag", "last error")
+    for row in status(get_settings()):
+        table.add_row(
+            row.pipeline, row.watermark, row.last_ok or "never",
+            f"{row.lag_seconds:.0f} s" if row.lag_seconds is not None else "-",
+            row.last_error or "",
+        )  # fmt: skip
+    Console().print(table)

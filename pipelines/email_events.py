@@ -186,8 +186,10 @@ def count(events: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
 
 def _firsts(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.DataFrame:
     """Per GRAIN, the messages touched on a day for the first time (not in `prior`)."""
-    firsts = touches.unique(["message", "day"]).join(
-        prior.select("message", "day").unique(), on=["message", "day"], how="anti"
+    firsts = touches.unique([*GRAIN, "message"]).join(
+        prior.select("tenant", "message", "day").unique(),
+        on=["tenant", "message", "day"],
+        how="anti",
     )
     return firsts.group_by(GRAIN).agg(pl.len().alias(name))
 
@@ -199,7 +201,7 @@ def prior_touches(run: Run, events: pl.DataFrame, zones: pl.DataFrame) -> pl.Dat
         .select("tenant", "message")
         .unique()
     )
-    empty = pl.DataFrame(schema={"message": pl.Binary, "day": pl.Date, "kind": pl.String})
+    empty = _no_touches()
     mark = run.watermark
     if touched.is_empty() or mark.max_seq == 0:
         return empty
@@ -209,7 +211,7 @@ def prior_touches(run: Run, events: pl.DataFrame, zones: pl.DataFrame) -> pl.Dat
         cur.adbc_ingest("batch_messages", touched.to_arrow(), mode="create", temporary=True)
     prior = fetch(content, statement(SQL, "prior_human_touches"), (mark.max_seq,))
     prior = prior.filter(mark.counted(pl.col("seq")))
-    return with_local_day(prior, zones).select("message", "day", "kind")
+    return with_local_day(prior, zones).select("tenant", "message", "day", "kind")
 
 
 def count_new(run: Run) -> Batch:
@@ -243,5 +245,9 @@ def count_since(run: Run, day: date) -> pl.DataFrame:
     events = events_since(run, day)
     good = events.filter(well_formed(events))
     local = with_local_day(good.drop("has_message"), zones).filter(pl.col("day") >= day)
-    empty = pl.DataFrame(schema={"message": pl.Binary, "day": pl.Date, "kind": pl.String})
-    return count(local, empty)
+    return count(local, _no_touches())
+
+
+def _no_touches() -> pl.DataFrame:
+    schema = {"tenant": pl.Binary, "message": pl.Binary, "day": pl.Date, "kind": pl.String}
+    return pl.DataFrame(schema=schema)

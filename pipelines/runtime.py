@@ -9,9 +9,10 @@ and the rows never disagree."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -158,8 +159,6 @@ def _read_watermark(olap: dbapi.Connection, name: str) -> Watermark:
 
 
 def _write_watermark(olap: dbapi.Connection, current: Run) -> None:
-    import json
-
     w, r = current.watermark, current.result
     execute(
         olap,
@@ -184,10 +183,31 @@ def _record_failure(settings: Settings, name: str, error: BaseException) -> None
 
 
 def _json(value: Any) -> dict:
-    import json
-
     return value if isinstance(value, dict) else json.loads(value or "{}")
 
 
-def as_uuid_text(column: str) -> Callable[[], pl.Expr]:
-    return lambda: pl.col(column).bin.encode("hex")
+@dataclass
+class Status:
+    pipeline: str
+    watermark: str
+    last_ok: str | None
+    lag_seconds: float | None  # since the last successful run
+    last_error: str | None
+
+
+def status(settings: Settings) -> list[Status]:
+    """Every pipeline that has run, with its position and how far behind it is."""
+    with connect(settings, "analytics") as conn:
+        rows = fetch(conn, statement("pipelines.sql", "pipeline_status"))
+    now = datetime.now(UTC)
+    out = []
+    for row in rows.iter_rows(named=True):
+        mark = Watermark(
+            row["last_seq"], row["max_seq"], {int(k): v for k, v in _json(row["holes"]).items()},
+            row["last_at"],
+        )  # fmt: skip
+        ok = row["last_ok_at"]
+        last_ok = ok.isoformat(timespec="seconds") if ok else None
+        lag = (now - ok).total_seconds() if ok else None
+        out.append(Status(row["pipeline"], mark.describe(), last_ok, lag, row["last_error"]))
+    return out

@@ -64,6 +64,30 @@ class Olap:
         )  # fmt: skip
         return message
 
+    def bulk(self, tenants: list[uuid.UUID], count: int, *, seed: float = 0.5) -> None:
+        """`count` events of every kind over the last 20 days, spread over `tenants`, three
+        campaigns each, and repeat opens and clicks of the same messages (a message belongs to one
+        tenant, campaign and step)."""
+        self.execute("SELECT setseed($1::float8)", seed)
+        self.execute(
+            """
+            INSERT INTO content.email_events (tenant_id, kind, message_id, campaign_id,
+                step_position, machine, details, occurred_at)
+            SELECT t.ids[1 + m % cardinality(t.ids)],
+                   (ARRAY['SENT','SENT','SENT','OPEN','OPEN','CLICK','REPLY','BOUNCE',
+                          'COMPLAINT','UNSUBSCRIBE'])[1 + (i * 7) % 10],
+                   md5(t.ids[1 + m % cardinality(t.ids)]::text || m)::uuid,
+                   CASE WHEN m % 4 = 0 THEN NULL ELSE md5('c' || (m % 3))::uuid END,
+                   1 + m % 3, i % 6 = 0,
+                   CASE WHEN i % 2 = 0 THEN '{"hard": true}' ELSE '{"hard": false}' END::jsonb,
+                   now() - (i % 480) * interval '1 hour' - (i % 60) * interval '1 minute'
+            FROM generate_series(1, $2::int) AS i,
+                 LATERAL (SELECT i % 5000 AS m) AS message,
+                 (SELECT string_to_array($1::text, ',')::uuid[] AS ids) AS t
+            """,
+            ",".join(map(str, tenants)), count,
+        )  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def scratch(settings: Settings) -> Iterator[tuple[Settings, Olap]]:

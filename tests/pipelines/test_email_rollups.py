@@ -4,10 +4,15 @@ days, late commits, reruns and rebuilds."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from adbc_driver_postgresql import dbapi
 
 import pipelines
 from models.analytics import ALL_CAMPAIGNS
+from pipelines.runtime import Busy
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -70,3 +75,195 @@ def test_counts_follow_the_definitions(scratch) -> None:
         {"step": 2, "sent": 1, "delivered": 0, "opened": 0, "clicked": 0, "bounced": 1,
          "open_rate": 0.0, "bounce_rate": 1.0},
     ]  # fmt: skip
+
+
+def test_days_are_the_tenants_days_across_midnight_and_dst(scratch) -> None:
+    settings, olap = scratch
+    auckland, los_angeles = olap.tenant("Pacific/Auckland"), olap.tenant("America/Los_Angeles")
+    # 2026-04-05 03:00 NZDT → NZST (UTC+13 → +12); 2026-03-08 02:00 PST → PDT (UTC-8 → -7).
+    for at in (
+        datetime(2026, 4, 4, 10, 59, tzinfo=UTC),  # 23:59 on the 4th, NZDT
+        datetime(2026, 4, 4, 11, 0, tzinfo=UTC),  # 00:00 on the 5th, NZDT
+        datetime(2026, 4, 5, 11, 30, tzinfo=UTC),  # 23:30 on the 5th, NZST (after the change)
+        datetime(2026, 4, 5, 12, 0, tzinfo=UTC),  # 00:00 on the 6th, NZST
+    ):
+        olap.event(auckland, "SENT", at)
+    for at in (
+        datetime(2026, 3, 8, 7, 59, tzinfo=UTC),  # 23:59 on the 7th, PST
+        datetime(2026, 3, 8, 8, 0, tzinfo=UTC),  # 00:00 on the 8th, PST
+        datetime(2026, 3, 9, 6, 59, tzinfo=UTC),  # 23:59 on the 8th, PDT (after the change)
+        datetime(2026, 3, 9, 7, 0, tzinfo=UTC),  # 00:00 on the 9th, PDT
+    ):
+        olap.event(los_angeles, "SENT", at)
+
+    _run_all(settings)
+
+    assert _daily(olap, auckland).select("day", "sent").rows() == [
+        (date(2026, 4, 4), 1), (date(2026, 4, 5), 2), (date(2026, 4, 6), 1),
+    ]  # fmt: skip
+    assert _daily(olap, los_angeles).select("day", "sent").rows() == [
+        (date(2026, 3, 7), 1), (date(2026, 3, 8), 2), (date(2026, 3, 9), 1),
+    ]  # fmt: skip
+
+
+def test_a_message_opened_again_counts_once_a_day_across_runs(scratch) -> None:
+    settings, olap = scratch
+    tenant = olap.tenant("Europe/London")
+    message = olap.event(tenant, "SENT", T0)
+    olap.event(tenant, "OPEN", T0 + timedelta(hours=1), message=message)
+    _run_all(settings)
+    olap.event(tenant, "OPEN", T0 + timedelta(hours=2), message=message)  # same day
+    olap.event(tenant, "CLICK", T0 + timedelta(hours=3), message=message)  # opened already
+    olap.event(tenant, "OPEN", T0 + timedelta(days=1), message=message)  # the next day
+    _run_all(settings)
+    olap.event(tenant, "CLICK", T0 + timedelta(hours=4), message=message)  # clicked already
+    _run_all(settings)
+
+    rows = _daily(olap, tenant).select("day", "opened", "opens_total", "clicked", "clicks_total")
+    assert rows.rows() == [(date(2026, 3, 10), 1, 2, 1, 2), (date(2026, 3, 11), 1, 1, 0, 0)]
+
+
+COUNTS = (
+    "sent, delivered, opened, opens_total, clicked, clicks_total, machine_opens, machine_clicks,"
+    " replied, bounced, soft_bounced, complained, unsubscribed"
+)
+
+
+def _tables(olap) -> dict:
+    """Both tables as they stand, every column but updated_at."""
+    return {
+        "daily": olap.frame(
+            f"SELECT tenant_id::text, day, campaign_id::text, {COUNTS}"
+            " FROM analytics.daily_analytics ORDER BY 1, 2, 3"
+        ),
+        "campaign": olap.frame(
+            f"SELECT tenant_id::text, campaign_id::text, step, day, {COUNTS}, open_rate,"
+            " click_rate, reply_rate, bounce_rate FROM analytics.campaign_analytics"
+            " ORDER BY 1, 2, 3, 4"
+        ),
+    }
+
+
+def _same(a: dict, b: dict) -> None:
+    for name in a:
+        assert a[name].height > 0, name
+        assert a[name].equals(b[name]), name
+
+
+def test_a_transaction_that_commits_after_a_run_is_counted_by_the_next(scratch) -> None:
+    settings, olap = scratch
+    tenant = olap.tenant()
+    _run_all(settings)
+    late = dbapi.connect(olap.url)  # takes its seq now, commits after the next run
+    with late.cursor() as cur:
+        cur.execute(
+            "INSERT INTO content.email_events (tenant_id, kind, message_id, occurred_at)"
+            " VALUES ($1::uuid, 'SENT', gen_random_uuid(), $2::timestamptz)",
+            parameters=(str(tenant), T0.isoformat()),
+        )
+    olap.event(tenant, "SENT", T0)  # a later seq, committed first
+    _run_all(settings)
+    assert _daily(olap, tenant)["sent"].to_list() == [1]
+    late.commit()
+    late.close()
+    _run_all(settings)
+    _run_all(settings)  # and once more: nothing counted twice
+    assert _daily(olap, tenant)["sent"].to_list() == [2]
+
+
+def test_a_rolled_back_number_is_given_up_after_the_late_commit_window(scratch) -> None:
+    settings, olap = scratch
+    tenant = olap.tenant()
+    rolled_back = dbapi.connect(olap.url)
+    with rolled_back.cursor() as cur:
+        cur.execute(
+            "INSERT INTO content.email_events (tenant_id, kind, message_id)"
+            " VALUES ($1::uuid, 'SENT', gen_random_uuid())",
+            parameters=(str(tenant),),
+        )
+    olap.event(tenant, "SENT", T0)
+    rolled_back.rollback()
+    rolled_back.close()
+    pipelines.run(settings, "daily_analytics")
+    mark = olap.frame(
+        "SELECT last_seq, max_seq, holes::text AS holes FROM analytics.pipeline_watermarks"
+        " WHERE pipeline = 'daily_analytics'"
+    ).row(0, named=True)
+    assert mark["last_seq"] < mark["max_seq"] and mark["holes"] != "{}"
+    brief = settings.model_copy(update={"pipeline_late_commit_seconds": 0.001})
+    pipelines.run(brief, "daily_analytics")
+    mark = olap.frame(
+        "SELECT last_seq, max_seq, holes::text AS holes FROM analytics.pipeline_watermarks"
+        " WHERE pipeline = 'daily_analytics'"
+    ).row(0, named=True)
+    assert mark["last_seq"] == mark["max_seq"] and mark["holes"] == "{}"
+
+
+def test_malformed_rows_are_counted_as_skipped_and_the_rest_is_counted(scratch) -> None:
+    settings, olap = scratch
+    tenant = olap.tenant()
+    _run_all(settings)
+    olap.event(tenant, "SENT", T0)
+    olap.event(tenant, "DELIVERED", T0)  # a kind no rollup knows
+    olap.event(tenant, "BOUNCE", T0, details='{"hard": "perhaps"}')  # hard or soft unknown
+    olap.execute(
+        "INSERT INTO content.email_events (tenant_id, kind, occurred_at)"
+        " VALUES ($1::uuid, 'OPEN', $2::timestamptz)",  # about no message
+        str(tenant), T0.isoformat(),
+    )  # fmt: skip
+    result = pipelines.run(settings, "daily_analytics")
+    assert (result.rows_read, result.rows_skipped) == (4, 3)
+    assert _daily(olap, tenant)["sent"].to_list() == [1]
+
+
+def test_incremental_runs_equal_a_full_rebuild_and_a_rebuild_from_a_date(scratch) -> None:
+    settings, olap = scratch
+    tenants = [olap.tenant(zone) for zone in ("UTC", "Pacific/Auckland", "America/Los_Angeles")]
+    for seed in (0.1, 0.2, 0.3):
+        olap.bulk(tenants, 4_000, seed=seed)
+        _run_all(settings)
+    incremental = _tables(olap)
+    _run_all(settings)  # a run with nothing new changes nothing
+    _same(incremental, _tables(olap))
+
+    _run_all(settings, full=True)
+    _same(incremental, _tables(olap))
+
+    since = (datetime.now(UTC) - timedelta(days=5)).date()
+    _run_all(settings, since=since)
+    _same(incremental, _tables(olap))
+
+
+def test_concurrent_runs_count_every_event_once(scratch) -> None:
+    settings, olap = scratch
+    tenants = [olap.tenant("Asia/Kolkata"), olap.tenant("Europe/London")]
+    olap.bulk(tenants, 30_000, seed=0.7)
+    with ThreadPoolExecutor(4) as pool:
+        runs = [
+            pool.submit(pipelines.run, settings, name, wait=True)
+            for name in pipelines.NAMES
+            for _ in range(2)
+        ]
+        for r in runs:
+            r.result()
+    concurrent = _tables(olap)
+    _run_all(settings, full=True)
+    _same(concurrent, _tables(olap))
+
+
+def test_a_run_that_finds_the_pipeline_busy_gives_up_and_changes_nothing(scratch) -> None:
+    settings, olap = scratch
+    tenant = olap.tenant()
+    olap.event(tenant, "SENT", T0)
+    holder = dbapi.connect(olap.url)
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('pipeline:daily_analytics', 0))")
+    try:
+        with pytest.raises(Busy):
+            pipelines.run(settings, "daily_analytics")
+        assert _daily(olap, tenant).is_empty()
+    finally:
+        holder.rollback()
+        holder.close()
+    pipelines.run(settings, "daily_analytics")
+    assert _daily(olap, tenant)["sent"].to_list() == [1]
