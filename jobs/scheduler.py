@@ -87,6 +87,27 @@ async def poll_replies(settings: Settings) -> int:
     return await _in_system_session(settings, lambda s: replies.queue_polls(s, settings))
 
 
+@periodic(seconds=lambda settings: settings.pipeline_interval_seconds)
+async def run_pipelines(settings: Settings) -> dict[str, str]:
+    """Every analytics pipeline, one after another, each under its own lock: one that another
+    scheduler is running is skipped; one that fails is logged with its reason and keeps its
+    watermark, and the others still run."""
+    import pipelines
+    from pipelines.runtime import Busy
+
+    outcome: dict[str, str] = {}
+    for name in pipelines.NAMES:
+        try:
+            result = await asyncio.to_thread(pipelines.run, settings, name)
+        except Busy:
+            outcome[name] = "busy"
+        except Exception as error:  # recorded on the watermark row by the run itself
+            outcome[name] = f"failed: {type(error).__name__}"
+        else:
+            outcome[name] = f"{result.rows_read} read, {result.rows_written} written"
+    return outcome
+
+
 async def _in_system_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """`work` in one system-session transaction, on a Database of this run only."""
     from models.sessions import Database

@@ -14,6 +14,7 @@ clicked = distinct messages with a human click that day; repeat opens and clicks
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pipelines.runtime import Run, Watermark, fetch
 
 __all__ = ["Watermark"]
 
+log = logging.getLogger("penguinmails.pipelines")
 SQL = "pipelines.sql"
 CHUNK = 2_000_000  # seqs per extract: bounds a run's memory, whatever the backlog
 MAX_HOLES = 100_000  # the newest gaps kept as holes; older ones are taken as rolled back
@@ -128,17 +130,27 @@ def tenant_zones(run: Run) -> pl.DataFrame:
 
 
 def with_local_day(events: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
-    """Adds `day`: the date the event happened on in its tenant's time zone (DST included)."""
+    """Adds `day`: the date the event happened on in its tenant's time zone (DST included). A
+    zone Polars does not know counts as UTC rather than stopping every tenant's run."""
     joined = events.join(zones, on="tenant", how="left").with_columns(
         pl.col("zone").fill_null("UTC")
     )
     parts = [
-        part.with_columns(day=pl.col("at").dt.convert_time_zone(zone).dt.date()).drop("zone")
+        part.with_columns(day=_local_date(pl.col("at"), zone)).drop("zone")
         for (zone,), part in joined.partition_by("zone", as_dict=True).items()
     ]
     if not parts:
         return events.with_columns(day=pl.lit(None, pl.Date))
     return pl.concat(parts)
+
+
+def _local_date(at: pl.Expr, zone: str) -> pl.Expr:
+    try:
+        pl.select(pl.lit(0).cast(pl.Datetime("us", "UTC")).dt.convert_time_zone(zone))
+    except pl.exceptions.PolarsError:
+        log.warning("unknown time zone %r: its tenants' days are UTC days", zone)
+        zone = "UTC"
+    return at.dt.convert_time_zone(zone).dt.date()
 
 
 def well_formed(events: pl.DataFrame) -> pl.Expr:
