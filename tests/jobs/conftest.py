@@ -77,6 +77,23 @@ class WorkerProcess:
                 self.kill()
 
 
+def spawn_worker(
+    settings: Settings, log: Path, processes: int = 1, threads: int = 4, **overrides
+) -> WorkerProcess:
+    """A worker process with the queue's fast settings and `overrides` (e.g. smtp_relay_port),
+    its output in `log`; returns once every worker process is ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "penguinmails", "worker", "--processes", str(processes), "--threads", str(threads)],
+        env=_env(settings, **overrides), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while log.read_text().count("Worker process is ready") < processes:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    return WorkerProcess(proc, log)
+
+
 @pytest.fixture
 def start_worker(
     queue_settings: Settings, tmp_path: Path
@@ -86,16 +103,7 @@ def start_worker(
     def start(processes: int = 1, threads: int = 4, **overrides) -> WorkerProcess:
         """A worker; `overrides` are settings for it (e.g. smtp_relay_port)."""
         log = tmp_path / f"worker-{len(started)}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "penguinmails", "worker", "--processes", str(processes), "--threads", str(threads)],
-            env=_env(queue_settings, **overrides), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while log.read_text().count("Worker process is ready") < processes:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        worker = WorkerProcess(proc, log)
+        worker = spawn_worker(queue_settings, log, processes, threads, **overrides)
         started.append(worker)
         return worker
 

@@ -4,11 +4,7 @@ message stops the server; all of it is kept in content.inbound_messages."""
 
 from __future__ import annotations
 
-import socket
 import uuid
-from email.message import Message
-from email.mime.message import MIMEMessage
-from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 import aiosmtplib
@@ -24,8 +20,7 @@ from models.sessions import Database
 from penguinmails.settings import Settings
 from services import inbound
 from tests.factories import Sent, events, sent_message
-
-BOUNCE_HOST = "bounces.mail.example.com"
+from tests.reports import BOUNCE_HOST, arf, bounce_address, deliver, dsn, running_inbound
 
 
 @pytest.fixture
@@ -33,74 +28,6 @@ async def redis(settings: Settings):
     client = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
     yield client
     await client.aclose()
-
-
-# --- building reports as mail servers send them ---------------------------------------------
-
-
-def original_headers(sent: Sent) -> str:
-    m = sent.message
-    return (
-        f"Return-Path: <bounce+{m.verp_token}@{BOUNCE_HOST}>\r\n"
-        f"From: {m.from_address}\r\nTo: {m.to_address}\r\nSubject: {m.subject}\r\n"
-        f"Message-ID: {m.message_id_header}\r\nDate: Mon, 3 Jun 2024 09:00:00 +0000\r\n"
-    )
-
-
-def dsn(
-    sent: Sent, *, action: str, status: str, diagnostic: str, message_id: str | None = None
-) -> bytes:
-    """A DSN as Postfix writes it: explanation, delivery-status, the original's headers."""
-    report = MIMEMultipart("report", report_type="delivery-status")
-    report["From"] = "MAILER-DAEMON@mx.example.net (Mail Delivery System)"
-    report["To"] = f"bounce+{sent.message.verp_token}@{BOUNCE_HOST}"
-    report["Subject"] = "Undelivered Mail Returned to Sender"
-    report.attach(MIMEText("I'm sorry to have to inform you that your message could not\n"
-                           "be delivered to one or more recipients.\n"))  # fmt: skip
-    per_message = Message()
-    per_message["Reporting-MTA"] = "dns; mx.example.net"
-    per_message["Arrival-Date"] = "Mon, 3 Jun 2024 09:00:01 +0000"
-    per_recipient = Message()
-    per_recipient["Final-Recipient"] = f"rfc822; {sent.email}"
-    per_recipient["Original-Recipient"] = f"rfc822;{sent.message.to_address}"
-    per_recipient["Action"] = action
-    per_recipient["Status"] = status
-    per_recipient["Remote-MTA"] = "dns; mx.recipient.example"
-    per_recipient["Diagnostic-Code"] = diagnostic
-    status_part = Message()
-    status_part.set_type("message/delivery-status")
-    status_part.set_payload([per_message, per_recipient])
-    report.attach(status_part)
-    headers = original_headers(sent)
-    if message_id is not None:
-        headers = headers.replace(sent.message.message_id_header, message_id)
-    report.attach(MIMEText(headers, "rfc822-headers"))
-    return report.as_bytes()
-
-
-def arf(sent: Sent, *, feedback_type: str = "abuse") -> bytes:
-    """A complaint report as a feedback loop sends it (RFC 5965 §2), with the whole original."""
-    report = MIMEMultipart("report", report_type="feedback-report")
-    report["From"] = "staff@fbl.example.net"
-    report["To"] = "fbl@mail.example.com"
-    report["Subject"] = "FW: Hello"
-    report.attach(MIMEText("This is an email abuse report for an email message received\n"
-                           "from IP 192.0.2.1 on Mon, 3 Jun 2024 09:00:00 +0000.\n"))  # fmt: skip
-    feedback = Message()
-    feedback.set_type("message/feedback-report")
-    feedback.set_payload(
-        f"Feedback-Type: {feedback_type}\r\nUser-Agent: SomeGenerator/1.0\r\nVersion: 1\r\n"
-        f"Original-Mail-From: <bounce+{sent.message.verp_token}@{BOUNCE_HOST}>\r\n"
-        f"Original-Rcpt-To: <{sent.email}>\r\nArrival-Date: Mon, 3 Jun 2024 09:00:00 +0000\r\n"
-        "Source-IP: 192.0.2.1\r\nReported-Domain: mail.example.com\r\n"
-    )
-    report.attach(feedback)
-    original = MIMEText("Hi there, quick question about your roadmap.")
-    for line in original_headers(sent).splitlines():
-        name, _, value = line.partition(": ")
-        original[name] = value
-    report.attach(MIMEMessage(original))
-    return report.as_bytes()
 
 
 # --- reading the outcome --------------------------------------------------------------------
@@ -136,10 +63,6 @@ async def job_statuses(db: Database, ids: list[uuid.UUID]) -> list[JobStatus]:
     async with db.system_session("queue") as s:
         status = dict((await s.execute(select(Job.id, Job.status).where(Job.id.in_(ids)))).all())
     return [status[i] for i in ids]
-
-
-def bounce_address(sent: Sent) -> str:
-    return f"bounce+{sent.message.verp_token}@{BOUNCE_HOST}"
 
 
 # --- bounces ---------------------------------------------------------------------------------
@@ -319,28 +242,11 @@ def test_only_verp_unsubscribe_and_feedback_addresses_are_ours() -> None:
 # --- over SMTP -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def deliver(port: int, rcpt: str, raw: bytes) -> str:
-    """Sends as a mail server sends a DSN: from the null sender <>."""
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
-        _, reply = await client.sendmail("", [rcpt], raw)
-    return reply
-
-
 async def test_the_smtp_server_applies_a_bounce_refuses_strangers_and_survives_garbage(
     db: Database, redis: Redis, settings: Settings
 ) -> None:
     sent = await sent_message(db)
-    port = free_port()
-    controller = inbound.start_inbound(
-        db, redis, settings.model_copy(update={"inbound_host": "127.0.0.1", "inbound_port": port})
-    )
-    try:
+    async with running_inbound(db, redis, settings) as (controller, port):
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
             await client.mail("")
             with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
@@ -349,8 +255,6 @@ async def test_the_smtp_server_applies_a_bounce_refuses_strangers_and_survives_g
         garbage_reply = await deliver(port, bounce_address(sent), b"\x00\xff not mail\r\n")
         raw = dsn(sent, action="failed", status="5.1.1", diagnostic="smtp; 550 5.1.1 unknown")
         reply = await deliver(port, bounce_address(sent), raw)
-    finally:
-        controller.stop()
 
     assert garbage_reply.startswith("OK") and reply.startswith("OK")
     assert (controller.handler.received, controller.handler.unprocessed) == (2, 1)
