@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import func, select
 from strawberry.dataloader import DataLoader
 
-from models import analytics, billing, campaigns, content, infrastructure, tenancy
-from services.analytics import COUNTS, CURRENT_TENANT
+from models import billing, campaigns, content, infrastructure, tenancy
+from services.analytics import campaign_totals
 
 
 class Loaders:
@@ -90,24 +90,9 @@ class Loaders:
     async def _stats_by_campaign(self, keys: Sequence[uuid.UUID]) -> list[Any]:
         from graphql_api.campaigns.types import CampaignStats
 
-        a = analytics.CampaignAnalytics
         async with self._context.tenant_session() as session:
-            rows = (
-                await session.execute(
-                    select(a.campaign_id, *(func.sum(getattr(a, n)) for n in COUNTS))
-                    .where(a.tenant_id == CURRENT_TENANT, a.campaign_id.in_(keys))
-                    .group_by(a.campaign_id)
-                )
-            ).all()
-        sums = {row[0]: row[1:] for row in rows}
-        return [
-            CampaignStats(
-                **dict(
-                    zip(COUNTS, (int(v or 0) for v in sums.get(k, [0] * len(COUNTS))), strict=True)
-                )
-            )
-            for k in keys
-        ]
+            totals = await campaign_totals(session, keys)
+        return [CampaignStats(**totals[k]) for k in keys]
 
     async def _ips_by_vps(self, keys: Sequence[uuid.UUID]) -> list[list[Any]]:
         from graphql_api.infrastructure.types import SendingIp

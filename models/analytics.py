@@ -60,6 +60,8 @@ class EventCounts:
     soft_bounced: Mapped[int] = _count()
     complained: Mapped[int] = _count()
     unsubscribed: Mapped[int] = _count()
+    first_opened: Mapped[int] = _count()  # on the day of its first human open only
+    first_clicked: Mapped[int] = _count()
 
 
 class DailyAnalytics(EventCounts, Base):

@@ -47,6 +47,8 @@ COUNTS = (
     "soft_bounced",
     "complained",
     "unsubscribed",
+    "first_opened",
+    "first_clicked",
 )
 NIL = bytes(16)  # the nil UUID: no campaign
 
@@ -164,12 +166,14 @@ def well_formed(events: pl.DataFrame) -> pl.Expr:
 
 
 def count(events: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
-    """The counts of `events` at GRAIN. `prior` holds the human opens and clicks counted by
-    earlier runs (message, day, kind), so a message opened again on a day it was already
-    counted as opened adds to opens_total only."""
+    """The counts of `events` at GRAIN. `prior` holds the human opens and clicks counted before
+    (tenant, message, day, kind): a message opened again on a day it was already counted as
+    opened adds to opens_total only, and one opened before on any day adds nothing to
+    first_opened."""
     k, human = pl.col("kind"), ~pl.col("machine")
     totals = events.group_by(GRAIN).agg(
-        sent=(k == "SENT").sum(),
+        # A refusal during the SMTP transaction is a send that bounced at once.
+        sent=((k == "SENT") | ((k == "BOUNCE") & pl.col("refused"))).sum(),
         opens_total=((k == "OPEN") & human).sum(),
         clicks_total=((k == "CLICK") & human).sum(),
         machine_opens=((k == "OPEN") & ~human).sum(),
@@ -181,27 +185,40 @@ def count(events: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
         unsubscribed=(k == "UNSUBSCRIBE").sum(),
     )
     touches = events.filter(k.is_in(("OPEN", "CLICK")) & human).select(
-        *GRAIN, "message", clicked=k == "CLICK"
+        *GRAIN, "message", "at", click=k == "CLICK"
     )
-    opened = _firsts(touches, prior, "opened")
-    clicked = _firsts(
-        touches.filter(pl.col("clicked")), prior.filter(pl.col("kind") == "CLICK"), "clicked"
-    )
-    out = (
-        totals.join(opened, on=GRAIN, how="full", coalesce=True, nulls_equal=True)
-        .join(clicked, on=GRAIN, how="full", coalesce=True, nulls_equal=True)
-        .with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in COUNTS if c != "delivered")
-        .with_columns(delivered=pl.col("sent") - pl.col("bounced"))
-    )
+    clicks, prior_clicks = touches.filter(pl.col("click")), prior.filter(pl.col("kind") == "CLICK")
+    parts = [
+        _per_day(touches, prior, "opened"),
+        _per_day(clicks, prior_clicks, "clicked"),
+        _first_ever(touches, prior, "first_opened"),
+        _first_ever(clicks, prior_clicks, "first_clicked"),
+    ]
+    out = totals
+    for part in parts:
+        out = out.join(part, on=GRAIN, how="full", coalesce=True, nulls_equal=True)
+    out = out.with_columns(
+        pl.col(c).fill_null(0).cast(pl.Int64) for c in COUNTS if c != "delivered"
+    ).with_columns(delivered=pl.col("sent") - pl.col("bounced"))
     return out.select(*GRAIN, *COUNTS)
 
 
-def _firsts(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Per GRAIN, the messages touched on a day for the first time (not in `prior`)."""
+def _per_day(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Per GRAIN, the messages touched on a day they had not been touched on before."""
     firsts = touches.unique([*GRAIN, "message"]).join(
         prior.select("tenant", "message", "day").unique(),
         on=["tenant", "message", "day"],
         how="anti",
+    )
+    return firsts.group_by(GRAIN).agg(pl.len().alias(name))
+
+
+def _first_ever(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Per GRAIN, the messages touched for the first time ever (on the day of that touch)."""
+    firsts = (
+        touches.sort("at")
+        .unique(["tenant", "message"], keep="first", maintain_order=True)
+        .join(prior.select("tenant", "message").unique(), on=["tenant", "message"], how="anti")
     )
     return firsts.group_by(GRAIN).agg(pl.len().alias(name))
 
@@ -252,12 +269,13 @@ def _empty_counts() -> pl.DataFrame:
 
 def count_since(run: Run, day: date) -> pl.DataFrame:
     """The counts of every counted event of the days from `day` on, from scratch (the rows of
-    those days were deleted): a rebuild from a date."""
+    those days were deleted): a rebuild from a date. Touches before `day` are the prior ones."""
     zones = tenant_zones(run)
     events = events_since(run, day)
     good = events.filter(well_formed(events))
     local = with_local_day(good.drop("has_message"), zones).filter(pl.col("day") >= day)
-    return count(local, _no_touches())
+    prior = prior_touches(run, local, zones).filter(pl.col("day") < day)
+    return count(local, prior)
 
 
 def _no_touches() -> pl.DataFrame:

@@ -27,15 +27,17 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
-
-from bench_common import admin, free_port, run_with_servers, with_database
 from gen_events import generate
+
+from bench_common import admin, free_port, run_with_servers, start, stop, with_database
 from penguinmails import migrations
 from penguinmails.settings import PROJECT_ROOT, Settings
 
@@ -152,7 +154,9 @@ async def run(settings: Settings, url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         total = await conn.fetchval("SELECT count(*) FROM content.email_events")
-        print(f"{total:,} events, {await conn.fetchval('SELECT count(*) FROM app.tenants'):,} tenants")
+        print(
+            f"{total:,} events, {await conn.fetchval('SELECT count(*) FROM app.tenants'):,} tenants"
+        )
         await conn.execute("VACUUM ANALYZE content.email_events")
         sql_seconds, sql_config, sql_digest = await _sql_rollup(conn)
         print(f"(a) SQL INSERT … SELECT … GROUP BY: {sql_seconds:.2f} s ({sql_config})")
@@ -237,10 +241,8 @@ async def _dashboards(settings: Settings, conn: asyncpg.Connection) -> tuple[flo
     """p95 of the two dashboard reads, one request at a time, as a member of the tenants."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": settings.database_url or ""}
-    api = subprocess.Popen(
-        [sys.executable, "-m", "penguinmails", "api", "--port", str(port)],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log = Path(tempfile.gettempdir()) / f"bench-pipelines-api-{port}.log"
+    api = start([sys.executable, "-m", "penguinmails", "api", "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}/graphql"
     try:
         async with httpx.AsyncClient(timeout=30) as http:
@@ -263,8 +265,7 @@ async def _dashboards(settings: Settings, conn: asyncpg.Connection) -> tuple[flo
                 for _ in range(REQUESTS)
             ]
     finally:
-        api.terminate()
-        api.wait(10)
+        stop(api)
     return _p95(daily), _p95(page)
 
 

@@ -315,7 +315,10 @@ async def _record_results(key: tuple[Database, Redis, uuid.UUID], sends: list[Se
 
     async def bounce(send: Send) -> None:
         result = outcome[send]
-        details = {"hard": True, "status": str(result.code), "diagnostic": result.reply}
+        # Refused during the transaction: never accepted, so no SENT event; the analytics count
+        # it as sent and bounced (a bounce the server reported at once rather than by DSN).
+        details = {"hard": True, "refused": True, "status": str(result.code)}
+        details["diagnostic"] = result.reply
         await inbound.record_hard_bounce(db, redis, send.message, details)
 
     # Each kind is written even when another failed (a caller tries its own again: each write

@@ -1,6 +1,9 @@
 -- The OLAP tier's tables, written only by the pipelines (pipelines/), read by the dashboards.
 -- Tenant rollups are keyed by tenant first (the tenant is the distribution key on Citus). Counts
--- are what happened on a tenant-local day; the definitions are in docs/analytics.md.
+-- are what happened on a tenant-local day; the definitions are in docs/analytics.md. `opened`
+-- and `clicked` are distinct messages that day; `first_opened` and `first_clicked` count a
+-- message on the day of its first human open (click) only, so their sums over days are the
+-- distinct messages ever opened (clicked): what a campaign's lifetime figures add up.
 
 -- name: daily_analytics
 -- One row per tenant, local day and campaign; campaign_id = the nil UUID is the tenant-wide row
@@ -22,6 +25,8 @@ CREATE TABLE analytics.daily_analytics (
     soft_bounced bigint NOT NULL DEFAULT 0,
     complained bigint NOT NULL DEFAULT 0,
     unsubscribed bigint NOT NULL DEFAULT 0,
+    first_opened bigint NOT NULL DEFAULT 0,
+    first_clicked bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT pk_daily_analytics PRIMARY KEY (tenant_id, day, campaign_id)
 );
@@ -46,6 +51,8 @@ CREATE TABLE analytics.campaign_analytics (
     soft_bounced bigint NOT NULL DEFAULT 0,
     complained bigint NOT NULL DEFAULT 0,
     unsubscribed bigint NOT NULL DEFAULT 0,
+    first_opened bigint NOT NULL DEFAULT 0,
+    first_clicked bigint NOT NULL DEFAULT 0,
     open_rate double precision GENERATED ALWAYS AS
         (CASE WHEN delivered > 0 THEN opened::float8 / delivered ELSE 0 END) STORED,
     click_rate double precision GENERATED ALWAYS AS

@@ -40,7 +40,8 @@ SELECT uuid_send(id) AS tenant, timezone AS zone FROM app.tenants;
 
 -- name: email_events
 -- The events with $1 < seq <= $2. `message` only where a rollup counts distinct messages (human
--- and machine opens and clicks); `hard` only for bounces, NULL when the report did not say.
+-- and machine opens and clicks); `hard` only for bounces, NULL when the report did not say;
+-- `refused`: a bounce the receiving server gave during the SMTP transaction (never accepted).
 SELECT e.seq,
        uuid_send(e.tenant_id) AS tenant,
        uuid_send(e.campaign_id) AS campaign,
@@ -51,6 +52,7 @@ SELECT e.seq,
        e.machine,
        CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
             THEN (e.details->>'hard')::boolean END AS hard,
+       e.kind = 'BOUNCE' AND e.details->>'refused' = 'true' AS refused,
        e.occurred_at AS at
 FROM content.email_events e
 WHERE e.seq > $1::bigint AND e.seq <= $2::bigint;
@@ -67,6 +69,7 @@ SELECT e.seq,
        e.machine,
        CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
             THEN (e.details->>'hard')::boolean END AS hard,
+       e.kind = 'BOUNCE' AND e.details->>'refused' = 'true' AS refused,
        e.occurred_at AS at
 FROM content.email_events e
 WHERE e.occurred_at >= $1::timestamptz AND e.seq <= $2::bigint;
@@ -87,11 +90,13 @@ WHERE e.kind IN ('OPEN', 'CLICK') AND NOT e.machine AND e.seq <= $1::bigint;
 -- name: upsert_daily_analytics
 INSERT INTO analytics.daily_analytics AS t (
     tenant_id, day, campaign_id, sent, delivered, opened, opens_total, clicked, clicks_total,
-    machine_opens, machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed
+    machine_opens, machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed,
+    first_opened, first_clicked
 )
 SELECT encode(s.tenant, 'hex')::uuid, s.day, encode(s.campaign, 'hex')::uuid, s.sent,
        s.delivered, s.opened, s.opens_total, s.clicked, s.clicks_total, s.machine_opens,
-       s.machine_clicks, s.replied, s.bounced, s.soft_bounced, s.complained, s.unsubscribed
+       s.machine_clicks, s.replied, s.bounced, s.soft_bounced, s.complained, s.unsubscribed,
+       s.first_opened, s.first_clicked
 FROM pg_temp.staging s
 ON CONFLICT (tenant_id, day, campaign_id) DO UPDATE SET
     sent = t.sent + EXCLUDED.sent, delivered = t.delivered + EXCLUDED.delivered,
@@ -102,17 +107,20 @@ ON CONFLICT (tenant_id, day, campaign_id) DO UPDATE SET
     replied = t.replied + EXCLUDED.replied, bounced = t.bounced + EXCLUDED.bounced,
     soft_bounced = t.soft_bounced + EXCLUDED.soft_bounced,
     complained = t.complained + EXCLUDED.complained,
-    unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed, updated_at = now();
+    unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed,
+    first_opened = t.first_opened + EXCLUDED.first_opened,
+    first_clicked = t.first_clicked + EXCLUDED.first_clicked, updated_at = now();
 
 -- name: upsert_campaign_analytics
 INSERT INTO analytics.campaign_analytics AS t (
     tenant_id, campaign_id, step, day, sent, delivered, opened, opens_total, clicked,
     clicks_total, machine_opens, machine_clicks, replied, bounced, soft_bounced, complained,
-    unsubscribed
+    unsubscribed, first_opened, first_clicked
 )
 SELECT encode(s.tenant, 'hex')::uuid, encode(s.campaign, 'hex')::uuid, s.step, s.day, s.sent,
        s.delivered, s.opened, s.opens_total, s.clicked, s.clicks_total, s.machine_opens,
-       s.machine_clicks, s.replied, s.bounced, s.soft_bounced, s.complained, s.unsubscribed
+       s.machine_clicks, s.replied, s.bounced, s.soft_bounced, s.complained, s.unsubscribed,
+       s.first_opened, s.first_clicked
 FROM pg_temp.staging s
 ON CONFLICT (tenant_id, campaign_id, step, day) DO UPDATE SET
     sent = t.sent + EXCLUDED.sent, delivered = t.delivered + EXCLUDED.delivered,
@@ -123,4 +131,6 @@ ON CONFLICT (tenant_id, campaign_id, step, day) DO UPDATE SET
     replied = t.replied + EXCLUDED.replied, bounced = t.bounced + EXCLUDED.bounced,
     soft_bounced = t.soft_bounced + EXCLUDED.soft_bounced,
     complained = t.complained + EXCLUDED.complained,
-    unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed, updated_at = now();
+    unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed,
+    first_opened = t.first_opened + EXCLUDED.first_opened,
+    first_clicked = t.first_clicked + EXCLUDED.first_clicked, updated_at = now();
