@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -17,6 +17,9 @@ from jobs.connections import system_dsn
 from jobs.queuer import recover_expired_leases
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
+
+if TYPE_CHECKING:
+    from models.sessions import Database
 
 log = logging.getLogger("penguinmails.scheduler")
 T = TypeVar("T")
@@ -108,14 +111,39 @@ async def run_pipelines(settings: Settings) -> dict[str, str]:
     return outcome
 
 
+@periodic(seconds=3600)
+async def drop_old_message_bodies(settings: Settings) -> int:
+    """Sent messages' bodies past the content retention; the rows and events stay."""
+    from services import retention
+
+    dropped = await _with_database(
+        settings, lambda db: retention.drop_old_bodies(db, settings.content_retention_days)
+    )
+    if dropped.bodies:
+        log.info(
+            "dropped %d message bodies older than %d days in %d batches",
+            dropped.bodies, settings.content_retention_days, dropped.batches,
+        )  # fmt: skip
+    return dropped.bodies
+
+
 async def _in_system_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """`work` in one system-session transaction, on a Database of this run only."""
+
+    async def in_session(db: Database) -> T:
+        async with db.system_session() as session:
+            return await work(session)
+
+    return await _with_database(settings, in_session)
+
+
+async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """`work` on a Database of this run only (its own transactions), disposed of after."""
     from models.sessions import Database
 
     db = Database(settings)
     try:
-        async with db.system_session() as session:
-            return await work(session)
+        return await work(db)
     finally:
         await db.dispose()
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -71,6 +72,12 @@ class EmailMessage(UUIDPrimaryKey, TenantTagged, Timestamps, Base):
         Index(
             "ix_email_messages_tenant_id_account_id_sent_at", "tenant_id", "account_id", "sent_at"
         ),
+        # Content retention: the oldest messages that still have a body (services/retention.py).
+        Index(
+            "ix_email_messages_created_at_with_body",
+            "created_at",
+            postgresql_where=text("body_compressed IS NOT NULL"),
+        ),
         {"schema": "content"},
     )
 
@@ -85,7 +92,8 @@ class EmailMessage(UUIDPrimaryKey, TenantTagged, Timestamps, Base):
     from_address: Mapped[str] = mapped_column(String(320))
     to_address: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(Text)
-    body_compressed: Mapped[bytes | None] = mapped_column(LargeBinary)  # zlib of the MIME bytes
+    # zlib of the MIME bytes; NULL once older than the content retention (services/retention.py).
+    body_compressed: Mapped[bytes | None] = mapped_column(LargeBinary)
     status: Mapped[MessageStatus] = mapped_column(
         enum_column(MessageStatus, "message_status"),
         default=MessageStatus.PENDING,

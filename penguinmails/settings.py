@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     # Log in to an IMAP server that offers no TLS (STARTTLS) at all: only for a local server.
     imap_allow_plaintext: bool = False
 
+    # Content retention: a sent message's body (its MIME) is dropped this many days after it was
+    # written; the message row and its events stay (services/retention.py, hourly).
+    content_retention_days: int = 90
+
     # The DNS records a tenant publishes for a sending domain: SPF includes the platform's
     # senders; the return-path (bounces) and tracking hosts are CNAMEs under the tenant's domain
     # pointing at the platform's own hosts.

@@ -30,6 +30,7 @@ from penguinmails.settings import Settings
 from services import ratelimit
 from services.errors import DomainError
 from services.passwords import hash_password, verify_password
+from services.timezones import check_timezone
 
 MIN_PASSWORD_LENGTH = 10
 API_KEY_PREFIX = "pm_"
@@ -161,9 +162,7 @@ async def create_tenant(db: Database, user_id: uuid.UUID, name: str) -> Tenant:
 async def _create_tenant(
     session: AsyncSession, tenant_id: uuid.UUID, owner_id: uuid.UUID, name: str
 ) -> Tenant:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise DomainError("TENANT_NAME_INVALID", "name the workspace (1–200 characters)", "name")
+    name = _checked_tenant_name(name)
     entry_plan = await session.scalar(
         select(Plan).where(Plan.active).order_by(Plan.price_cents).limit(1)
     )
@@ -182,6 +181,37 @@ async def _create_tenant(
         )
     await session.flush()
     return tenant
+
+
+async def update_tenant(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    name: str | None = None,
+    timezone: str | None = None,
+) -> Tenant:
+    """Renames the workspace (its slug stays) and/or sets its IANA time zone, whose days are
+    its analytics days. What is not given stays; nothing is written unless all of it is valid."""
+    if name is not None:
+        name = _checked_tenant_name(name)
+    if timezone is not None:
+        timezone = check_timezone(timezone, "timezone")
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise DomainError("NOT_FOUND", "no such workspace")
+    if name is not None:
+        tenant.name = name
+    if timezone is not None:
+        tenant.timezone = timezone
+    await session.flush()
+    return tenant
+
+
+def _checked_tenant_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise DomainError("TENANT_NAME_INVALID", "name the workspace (1–200 characters)", "name")
+    return name
 
 
 def _slug(name: str, tenant_id: uuid.UUID) -> str:

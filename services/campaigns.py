@@ -5,10 +5,8 @@ services/sending.py's."""
 from __future__ import annotations
 
 import uuid
-import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +25,7 @@ from models.infrastructure import AccountStatus, EmailAccount
 from models.queue import JobStatus
 from services import templates
 from services.errors import DomainError
+from services.timezones import check_timezone
 from services.usage import Usage, usage
 
 MAX_STEPS = 10
@@ -225,12 +224,7 @@ async def _checked_accounts(
 
 
 def _checked_window(window: WindowSpec) -> WindowSpec:
-    if window.timezone not in _timezones():
-        raise DomainError(
-            "INVALID_TIMEZONE",
-            f"'{window.timezone}' is not an IANA time zone (like Europe/London).",
-            "input.window.timezone",
-        )
+    check_timezone(window.timezone, "input.window.timezone")
     days = sorted(set(window.days))
     if not days or not all(1 <= day <= 7 for day in days):
         raise DomainError(
@@ -246,13 +240,6 @@ def _checked_window(window: WindowSpec) -> WindowSpec:
             f"input.window.{field}",
         )
     return WindowSpec(window.timezone, days, window.start_hour, window.end_hour)
-
-
-@cache
-def _timezones() -> frozenset[str]:
-    # A set look-up rather than ZoneInfo(): that raises four kinds of error for a bad key.
-    # "localtime" is the server's own zone, which means nothing to a user.
-    return frozenset(zoneinfo.available_timezones() - {"localtime"})
 
 
 # --- states ----------------------------------------------------------------------------------

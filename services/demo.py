@@ -38,6 +38,28 @@ DEMO_LEADS = [
     ("alan@example.net", "Alan", "Turing", "Bletchley Labs"),
 ]
 
+# The steps: HTML with a link, so the sink's .eml files show the open pixel and a tracked click
+# link (the send path adds both to an HTML part), and the same words as text.
+FIRST_HTML = """<p>Hi {{ first_name }},</p>
+<p>Does {{ company }} send cold email at volume? PenguinMails warms up your domains and sends
+from your own IPs.</p>
+<p><a href="https://example.com/pricing">See pricing</a></p>
+"""
+FIRST_TEXT = """Hi {{ first_name }},
+
+Does {{ company }} send cold email at volume? PenguinMails warms up your domains and sends
+from your own IPs.
+
+See pricing: https://example.com/pricing
+"""
+BUMP_HTML = """<p>Hi {{ first_name }}, just bumping this up.</p>
+<p><a href="https://example.com/pricing">See pricing</a></p>
+"""
+BUMP_TEXT = """Hi {{ first_name }}, just bumping this up.
+
+See pricing: https://example.com/pricing
+"""
+
 
 @dataclass
 class DemoSeed:
@@ -127,13 +149,11 @@ async def seed_demo(session: AsyncSession, settings: Settings) -> DemoSeed:
                 CampaignAccount(tenant_id=tenant.id, campaign_id=campaign.id, account_id=account.id),
                 CampaignSequenceStep(
                     tenant_id=tenant.id, campaign_id=campaign.id, position=1, delay_days=0,
-                    subject="Quick question, {{ first_name }}",
-                    text="Hi {{ first_name }},\n\nDoes {{ company }} send cold email at volume?\n",
+                    subject="Quick question, {{ first_name }}", html=FIRST_HTML, text=FIRST_TEXT,
                 ),
                 CampaignSequenceStep(
                     tenant_id=tenant.id, campaign_id=campaign.id, position=2, delay_days=3,
-                    subject="Re: Quick question, {{ first_name }}",
-                    text="Hi {{ first_name }}, just bumping this up.\n",
+                    subject="Re: Quick question, {{ first_name }}", html=BUMP_HTML, text=BUMP_TEXT,
                 ),
             ]
         )  # fmt: skip

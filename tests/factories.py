@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import models
 from jobs.queue import enqueue
 from models.billing import Plan
-from models.content import EmailEvent, EmailMessage
+from models.content import EmailEvent, EmailMessage, EventKind, MessageStatus
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
@@ -158,6 +159,37 @@ async def sent_message(db: Database) -> Sent:
             .returning(EmailMessage)
         )
     return Sent(tenant, lead["campaign_id"], lead["id"], lead["email"], message)
+
+
+async def written_messages(db: Database, ages_in_days: list[float]) -> list[uuid.UUID]:
+    """Sent messages of a new tenant, written that many days ago (retention tests), each with a
+    body and a SENT event."""
+    tenant, now = uuid.uuid4(), dt.datetime.now(dt.UTC)
+    ids = []
+    async with db.system_session("content") as s:
+        for age in ages_in_days:
+            token = uuid.uuid4().hex
+            written = now - dt.timedelta(days=age)
+            message_id = await s.scalar(
+                insert(EmailMessage)
+                .values(
+                    tenant_id=tenant, idempotency_key=token,
+                    message_id_header=f"<{token}@mail.example.com>", verp_token=token,
+                    from_address="sender@example.com", to_address="lead@example.com",
+                    subject="Hello", body_compressed=zlib.compress(f"body {token}".encode()),
+                    status=MessageStatus.SENT, sent_at=written, created_at=written,
+                    updated_at=written,
+                )
+                .returning(EmailMessage.id)
+            )  # fmt: skip
+            await s.execute(
+                insert(EmailEvent).values(
+                    tenant_id=tenant, kind=EventKind.SENT, message_id=message_id,
+                    occurred_at=written,
+                )
+            )  # fmt: skip
+            ids.append(message_id)
+    return ids
 
 
 @dataclass

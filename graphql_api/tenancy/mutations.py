@@ -1,4 +1,4 @@
-"""signUp, logIn, createTenant, members and invitations, API keys."""
+"""signUp, logIn, createTenant, updateTenant, members and invitations, API keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from strawberry.types import Info
 
 from graphql_api.errors import user_errors
 from graphql_api.ids import decode_id, encode_id
-from graphql_api.input_limits import Email, Name, Password
+from graphql_api.input_limits import Email, Name, OptionalName, OptionalShort, Password
 from graphql_api.permissions import IsAdmin, IsAuthenticated, allow
 from graphql_api.tenancy.types import (
     ApiKey,
@@ -69,6 +69,20 @@ class TenancyMutation:
             )
         try:
             tenant = await auth.create_tenant(info.context.db, user_id, name)
+        except DomainError as e:
+            return TenantPayload(errors=user_errors(e))
+        return TenantPayload(tenant=Tenant.from_row(tenant))
+
+    @strawberry.mutation(extensions=allow(IsAdmin))
+    async def update_tenant(
+        self, info: Info, name: OptionalName = None, timezone: OptionalShort = None
+    ) -> TenantPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                tenant = await auth.update_tenant(
+                    session, access.tenant_id, name=name, timezone=timezone
+                )
         except DomainError as e:
             return TenantPayload(errors=user_errors(e))
         return TenantPayload(tenant=Tenant.from_row(tenant))

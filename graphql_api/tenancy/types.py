@@ -76,13 +76,16 @@ class Tenant(Node):
     name: str
     slug: str
     created_at: datetime
+    timezone: str = strawberry.field(
+        description="The workspace's IANA time zone: its analytics days are this zone's days."
+    )
     row: strawberry.Private[tenancy.Tenant]
 
     @classmethod
     def from_row(cls, row: tenancy.Tenant) -> Tenant:
         return cls(
             id=encode_id("Tenant", row.id), name=row.name, slug=row.slug,
-            created_at=row.created_at, row=row,
+            created_at=row.created_at, timezone=row.timezone, row=row,
         )  # fmt: skip
 
     @strawberry.field

@@ -212,6 +212,13 @@ async def test_each_operation_answers_bad_input_with_a_user_error(api: Api, db: 
             "TENANT_NAME_INVALID",
             "name",
         ),
+        (
+            "updateTenant",
+            "mutation($z: String) { updateTenant(timezone: $z) { errors { code field message } } }",
+            {"z": "Mars/Olympus"},
+            "INVALID_TIMEZONE",
+            "timezone",
+        ),
     ]
     for field_name, query, variables, code, field in cases:
         payload = await call(api, account, query, variables, field_name)

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert, select
 
 from jobs import scheduler
+from models.content import EmailMessage
 from models.queue import Job, JobLog, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
+from tests.factories import written_messages
 
 
 def _ago(**delta) -> datetime:
@@ -94,6 +96,28 @@ async def test_job_logs_older_than_the_retention_are_pruned(
     async with db.system_session("queue") as s:
         left = set(await s.scalars(select(JobLog.job_id).where(JobLog.job_id.in_([old, recent]))))
     assert left == {recent}
+
+
+async def test_message_bodies_past_the_content_retention_setting_are_dropped_hourly(
+    db: Database, settings: Settings
+) -> None:
+    [task] = [p for p in scheduler.registered() if p.name == "drop_old_message_bodies"]
+    assert task.interval(settings) == 3600
+    old, recent = await written_messages(db, [11, 9])
+
+    await task.task(settings.model_copy(update={"content_retention_days": 10}))
+
+    async with db.system_session("content") as s:
+        bodies = dict(
+            (
+                await s.execute(
+                    select(EmailMessage.id, EmailMessage.body_compressed).where(
+                        EmailMessage.id.in_([old, recent])
+                    )
+                )
+            ).all()
+        )
+    assert bodies[old] is None and bodies[recent] is not None
 
 
 async def test_the_scheduler_runs_registered_tasks_until_stopped(settings: Settings) -> None:
