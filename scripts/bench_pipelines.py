@@ -52,19 +52,38 @@ WORK_MEMS = ("64MB", "256MB", "1GB")
 SQL_ROLLUP = """
 INSERT INTO analytics.daily_analytics (
     tenant_id, day, campaign_id, sent, delivered, opened, opens_total, clicked, clicks_total,
-    machine_opens, machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed)
+    machine_opens, machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed,
+    first_opened, first_clicked)
 WITH e AS (
-    SELECT e.tenant_id, e.campaign_id, e.kind, e.machine, e.message_id,
+    SELECT e.tenant_id, e.campaign_id, e.kind, e.machine, e.message_id, e.occurred_at,
            (e.occurred_at AT TIME ZONE t.timezone)::date AS day,
            CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
-                THEN (e.details->>'hard')::boolean END AS hard
+                THEN (e.details->>'hard')::boolean END AS hard,
+           e.kind = 'BOUNCE' AND e.details->>'refused' = 'true' AS refused
     FROM content.email_events e JOIN app.tenants t ON t.id = e.tenant_id
     WHERE e.message_id IS NOT NULL
       AND e.kind IN ('SENT', 'OPEN', 'CLICK', 'REPLY', 'BOUNCE', 'COMPLAINT', 'UNSUBSCRIBE')
       AND (e.kind <> 'BOUNCE' OR e.details->>'hard' IN ('true', 'false'))
+), first_touch AS (
+    SELECT DISTINCT ON (tenant_id, message_id) tenant_id, message_id, occurred_at
+    FROM e WHERE kind IN ('OPEN', 'CLICK') AND NOT machine
+    ORDER BY tenant_id, message_id, occurred_at
+), first_click AS (
+    SELECT DISTINCT ON (tenant_id, message_id) tenant_id, message_id, occurred_at
+    FROM e WHERE kind = 'CLICK' AND NOT machine
+    ORDER BY tenant_id, message_id, occurred_at
+), f AS (
+    SELECT e.*, ft.message_id IS NOT NULL AS first_open, fc.message_id IS NOT NULL AS first_clk
+    FROM e
+    LEFT JOIN first_touch ft ON e.kind IN ('OPEN', 'CLICK') AND NOT e.machine
+         AND ft.tenant_id = e.tenant_id AND ft.message_id = e.message_id
+         AND ft.occurred_at = e.occurred_at
+    LEFT JOIN first_click fc ON e.kind = 'CLICK' AND NOT e.machine
+         AND fc.tenant_id = e.tenant_id AND fc.message_id = e.message_id
+         AND fc.occurred_at = e.occurred_at
 ), g AS (
     SELECT tenant_id, day, campaign_id, GROUPING(campaign_id) AS everything,
-        count(*) FILTER (WHERE kind = 'SENT') AS sent,
+        count(*) FILTER (WHERE kind = 'SENT' OR refused) AS sent,
         count(DISTINCT message_id) FILTER (WHERE kind IN ('OPEN', 'CLICK') AND NOT machine) AS opened,
         count(*) FILTER (WHERE kind = 'OPEN' AND NOT machine) AS opens_total,
         count(DISTINCT message_id) FILTER (WHERE kind = 'CLICK' AND NOT machine) AS clicked,
@@ -75,20 +94,23 @@ WITH e AS (
         count(*) FILTER (WHERE kind = 'BOUNCE' AND hard) AS bounced,
         count(*) FILTER (WHERE kind = 'BOUNCE' AND NOT hard) AS soft_bounced,
         count(*) FILTER (WHERE kind = 'COMPLAINT') AS complained,
-        count(*) FILTER (WHERE kind = 'UNSUBSCRIBE') AS unsubscribed
-    FROM e
+        count(*) FILTER (WHERE kind = 'UNSUBSCRIBE') AS unsubscribed,
+        count(DISTINCT message_id) FILTER (WHERE first_open) AS first_opened,
+        count(DISTINCT message_id) FILTER (WHERE first_clk) AS first_clicked
+    FROM f
     GROUP BY GROUPING SETS ((tenant_id, day, campaign_id), (tenant_id, day))
 )
 SELECT tenant_id, day, CASE WHEN everything = 1 THEN uuid_nil() ELSE campaign_id END,
        sent, sent - bounced, opened, opens_total, clicked, clicks_total, machine_opens,
-       machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed
+       machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed, first_opened,
+       first_clicked
 FROM g
 WHERE everything = 1 OR campaign_id IS NOT NULL
 """
 TABLE_DIGEST = """
 SELECT count(*) AS n, md5(string_agg(row(tenant_id, day, campaign_id, sent, delivered, opened,
     opens_total, clicked, clicks_total, machine_opens, machine_clicks, replied, bounced,
-    soft_bounced, complained, unsubscribed)::text, ',' ORDER BY tenant_id, day, campaign_id))
+    soft_bounced, complained, unsubscribed, first_opened, first_clicked)::text, ',' ORDER BY tenant_id, day, campaign_id))
 FROM analytics.daily_analytics
 """
 POLARS_REBUILD = """

@@ -20,8 +20,8 @@ T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 def _daily(olap, tenant, campaign=ALL_CAMPAIGNS):
     return olap.frame(
         "SELECT day, sent, delivered, opened, opens_total, clicked, clicks_total, machine_opens,"
-        " machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed"
-        " FROM analytics.daily_analytics WHERE tenant_id = $1::uuid AND campaign_id = $2::uuid"
+        " machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed, first_opened,"
+        " first_clicked FROM analytics.daily_analytics WHERE tenant_id = $1::uuid AND campaign_id = $2::uuid"
         " ORDER BY day",
         str(tenant), str(campaign),
     )  # fmt: skip
@@ -57,6 +57,7 @@ def test_counts_follow_the_definitions(scratch) -> None:
     _run_all(settings)
 
     row = _daily(olap, tenant).row(0, named=True)
+    assert (row.pop("first_opened"), row.pop("first_clicked")) == (2, 1)
     assert row == {
         "day": date(2026, 3, 10), "sent": 4, "delivered": 3, "opened": 2, "opens_total": 2,
         "clicked": 1, "clicks_total": 2, "machine_opens": 1, "machine_clicks": 1, "replied": 1,
@@ -121,11 +122,25 @@ def test_a_message_opened_again_counts_once_a_day_across_runs(scratch) -> None:
 
     rows = _daily(olap, tenant).select("day", "opened", "opens_total", "clicked", "clicks_total")
     assert rows.rows() == [(date(2026, 3, 10), 1, 2, 1, 2), (date(2026, 3, 11), 1, 1, 0, 0)]
+    # Over both days the message counts once, on the day of its first open and first click.
+    firsts = _daily(olap, tenant).select("day", "first_opened", "first_clicked")
+    assert firsts.rows() == [(date(2026, 3, 10), 1, 1), (date(2026, 3, 11), 0, 0)]
+
+
+def test_a_refusal_during_the_smtp_transaction_is_a_send_that_bounced(scratch) -> None:
+    settings, olap = scratch
+    tenant = olap.tenant()
+    olap.event(tenant, "SENT", T0)
+    olap.event(tenant, "BOUNCE", T0, details='{"hard": true, "refused": true, "status": "550"}')
+    olap.event(tenant, "SENT", T0)
+    _run_all(settings)
+    row = _daily(olap, tenant).select("sent", "delivered", "bounced").row(0)
+    assert row == (3, 2, 1)
 
 
 COUNTS = (
     "sent, delivered, opened, opens_total, clicked, clicks_total, machine_opens, machine_clicks,"
-    " replied, bounced, soft_bounced, complained, unsubscribed"
+    " replied, bounced, soft_bounced, complained, unsubscribed, first_opened, first_clicked"
 )
 
 
