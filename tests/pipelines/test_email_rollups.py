@@ -12,7 +12,9 @@ from adbc_driver_postgresql import dbapi
 
 import pipelines
 from models.analytics import ALL_CAMPAIGNS
+from models.sessions import Database
 from pipelines.runtime import Busy
+from services import retention
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -282,3 +284,29 @@ def test_a_run_that_finds_the_pipeline_busy_gives_up_and_changes_nothing(scratch
         holder.close()
     pipelines.run(settings, "daily_analytics")
     assert _daily(olap, tenant)["sent"].to_list() == [1]
+
+
+async def test_dropping_message_bodies_leaves_every_rollup_as_it_was(scratch) -> None:
+    settings, olap = scratch
+    tenant = olap.tenant("Europe/Paris")
+    olap.bulk([tenant], 3_000, seed=0.4)
+    olap.execute(
+        "INSERT INTO content.email_messages (tenant_id, idempotency_key, message_id_header,"
+        " verp_token, from_address, to_address, subject, body_compressed, status, created_at)"
+        " SELECT $1::uuid, 'k' || i, '<m' || i || '@x>', 'v' || i || md5($1::text), 'a@x.example',"
+        " 'b@y.example', 's', '\\x00'::bytea, 'SENT', now() - interval '200 days'"
+        " FROM generate_series(1, 50) AS i",
+        str(tenant),
+    )
+    _run_all(settings)
+    before = _tables(olap)
+    db = Database(settings)
+    try:
+        dropped = await retention.drop_old_bodies(db, 90)
+    finally:
+        await db.dispose()
+    assert dropped.bodies >= 50
+    _run_all(settings)
+    _same(before, _tables(olap))
+    _run_all(settings, full=True)
+    _same(before, _tables(olap))
