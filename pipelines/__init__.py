@@ -7,9 +7,11 @@ from datetime import date
 from types import ModuleType
 
 from penguinmails.settings import Settings
-from pipelines import campaign_analytics, daily_analytics, runtime
+from pipelines import campaign_analytics, daily_analytics, deliverability_daily, runtime
 
-MODULES: dict[str, ModuleType] = {m.NAME: m for m in (daily_analytics, campaign_analytics)}
+MODULES: dict[str, ModuleType] = {
+    m.NAME: m for m in (daily_analytics, campaign_analytics, deliverability_daily)
+}
 NAMES = tuple(MODULES)
 
 

@@ -124,3 +124,62 @@ ON CONFLICT (tenant_id, campaign_id, step, day) DO UPDATE SET
     soft_bounced = t.soft_bounced + EXCLUDED.soft_bounced,
     complained = t.complained + EXCLUDED.complained,
     unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed, updated_at = now();
+
+-- deliverability_daily (pipelines/deliverability_daily.py) ------------------------------------
+
+-- name: deliverability_events
+-- The events with $1 < seq <= $2. Every seq comes back (the watermark's holes are the seqs not
+-- seen); only SENT, BOUNCE and COMPLAINT bring the sending account and the From and To domains
+-- of their message (same tier: joined here), NULL when the message is not found.
+SELECT e.seq,
+       uuid_send(e.tenant_id) AS tenant,
+       e.kind,
+       CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
+            THEN (e.details->>'hard')::boolean END AS hard,
+       m.id IS NOT NULL AS has_message,
+       uuid_send(m.account_id) AS account,
+       lower(substring(m.from_address FROM '@([^@]+)$')) AS from_domain,
+       lower(substring(m.to_address FROM '@([^@]+)$')) AS to_domain,
+       e.occurred_at AS at
+FROM content.email_events e
+LEFT JOIN content.email_messages m
+  ON e.kind IN ('SENT', 'BOUNCE', 'COMPLAINT')
+ AND m.tenant_id = e.tenant_id AND m.id = e.message_id
+WHERE e.seq > $1::bigint AND e.seq <= $2::bigint;
+
+-- name: deliverability_events_since
+-- The SENT, BOUNCE and COMPLAINT events that happened at or after $1 with seq <= $2 (a rebuild
+-- from a date), as deliverability_events reads them.
+SELECT e.seq,
+       uuid_send(e.tenant_id) AS tenant,
+       e.kind,
+       CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
+            THEN (e.details->>'hard')::boolean END AS hard,
+       m.id IS NOT NULL AS has_message,
+       uuid_send(m.account_id) AS account,
+       lower(substring(m.from_address FROM '@([^@]+)$')) AS from_domain,
+       lower(substring(m.to_address FROM '@([^@]+)$')) AS to_domain,
+       e.occurred_at AS at
+FROM content.email_events e
+LEFT JOIN content.email_messages m ON m.tenant_id = e.tenant_id AND m.id = e.message_id
+WHERE e.kind IN ('SENT', 'BOUNCE', 'COMPLAINT')
+  AND e.occurred_at >= $1::timestamptz AND e.seq <= $2::bigint;
+
+-- name: account_ips
+-- The sending IP each account of pg_temp.batch_accounts has now (none: no row).
+SELECT b.tenant, b.account, host(ip.address) AS ip
+FROM pg_temp.batch_accounts b
+JOIN app.email_accounts a
+  ON a.tenant_id = encode(b.tenant, 'hex')::uuid AND a.id = encode(b.account, 'hex')::uuid
+JOIN app.smtp_ip_addresses ip ON ip.tenant_id = a.tenant_id AND ip.id = a.ip_id;
+
+-- name: upsert_deliverability_daily
+INSERT INTO analytics.deliverability_daily AS t (
+    tenant_id, day, subject_kind, subject, sent, bounced, complained
+)
+SELECT encode(s.tenant, 'hex')::uuid, s.day, s.subject_kind, s.subject, s.sent, s.bounced,
+       s.complained
+FROM pg_temp.staging s
+ON CONFLICT (tenant_id, day, subject_kind, subject) DO UPDATE SET
+    sent = t.sent + EXCLUDED.sent, bounced = t.bounced + EXCLUDED.bounced,
+    complained = t.complained + EXCLUDED.complained, updated_at = now();

@@ -75,6 +75,78 @@ class Olap:
         )  # fmt: skip
         return message
 
+    def account(self, tenant: uuid.UUID, address: str, ip: str | None = None) -> uuid.UUID:
+        """A sending account (and its domain), on the sending IP `ip` when given."""
+        account_id, domain = uuid.uuid4(), address.rsplit("@", 1)[1]
+        self.execute(
+            "INSERT INTO app.domains (tenant_id, name) VALUES ($1::uuid, $2) ON CONFLICT DO NOTHING",
+            str(tenant), domain,
+        )  # fmt: skip
+        self.execute(
+            "INSERT INTO app.email_accounts (id, tenant_id, domain_id, address)"
+            " SELECT $1::uuid, $2::uuid, id, $3 FROM app.domains"
+            " WHERE tenant_id = $2::uuid AND name = $4",
+            str(account_id), str(tenant), address, domain,
+        )  # fmt: skip
+        if ip is not None:
+            self.move(account_id, ip)
+        return account_id
+
+    def move(self, account: uuid.UUID, ip: str | None) -> None:
+        """Puts the account on the sending IP `ip` (made when new), or on none."""
+        if ip is not None:
+            self.execute(
+                "INSERT INTO app.smtp_ip_addresses (tenant_id, address)"
+                " SELECT tenant_id, $2::inet FROM app.email_accounts WHERE id = $1::uuid"
+                " ON CONFLICT (address) DO NOTHING",
+                str(account), ip,
+            )  # fmt: skip
+        self.execute(
+            "UPDATE app.email_accounts SET ip_id ="
+            " (SELECT id FROM app.smtp_ip_addresses WHERE address = $2::inet)"
+            " WHERE id = $1::uuid",
+            str(account), ip,
+        )  # fmt: skip
+
+    def message(
+        self, tenant: uuid.UUID, to: str, *, account: uuid.UUID | None = None,
+        sender: str | None = None,
+    ) -> uuid.UUID:  # fmt: skip
+        """A message to `to` from the account (its address) or from `sender`."""
+        message_id = uuid.uuid4()
+        self.execute(
+            "INSERT INTO content.email_messages (id, tenant_id, account_id, idempotency_key,"
+            " message_id_header, verp_token, from_address, to_address, subject)"
+            " SELECT $1::uuid, $2::uuid, $3::uuid, $1, $1, $1,"
+            " coalesce($4, (SELECT address FROM app.email_accounts WHERE id = $3::uuid)), $5, 's'",
+            str(message_id), str(tenant), str(account) if account else None, sender, to,
+        )  # fmt: skip
+        return message_id
+
+    def bulk_messages(self, tenants: list[uuid.UUID]) -> None:
+        """The messages `bulk` sends events about, each from one of its tenant's accounts (in
+        turn) to one of a few recipient domains."""
+        self.execute(
+            """
+            INSERT INTO content.email_messages (id, tenant_id, account_id, idempotency_key,
+                message_id_header, verp_token, from_address, to_address, subject)
+            SELECT md5(t.ids[1 + m % cardinality(t.ids)]::text || m)::uuid,
+                   t.ids[1 + m % cardinality(t.ids)], a.ids[1 + (m / 5) % cardinality(a.ids)],
+                   gen_random_uuid()::text, gen_random_uuid()::text, gen_random_uuid()::text,
+                   a.addresses[1 + (m / 5) % cardinality(a.ids)],
+                   'lead' || m || '@' || (ARRAY['gmail.com', 'Hotmail.co.uk', 'yahoo.fr',
+                                               'aol.com', 'example.org'])[1 + m % 5],
+                   's'
+            FROM generate_series(0, 4999) AS m,
+                 (SELECT string_to_array($1::text, ',')::uuid[] AS ids) AS t,
+                 LATERAL (SELECT array_agg(id ORDER BY address) AS ids,
+                                 array_agg(address ORDER BY address) AS addresses
+                          FROM app.email_accounts
+                          WHERE tenant_id = t.ids[1 + m % cardinality(t.ids)]) AS a
+            """,
+            ",".join(map(str, tenants)),
+        )  # fmt: skip
+
     def bulk(self, tenants: list[uuid.UUID], count: int, *, seed: float = 0.5) -> None:
         """`count` events of every kind over the last 20 days, spread over `tenants`, three
         campaigns each, and repeat opens and clicks of the same messages (a message belongs to one
