@@ -7,10 +7,17 @@ from datetime import date
 from types import ModuleType
 
 from penguinmails.settings import Settings
-from pipelines import campaign_analytics, daily_analytics, deliverability_daily, runtime
+from pipelines import (
+    billing_analytics,
+    campaign_analytics,
+    daily_analytics,
+    deliverability_daily,
+    runtime,
+)
 
 MODULES: dict[str, ModuleType] = {
-    m.NAME: m for m in (daily_analytics, campaign_analytics, deliverability_daily)
+    m.NAME: m
+    for m in (daily_analytics, campaign_analytics, deliverability_daily, billing_analytics)
 }
 NAMES = tuple(MODULES)
 

@@ -183,3 +183,58 @@ FROM pg_temp.staging s
 ON CONFLICT (tenant_id, day, subject_kind, subject) DO UPDATE SET
     sent = t.sent + EXCLUDED.sent, bounced = t.bounced + EXCLUDED.bounced,
     complained = t.complained + EXCLUDED.complained, updated_at = now();
+
+-- billing_analytics (pipelines/billing_analytics.py) ------------------------------------------
+
+-- name: billing_changes
+-- What changed after $1 (NULL: since the beginning). `touched_from`: the earliest moment whose
+-- UTC day the changes touch. A subscription counts on every day of its life, so a change to
+-- it, to one of its payments or to its plan touches every day from its creation on; a payment
+-- also touches the days it was made and paid on. `last_at`: the newest change seen.
+SELECT least(
+           (SELECT min(s.created_at) FROM app.subscriptions s
+            WHERE s.updated_at > coalesce($1::timestamptz, '-infinity')),
+           (SELECT min(least(p.created_at, p.paid_at, s.created_at))
+            FROM app.payments p LEFT JOIN app.subscriptions s ON s.id = p.subscription_id
+            WHERE p.updated_at > coalesce($1::timestamptz, '-infinity')),
+           (SELECT min(s.created_at)
+            FROM app.plans pl JOIN app.subscriptions s ON s.plan_id = pl.id
+            WHERE pl.updated_at > coalesce($1::timestamptz, '-infinity'))
+       ) AS touched_from,
+       greatest((SELECT max(updated_at) FROM app.subscriptions),
+                (SELECT max(updated_at) FROM app.payments),
+                (SELECT max(updated_at) FROM app.plans)) AS last_at;
+
+-- name: billing_subscriptions
+-- Every subscription as it is, with its plan's monthly price (a yearly plan's over 12) and
+-- whether a payment of it ever succeeded.
+SELECT uuid_send(s.plan_id) AS plan, s.status, s.created_at, s.canceled_at,
+       (CASE WHEN pl.interval = 'year' THEN round(pl.price_cents / 12.0)
+             ELSE pl.price_cents END)::bigint AS monthly_cents,
+       EXISTS (SELECT 1 FROM app.payments p
+               WHERE p.subscription_id = s.id AND p.status = 'SUCCEEDED') AS paid
+FROM app.subscriptions s JOIN app.plans pl ON pl.id = s.plan_id;
+
+-- name: billing_payments
+-- The succeeded payments paid at or after $1 and the failed ones made at or after $1, with the
+-- plan of their subscription (NULL: none).
+SELECT uuid_send(s.plan_id) AS plan, p.status, p.amount_cents, p.created_at, p.paid_at
+FROM app.payments p LEFT JOIN app.subscriptions s ON s.id = p.subscription_id
+WHERE (p.status = 'SUCCEEDED' AND p.paid_at >= $1::timestamptz)
+   OR (p.status = 'FAILED' AND p.created_at >= $1::timestamptz);
+
+-- name: upsert_billing_analytics
+-- The days were cleared first: every row is a whole day recomputed.
+INSERT INTO analytics.billing_analytics AS t (
+    day, plan_id, active_subscriptions, mrr_cents, new_subscriptions, churned_subscriptions,
+    revenue_cents, failed_payments
+)
+SELECT s.day, encode(s.plan, 'hex')::uuid, s.active, s.mrr_cents, s.new, s.churned,
+       s.revenue_cents, s.failed
+FROM pg_temp.staging s
+ON CONFLICT (day, plan_id) DO UPDATE SET
+    active_subscriptions = EXCLUDED.active_subscriptions, mrr_cents = EXCLUDED.mrr_cents,
+    new_subscriptions = EXCLUDED.new_subscriptions,
+    churned_subscriptions = EXCLUDED.churned_subscriptions,
+    revenue_cents = EXCLUDED.revenue_cents, failed_payments = EXCLUDED.failed_payments,
+    updated_at = now();

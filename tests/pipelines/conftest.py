@@ -147,6 +147,49 @@ class Olap:
             ",".join(map(str, tenants)),
         )  # fmt: skip
 
+    def plan(self, price_cents: int, interval: str = "month") -> uuid.UUID:
+        plan_id = uuid.uuid4()
+        self.execute(
+            "INSERT INTO app.plans (id, code, name, price_cents, interval, emails_per_month,"
+            " max_domains, max_ips, max_email_accounts, max_seats)"
+            " VALUES ($1::uuid, $2, 'P', $3::int, $4, 1000, 1, 1, 1, 1)",
+            str(plan_id), plan_id.hex[:32], price_cents, interval,
+        )  # fmt: skip
+        return plan_id
+
+    def subscription(
+        self, plan: uuid.UUID, status: str, created_at: datetime,
+        canceled_at: datetime | None = None,
+    ) -> uuid.UUID:  # fmt: skip
+        """A subscription of a tenant of its own."""
+        subscription_id = uuid.uuid4()
+        self.execute(
+            "INSERT INTO app.subscriptions (id, tenant_id, plan_id, status, created_at,"
+            " canceled_at) VALUES ($1::uuid, $2::uuid, $3::uuid, $4, $5::timestamptz,"
+            " $6::timestamptz)",
+            str(subscription_id), str(self.tenant()), str(plan), status, created_at.isoformat(),
+            canceled_at.isoformat() if canceled_at else None,
+        )  # fmt: skip
+        return subscription_id
+
+    def payment(
+        self, subscription: uuid.UUID | None, amount_cents: int, status: str,
+        created_at: datetime, paid_at: datetime | None = None,
+    ) -> uuid.UUID:  # fmt: skip
+        """A payment of the subscription (its tenant's), or of a tenant of its own."""
+        payment_id = uuid.uuid4()
+        self.execute(
+            "INSERT INTO app.payments (id, tenant_id, subscription_id, amount_cents, status,"
+            " created_at, paid_at)"
+            " SELECT $1::uuid, coalesce((SELECT tenant_id FROM app.subscriptions"
+            " WHERE id = $2::uuid), $3::uuid), $2::uuid, $4::bigint, $5, $6::timestamptz,"
+            " $7::timestamptz",
+            str(payment_id), str(subscription) if subscription else None,
+            None if subscription else str(self.tenant()),
+            amount_cents, status, created_at.isoformat(), paid_at.isoformat() if paid_at else None,
+        )  # fmt: skip
+        return payment_id
+
     def bulk(self, tenants: list[uuid.UUID], count: int, *, seed: float = 0.5) -> None:
         """`count` events of every kind over the last 20 days, spread over `tenants`, three
         campaigns each, and repeat opens and clicks of the same messages (a message belongs to one
