@@ -12,12 +12,19 @@ from pipelines import (
     campaign_analytics,
     daily_analytics,
     deliverability_daily,
+    queue_health,
     runtime,
 )
 
 MODULES: dict[str, ModuleType] = {
     m.NAME: m
-    for m in (daily_analytics, campaign_analytics, deliverability_daily, billing_analytics)
+    for m in (
+        daily_analytics,
+        campaign_analytics,
+        deliverability_daily,
+        billing_analytics,
+        queue_health,
+    )
 }
 NAMES = tuple(MODULES)
 

@@ -238,3 +238,30 @@ ON CONFLICT (day, plan_id) DO UPDATE SET
     churned_subscriptions = EXCLUDED.churned_subscriptions,
     revenue_cents = EXCLUDED.revenue_cents, failed_payments = EXCLUDED.failed_payments,
     updated_at = now();
+
+-- queue_health (pipelines/queue_health.py) ----------------------------------------------------
+
+-- name: queue_attempts
+-- Every attempt that ended at or after $1: succeeded, failed (to be retried) or dead, logged when
+-- it ended (`at`) with how long it ran (NULL when its lease expired: it never reported), and
+-- its job's priority (NULL: the job is gone). `run_at` only for the attempt that ended the job:
+-- a job keeps the run_at of its last attempt (a failed one's is already its retry's).
+SELECT l.at, l.status, l.duration_ms, j.priority,
+       CASE WHEN l.status IN ('succeeded', 'dead') AND l.attempt = j.attempts
+            THEN j.run_at END AS run_at
+FROM queue.job_logs l
+LEFT JOIN queue.jobs j ON j.id = l.job_id
+WHERE l.at >= $1::timestamptz AND l.status IN ('succeeded', 'failed', 'dead');
+
+-- name: upsert_queue_health
+-- The hours were cleared first: every row is a whole hour recomputed.
+INSERT INTO analytics.queue_health AS t (
+    hour, tier, finished, failed, dead, wait_p50_ms, wait_p95_ms, run_p50_ms, run_p95_ms
+)
+SELECT s.hour, s.tier, s.finished, s.failed, s.dead, s.wait_p50_ms, s.wait_p95_ms,
+       s.run_p50_ms, s.run_p95_ms
+FROM pg_temp.staging s
+ON CONFLICT (hour, tier) DO UPDATE SET
+    finished = EXCLUDED.finished, failed = EXCLUDED.failed, dead = EXCLUDED.dead,
+    wait_p50_ms = EXCLUDED.wait_p50_ms, wait_p95_ms = EXCLUDED.wait_p95_ms,
+    run_p50_ms = EXCLUDED.run_p50_ms, run_p95_ms = EXCLUDED.run_p95_ms, updated_at = now();

@@ -190,6 +190,26 @@ class Olap:
         )  # fmt: skip
         return payment_id
 
+    def job(self, priority: int, run_at: datetime, attempts: int = 1) -> uuid.UUID:
+        """A job (its status does not matter here) at its `attempts`-th attempt."""
+        job_id = uuid.uuid4()
+        self.execute(
+            "INSERT INTO queue.jobs (id, kind, priority, run_at, attempts)"
+            " VALUES ($1::uuid, 'test', $2::int2, $3::timestamptz, $4::int)",
+            str(job_id), priority, run_at.isoformat(), attempts,
+        )  # fmt: skip
+        return job_id
+
+    def job_log(
+        self, job: uuid.UUID, attempt: int, status: str, at: datetime,
+        duration_ms: int | None = None,
+    ) -> None:  # fmt: skip
+        self.execute(
+            "INSERT INTO queue.job_logs (job_id, attempt, status, duration_ms, at)"
+            " VALUES ($1::uuid, $2::int, $3, $4::int, $5::timestamptz)",
+            str(job), attempt, status, duration_ms, at.isoformat(),
+        )  # fmt: skip
+
     def bulk(self, tenants: list[uuid.UUID], count: int, *, seed: float = 0.5) -> None:
         """`count` events of every kind over the last 20 days, spread over `tenants`, three
         campaigns each, and repeat opens and clicks of the same messages (a message belongs to one
