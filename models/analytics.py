@@ -27,6 +27,8 @@ from models.base import Base
 
 # daily_analytics.campaign_id of the tenant-wide row.
 ALL_CAMPAIGNS = uuid.UUID(int=0)
+# billing_analytics.plan_id of the payments that belong to no subscription.
+NO_PLAN = uuid.UUID(int=0)
 
 
 def _count() -> Mapped[int]:

@@ -7,9 +7,25 @@ from datetime import date
 from types import ModuleType
 
 from penguinmails.settings import Settings
-from pipelines import campaign_analytics, daily_analytics, runtime
+from pipelines import (
+    billing_analytics,
+    campaign_analytics,
+    daily_analytics,
+    deliverability_daily,
+    queue_health,
+    runtime,
+)
 
-MODULES: dict[str, ModuleType] = {m.NAME: m for m in (daily_analytics, campaign_analytics)}
+MODULES: dict[str, ModuleType] = {
+    m.NAME: m
+    for m in (
+        daily_analytics,
+        campaign_analytics,
+        deliverability_daily,
+        billing_analytics,
+        queue_health,
+    )
+}
 NAMES = tuple(MODULES)
 
 

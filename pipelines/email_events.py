@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 import polars as pl
 
 from models.sqlfiles import statement
-from pipelines.runtime import Run, Watermark, fetch
+from pipelines.runtime import Run, Watermark, fetch, ingest
 
 __all__ = ["Watermark"]
 
@@ -65,8 +65,11 @@ class Batch:
 # --- extract ---------------------------------------------------------------------------------
 
 
-def new_events(run: Run) -> Iterator[pl.DataFrame]:
-    """The events no earlier run counted, chunk by chunk; moves `run.watermark` past them."""
+def new_events(run: Run, extract: str = "email_events") -> Iterator[pl.DataFrame]:
+    """The events no earlier run counted, chunk by chunk; moves `run.watermark` past them.
+    `extract` names the statement that reads them ($1 < seq <= $2): a rollup that needs other
+    columns brings its own, and must return every seq in the range (the holes are the seqs it
+    does not see)."""
     mark = run.watermark
     content = run.source("content")
     last = fetch(content, statement(SQL, "last_event_seq")).item()
@@ -74,7 +77,7 @@ def new_events(run: Run) -> Iterator[pl.DataFrame]:
     lo = mark.last_seq
     while lo < last:
         hi = min(lo + CHUNK, last)
-        chunk = fetch(content, statement(SQL, "email_events"), (lo, hi))
+        chunk = fetch(content, statement(SQL, extract), (lo, hi))
         fresh = chunk.filter(~mark.counted(pl.col("seq")))
         taken.append(fresh["seq"])
         yield fresh
@@ -83,12 +86,13 @@ def new_events(run: Run) -> Iterator[pl.DataFrame]:
     run.watermark = advance(mark, seqs, run.settings.pipeline_late_commit_seconds)
 
 
-def events_since(run: Run, day: date) -> pl.DataFrame:
-    """Every counted event of the tenants' days from `day` on (a rebuild from a date)."""
+def events_since(run: Run, day: date, extract: str = "email_events_since") -> pl.DataFrame:
+    """Every counted event of the tenants' days from `day` on (a rebuild from a date), read by
+    the statement `extract` (occurred_at >= $1, seq <= $2)."""
     earliest = datetime.combine(day - timedelta(days=1), datetime.min.time())  # UTC+14 first
     frame = fetch(
         run.source("content"),
-        statement(SQL, "email_events_since"),
+        statement(SQL, extract),
         (earliest.isoformat() + "+00:00", run.watermark.max_seq),
     )
     return frame.filter(run.watermark.counted(pl.col("seq")))
@@ -235,9 +239,7 @@ def prior_touches(run: Run, events: pl.DataFrame, zones: pl.DataFrame) -> pl.Dat
     if touched.is_empty() or mark.max_seq == 0:
         return empty
     content = run.source("content")
-    with content.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS pg_temp.batch_messages")
-        cur.adbc_ingest("batch_messages", touched.to_arrow(), mode="create", temporary=True)
+    ingest(content, touched, "batch_messages")
     prior = fetch(content, statement(SQL, "prior_human_touches"), (mark.max_seq,))
     prior = prior.filter(mark.counted(pl.col("seq")))
     return with_local_day(prior, zones).select("tenant", "message", "day", "kind")

@@ -80,6 +80,15 @@ def execute(conn: dbapi.Connection, sql: str, parameters: tuple = ()) -> int:
         return cur.rowcount
 
 
+def ingest(conn: dbapi.Connection, frame: pl.DataFrame, table: str) -> str:
+    """`frame` in a temporary table `table` of the connection's session (replacing one of that
+    name), by bulk ingest; its name."""
+    with conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
+        cur.adbc_ingest(table, frame.to_arrow(), mode="create", temporary=True)
+    return table
+
+
 class Run:
     """One run of one pipeline: the OLAP transaction, the watermark, and the connections to
     the source tiers (opened on demand, closed with the run)."""
@@ -105,10 +114,7 @@ class Run:
 
     def stage(self, frame: pl.DataFrame, table: str = "staging") -> str:
         """`frame` in a temporary table of this transaction (dropped at commit); its name."""
-        with self.olap.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
-            cur.adbc_ingest(table, frame.to_arrow(), mode="create", temporary=True)
-        return table
+        return ingest(self.olap, frame, table)
 
     def upsert(self, frame: pl.DataFrame, sql_file: str, name: str) -> int:
         """Stages `frame` and runs the named INSERT … SELECT … FROM staging ON CONFLICT."""

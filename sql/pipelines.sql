@@ -134,3 +134,146 @@ ON CONFLICT (tenant_id, campaign_id, step, day) DO UPDATE SET
     unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed,
     first_opened = t.first_opened + EXCLUDED.first_opened,
     first_clicked = t.first_clicked + EXCLUDED.first_clicked, updated_at = now();
+
+-- deliverability_daily (pipelines/deliverability_daily.py) ------------------------------------
+
+-- name: deliverability_events
+-- The events with $1 < seq <= $2. Every seq comes back (the watermark's holes are the seqs not
+-- seen); only SENT, BOUNCE and COMPLAINT bring the sending account and the From and To domains
+-- of their message (same tier: joined here), NULL when the message is not found.
+SELECT e.seq,
+       uuid_send(e.tenant_id) AS tenant,
+       e.kind,
+       CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
+            THEN (e.details->>'hard')::boolean END AS hard,
+       e.kind = 'BOUNCE' AND e.details->>'refused' = 'true' AS refused,
+       m.id IS NOT NULL AS has_message,
+       uuid_send(m.account_id) AS account,
+       lower(substring(m.from_address FROM '@([^@]+)$')) AS from_domain,
+       lower(substring(m.to_address FROM '@([^@]+)$')) AS to_domain,
+       e.occurred_at AS at
+FROM content.email_events e
+LEFT JOIN content.email_messages m
+  ON e.kind IN ('SENT', 'BOUNCE', 'COMPLAINT')
+ AND m.tenant_id = e.tenant_id AND m.id = e.message_id
+WHERE e.seq > $1::bigint AND e.seq <= $2::bigint;
+
+-- name: deliverability_events_since
+-- The SENT, BOUNCE and COMPLAINT events that happened at or after $1 with seq <= $2 (a rebuild
+-- from a date), as deliverability_events reads them.
+SELECT e.seq,
+       uuid_send(e.tenant_id) AS tenant,
+       e.kind,
+       CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
+            THEN (e.details->>'hard')::boolean END AS hard,
+       e.kind = 'BOUNCE' AND e.details->>'refused' = 'true' AS refused,
+       m.id IS NOT NULL AS has_message,
+       uuid_send(m.account_id) AS account,
+       lower(substring(m.from_address FROM '@([^@]+)$')) AS from_domain,
+       lower(substring(m.to_address FROM '@([^@]+)$')) AS to_domain,
+       e.occurred_at AS at
+FROM content.email_events e
+LEFT JOIN content.email_messages m ON m.tenant_id = e.tenant_id AND m.id = e.message_id
+WHERE e.kind IN ('SENT', 'BOUNCE', 'COMPLAINT')
+  AND e.occurred_at >= $1::timestamptz AND e.seq <= $2::bigint;
+
+-- name: account_ips
+-- The sending IP each account of pg_temp.batch_accounts has now (none: no row).
+SELECT b.tenant, b.account, host(ip.address) AS ip
+FROM pg_temp.batch_accounts b
+JOIN app.email_accounts a
+  ON a.tenant_id = encode(b.tenant, 'hex')::uuid AND a.id = encode(b.account, 'hex')::uuid
+JOIN app.smtp_ip_addresses ip ON ip.tenant_id = a.tenant_id AND ip.id = a.ip_id;
+
+-- name: upsert_deliverability_daily
+INSERT INTO analytics.deliverability_daily AS t (
+    tenant_id, day, subject_kind, subject, sent, bounced, complained
+)
+SELECT encode(s.tenant, 'hex')::uuid, s.day, s.subject_kind, s.subject, s.sent, s.bounced,
+       s.complained
+FROM pg_temp.staging s
+ON CONFLICT (tenant_id, day, subject_kind, subject) DO UPDATE SET
+    sent = t.sent + EXCLUDED.sent, bounced = t.bounced + EXCLUDED.bounced,
+    complained = t.complained + EXCLUDED.complained, updated_at = now();
+
+-- billing_analytics (pipelines/billing_analytics.py) ------------------------------------------
+
+-- name: billing_changes
+-- What changed after $1 (NULL: since the beginning). `touched_from`: the earliest moment whose
+-- UTC day the changes touch. A subscription counts on every day of its life, so a change to
+-- it, to one of its payments or to its plan touches every day from its creation on; a payment
+-- also touches the days it was made and paid on. `last_at`: the newest change seen.
+SELECT least(
+           (SELECT min(s.created_at) FROM app.subscriptions s
+            WHERE s.updated_at > coalesce($1::timestamptz, '-infinity')),
+           (SELECT min(least(p.created_at, p.paid_at, s.created_at))
+            FROM app.payments p LEFT JOIN app.subscriptions s ON s.id = p.subscription_id
+            WHERE p.updated_at > coalesce($1::timestamptz, '-infinity')),
+           (SELECT min(s.created_at)
+            FROM app.plans pl JOIN app.subscriptions s ON s.plan_id = pl.id
+            WHERE pl.updated_at > coalesce($1::timestamptz, '-infinity'))
+       ) AS touched_from,
+       greatest((SELECT max(updated_at) FROM app.subscriptions),
+                (SELECT max(updated_at) FROM app.payments),
+                (SELECT max(updated_at) FROM app.plans)) AS last_at;
+
+-- name: billing_subscriptions
+-- Every subscription as it is, with its plan's monthly price (a yearly plan's over 12) and
+-- whether a payment of it ever succeeded.
+SELECT uuid_send(s.plan_id) AS plan, s.status, s.created_at, s.canceled_at,
+       (CASE WHEN pl.interval = 'year' THEN round(pl.price_cents / 12.0)
+             ELSE pl.price_cents END)::bigint AS monthly_cents,
+       EXISTS (SELECT 1 FROM app.payments p
+               WHERE p.subscription_id = s.id AND p.status = 'SUCCEEDED') AS paid
+FROM app.subscriptions s JOIN app.plans pl ON pl.id = s.plan_id;
+
+-- name: billing_payments
+-- The succeeded payments paid at or after $1 and the failed ones made at or after $1, with the
+-- plan of their subscription (NULL: none).
+SELECT uuid_send(s.plan_id) AS plan, p.status, p.amount_cents, p.created_at, p.paid_at
+FROM app.payments p LEFT JOIN app.subscriptions s ON s.id = p.subscription_id
+WHERE (p.status = 'SUCCEEDED' AND p.paid_at >= $1::timestamptz)
+   OR (p.status = 'FAILED' AND p.created_at >= $1::timestamptz);
+
+-- name: upsert_billing_analytics
+-- The days were cleared first: every row is a whole day recomputed.
+INSERT INTO analytics.billing_analytics AS t (
+    day, plan_id, active_subscriptions, mrr_cents, new_subscriptions, churned_subscriptions,
+    revenue_cents, failed_payments
+)
+SELECT s.day, encode(s.plan, 'hex')::uuid, s.active, s.mrr_cents, s.new, s.churned,
+       s.revenue_cents, s.failed
+FROM pg_temp.staging s
+ON CONFLICT (day, plan_id) DO UPDATE SET
+    active_subscriptions = EXCLUDED.active_subscriptions, mrr_cents = EXCLUDED.mrr_cents,
+    new_subscriptions = EXCLUDED.new_subscriptions,
+    churned_subscriptions = EXCLUDED.churned_subscriptions,
+    revenue_cents = EXCLUDED.revenue_cents, failed_payments = EXCLUDED.failed_payments,
+    updated_at = now();
+
+-- queue_health (pipelines/queue_health.py) ----------------------------------------------------
+
+-- name: queue_attempts
+-- Every attempt that ended at or after $1: succeeded, failed (to be retried) or dead, logged when
+-- it ended (`at`) with how long it ran (NULL when its lease expired: it never reported), and
+-- its job's priority (NULL: the job is gone). `run_at` only for the attempt that ended the job:
+-- a job keeps the run_at of its last attempt (a failed one's is already its retry's).
+SELECT l.at, l.status, l.duration_ms, j.priority,
+       CASE WHEN l.status IN ('succeeded', 'dead') AND l.attempt = j.attempts
+            THEN j.run_at END AS run_at
+FROM queue.job_logs l
+LEFT JOIN queue.jobs j ON j.id = l.job_id
+WHERE l.at >= $1::timestamptz AND l.status IN ('succeeded', 'failed', 'dead');
+
+-- name: upsert_queue_health
+-- The hours were cleared first: every row is a whole hour recomputed.
+INSERT INTO analytics.queue_health AS t (
+    hour, tier, finished, failed, dead, wait_p50_ms, wait_p95_ms, run_p50_ms, run_p95_ms
+)
+SELECT s.hour, s.tier, s.finished, s.failed, s.dead, s.wait_p50_ms, s.wait_p95_ms,
+       s.run_p50_ms, s.run_p95_ms
+FROM pg_temp.staging s
+ON CONFLICT (hour, tier) DO UPDATE SET
+    finished = EXCLUDED.finished, failed = EXCLUDED.failed, dead = EXCLUDED.dead,
+    wait_p50_ms = EXCLUDED.wait_p50_ms, wait_p95_ms = EXCLUDED.wait_p95_ms,
+    run_p50_ms = EXCLUDED.run_p50_ms, run_p95_ms = EXCLUDED.run_p95_ms, updated_at = now();

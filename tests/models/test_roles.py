@@ -44,6 +44,20 @@ async def test_the_app_role_cannot_switch_rls_off(db: Database) -> None:
             await s.execute(text("SELECT count(*) FROM app.campaigns"))
 
 
+@pytest.mark.parametrize(
+    "table",
+    ["analytics.billing_analytics", "analytics.queue_health", "analytics.pipeline_watermarks"],
+)
+async def test_platform_figures_are_read_by_the_system_role_never_the_app_role(
+    db: Database, table: str
+) -> None:
+    async with db.system_session() as s:
+        await s.execute(text(f"SELECT count(*) FROM {table}"))
+    with pytest.raises(DBAPIError, match="permission denied"):
+        async with db.anonymous_session() as s:
+            await s.execute(text(f"SELECT count(*) FROM {table}"))
+
+
 async def test_the_system_role_is_no_superuser_and_owns_nothing(db: Database) -> None:
     async with db.system_session() as s:
         role = (
