@@ -218,13 +218,22 @@ def _per_day(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.DataFr
 
 
 def _first_ever(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Per GRAIN, the messages touched for the first time ever (on the day of that touch)."""
-    firsts = (
-        touches.sort("at")
-        .unique(["tenant", "message"], keep="first", maintain_order=True)
-        .join(prior.select("tenant", "message").unique(), on=["tenant", "message"], how="anti")
+    """Per GRAIN, the messages whose first touch ever falls on that day. A touch that arrives
+    late but happened on an earlier day than the first one counted moves the message there
+    (−1 on the old day, +1 on the new), so the order events arrive in never matters."""
+    firsts = touches.sort("at").unique(["tenant", "message"], keep="first", maintain_order=True)
+    earlier = prior.group_by("tenant", "message").agg(pl.col("day").min().alias("prior_day"))
+    firsts = firsts.join(earlier, on=["tenant", "message"], how="left").filter(
+        pl.col("prior_day").is_null() | (pl.col("day") < pl.col("prior_day"))
     )
-    return firsts.group_by(GRAIN).agg(pl.len().alias(name))
+    gained = firsts.group_by(GRAIN).agg(pl.len().cast(pl.Int64).alias(name))
+    lost = (
+        firsts.filter(pl.col("prior_day").is_not_null())
+        .with_columns(day=pl.col("prior_day"))
+        .group_by(GRAIN)
+        .agg((-pl.len().cast(pl.Int64)).alias(name))
+    )
+    return pl.concat([gained, lost]).group_by(GRAIN).agg(pl.col(name).sum())
 
 
 def prior_touches(run: Run, events: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:

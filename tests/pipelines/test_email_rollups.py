@@ -311,3 +311,21 @@ async def test_dropping_message_bodies_leaves_every_rollup_as_it_was(scratch) ->
     _same(before, _tables(olap))
     _run_all(settings, full=True)
     _same(before, _tables(olap))
+
+
+def test_an_earlier_open_that_arrives_late_moves_the_first_open_to_its_day(scratch) -> None:
+    settings, olap = scratch
+    tenant, campaign = olap.tenant(), uuid.uuid4()
+    message = olap.event(tenant, "SENT", T0, campaign=campaign)
+    olap.event(tenant, "OPEN", T0 + timedelta(days=2), message=message, campaign=campaign)
+    _run_all(settings)
+    late = T0 + timedelta(days=1)  # recorded after the open of the day after
+    olap.event(tenant, "OPEN", late, message=message, campaign=campaign)
+    _run_all(settings)
+    firsts = _daily(olap, tenant).select("day", "opened", "first_opened").rows()
+    assert firsts == [
+        (date(2026, 3, 10), 0, 0), (date(2026, 3, 11), 1, 1), (date(2026, 3, 12), 1, 0),
+    ]  # fmt: skip
+    incremental = _tables(olap)
+    _run_all(settings, full=True)
+    _same(incremental, _tables(olap))
