@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,6 +70,50 @@ def connect(settings: Settings, tier: Tier) -> dbapi.Connection:
     return dbapi.connect(system_dsn(settings, tier))
 
 
+# Connections kept between runs: opening one costs ~70 ms here (the driver reads the type
+# catalogue), more than a whole tick's work. A run borrows them and gives them back idle.
+IDLE_PER_DSN = 2
+_idle: dict[str, list[dbapi.Connection]] = defaultdict(list)
+_idle_lock = threading.Lock()
+
+
+def borrow(settings: Settings, tier: Tier) -> dbapi.Connection:
+    """An idle connection to `tier` that still answers, or a new one."""
+    dsn = system_dsn(settings, tier)
+    while True:
+        with _idle_lock:
+            conn = _idle[dsn].pop() if _idle[dsn] else None
+        if conn is None:
+            return dbapi.connect(dsn)
+        try:
+            execute(conn, "SELECT 1")
+            return conn
+        except Exception:  # the server closed it (restart, idle timeout): try the next one
+            _close(conn)
+
+
+def give_back(settings: Settings, tier: Tier, conn: dbapi.Connection) -> None:
+    """Ends the connection's transaction and keeps it for the next run (or closes it)."""
+    try:
+        conn.rollback()
+    except Exception:
+        _close(conn)
+        return
+    dsn = system_dsn(settings, tier)
+    with _idle_lock:
+        if len(_idle[dsn]) < IDLE_PER_DSN:
+            _idle[dsn].append(conn)
+            return
+    _close(conn)
+
+
+def _close(conn: dbapi.Connection) -> None:
+    try:
+        conn.close()
+    except Exception:
+        log.debug("closing a broken connection failed", exc_info=True)
+
+
 def fetch(conn: dbapi.Connection, sql: str, parameters: tuple = ()) -> pl.DataFrame:
     with conn.cursor() as cur:
         cur.execute(sql, parameters=parameters or None)
@@ -104,16 +150,19 @@ class Run:
 
     def source(self, tier: Tier) -> dbapi.Connection:
         if tier not in self._sources:
-            self._sources[tier] = connect(self.settings, tier)
+            self._sources[tier] = borrow(self.settings, tier)
         return self._sources[tier]
 
-    def close_sources(self) -> None:
-        for conn in self._sources.values():
-            conn.close()
+    def release_sources(self, *, broken: bool = False) -> None:
+        for tier, conn in self._sources.items():
+            if broken:
+                _close(conn)
+            else:
+                give_back(self.settings, tier, conn)
         self._sources.clear()
 
     def stage(self, frame: pl.DataFrame, table: str = "staging") -> str:
-        """`frame` in a temporary table of this transaction (dropped at commit); its name."""
+        """`frame` in a temporary table of the OLAP session (replaced by the next); its name."""
         return ingest(self.olap, frame, table)
 
     def upsert(self, frame: pl.DataFrame, sql_file: str, name: str) -> int:
@@ -132,8 +181,9 @@ def run(settings: Settings, name: str, *, wait: bool = False) -> Iterator[Run]:
     run holds the pipeline's lock; `wait=True` (the CLI) queues behind it. The watermark the
     run leaves (`run.watermark`) is written with its rows, in the same commit."""
     began = time.monotonic()
-    olap = connect(settings, "analytics")
+    olap = borrow(settings, "analytics")
     current = Run(settings, name, olap)
+    broken = True
     try:
         lock = "lock_pipeline" if wait else "try_lock_pipeline"
         locked = fetch(olap, statement("pipelines.sql", lock), (name,)).item()
@@ -146,16 +196,20 @@ def run(settings: Settings, name: str, *, wait: bool = False) -> Iterator[Run]:
         current.result.watermark = current.watermark.describe()
         _write_watermark(olap, current)
         olap.commit()
+        broken = False
     except Busy:
-        olap.rollback()
+        broken = False
         raise
     except BaseException as error:
-        olap.rollback()
         _record_failure(settings, name, error)
         raise
     finally:
-        current.close_sources()
-        olap.close()
+        # After a failure the connections are closed, not kept: whatever broke stays behind.
+        current.release_sources(broken=broken)
+        if broken:
+            _close(olap)
+        else:
+            give_back(settings, "analytics", olap)
 
 
 def _read_watermark(olap: dbapi.Connection, name: str) -> Watermark:

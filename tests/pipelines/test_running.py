@@ -149,3 +149,17 @@ def _lock_held(olap) -> bool:
         ).item()
         > 0
     )
+
+
+def test_connections_kept_between_runs_that_the_server_closed_are_replaced(scratch) -> None:
+    settings, olap = scratch
+    tenant = olap.tenant()
+    pipelines.run(settings, "daily_analytics")  # leaves idle connections behind
+    olap.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE usename = $1 AND datname = current_database()",
+        settings.system_db_role,
+    )
+    olap.event(tenant, "SENT", T0)
+    pipelines.run(settings, "daily_analytics")
+    assert _daily(olap, tenant)["sent"].to_list() == [1]
