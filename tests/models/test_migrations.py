@@ -65,3 +65,29 @@ async def test_models_and_migrations_describe_the_same_schema(settings: Settings
     finally:
         await engine.dispose()
     assert changes == [], f"models differ from migrations; write a migration: {changes}"
+
+
+async def test_an_event_written_without_a_time_gets_the_time_of_its_insert(
+    settings: Settings,
+) -> None:
+    """The default is the expression now(), not the moment the migration ran."""
+    owner = settings.role_url("oltp", "owner").set(drivername="postgresql")
+    conn = await asyncpg.connect(owner.render_as_string(hide_password=False))
+    try:
+        default = await conn.fetchval(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d"
+            " JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
+            " WHERE d.adrelid = 'content.email_events'::regclass AND a.attname = 'occurred_at'"
+        )
+        transaction = conn.transaction()
+        await transaction.start()
+        await asyncio.sleep(1.1)  # later than any moment the migration could have fixed
+        at, now = await conn.fetchrow(
+            "INSERT INTO content.email_events (tenant_id, kind)"
+            " VALUES (gen_random_uuid(), 'SENT') RETURNING occurred_at, now()"
+        )
+        await transaction.rollback()
+    finally:
+        await conn.close()
+    assert default == "now()"
+    assert at == now
