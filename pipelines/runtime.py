@@ -115,6 +115,13 @@ def _close(conn: dbapi.Connection) -> None:
 
 
 def fetch(conn: dbapi.Connection, sql: str, parameters: tuple = ()) -> pl.DataFrame:
+    """The rows of `sql` as a DataFrame, through Arrow. Integer parameters are written into the
+    statement: ADBC's driver reads a statement without parameters through binary COPY, and one
+    with them row by row (30 % slower on the extracts here)."""
+    if parameters and all(type(p) is int for p in parameters):
+        for n, value in reversed(list(enumerate(parameters, start=1))):
+            sql = sql.replace(f"${n}", str(value))
+        parameters = ()
     with conn.cursor() as cur:
         cur.execute(sql, parameters=parameters or None)
         return pl.from_arrow(cur.fetch_arrow_table())  # type: ignore[return-value]
@@ -126,13 +133,30 @@ def execute(conn: dbapi.Connection, sql: str, parameters: tuple = ()) -> int:
         return cur.rowcount
 
 
+# Column types of the temporary tables frames are ingested into. Binary columns are uuids (the
+# 16 bytes uuid_send gave): COPY's binary format of a uuid is those 16 bytes.
+PG_TYPES = {
+    pl.Binary: "uuid", pl.Int64: "bigint", pl.Int32: "integer", pl.Int16: "smallint",
+    pl.UInt32: "bigint", pl.Float64: "double precision", pl.Date: "date",
+    pl.String: "text", pl.Boolean: "boolean",
+}  # fmt: skip
+
+
 def ingest(conn: dbapi.Connection, frame: pl.DataFrame, table: str) -> str:
     """`frame` in a temporary table `table` of the connection's session (replacing one of that
-    name), by bulk ingest; its name."""
+    name), by bulk ingest (binary COPY); its name."""
+    columns = ", ".join(f"{name} {_pg_type(dtype)}" for name, dtype in frame.schema.items())
     with conn.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
-        cur.adbc_ingest(table, frame.to_arrow(), mode="create", temporary=True)
+        cur.execute(f"CREATE TEMPORARY TABLE {table} ({columns})")
+        cur.adbc_ingest(table, frame.to_arrow(), mode="append", db_schema_name="pg_temp")
     return table
+
+
+def _pg_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Datetime):
+        return "timestamptz" if dtype.time_zone else "timestamp"
+    return PG_TYPES[dtype.base_type()]
 
 
 class Run:

@@ -1,6 +1,7 @@
 -- The pipelines' statements (pipelines/): their bookkeeping on the OLAP tier, what they extract
 -- from the content and OLTP tiers, and their upserts. Extracts name only the columns a rollup
--- needs and hand uuids over as 16 bytes (uuid_send), which Arrow and Polars load as binary.
+-- needs and hand uuids over as 16 bytes (uuid_send), which Arrow and Polars load as binary;
+-- the temporary tables the pipelines fill (staging, batch_*) take them back as uuid columns.
 
 -- name: try_lock_pipeline
 -- One run of a pipeline at a time, across every scheduler and CLI: held until the run commits.
@@ -84,7 +85,7 @@ SELECT e.seq, uuid_send(e.tenant_id) AS tenant, uuid_send(e.message_id) AS messa
        e.occurred_at AS at
 FROM pg_temp.batch_messages b
 JOIN content.email_events e
-  ON e.tenant_id = encode(b.tenant, 'hex')::uuid AND e.message_id = encode(b.message, 'hex')::uuid
+  ON e.tenant_id = b.tenant AND e.message_id = b.message
 WHERE e.kind IN ('OPEN', 'CLICK') AND NOT e.machine AND e.seq <= $1::bigint;
 
 -- name: upsert_daily_analytics
@@ -93,7 +94,7 @@ INSERT INTO analytics.daily_analytics AS t (
     machine_opens, machine_clicks, replied, bounced, soft_bounced, complained, unsubscribed,
     first_opened, first_clicked
 )
-SELECT encode(s.tenant, 'hex')::uuid, s.day, encode(s.campaign, 'hex')::uuid, s.sent,
+SELECT s.tenant, s.day, s.campaign, s.sent,
        s.delivered, s.opened, s.opens_total, s.clicked, s.clicks_total, s.machine_opens,
        s.machine_clicks, s.replied, s.bounced, s.soft_bounced, s.complained, s.unsubscribed,
        s.first_opened, s.first_clicked
@@ -117,7 +118,7 @@ INSERT INTO analytics.campaign_analytics AS t (
     clicks_total, machine_opens, machine_clicks, replied, bounced, soft_bounced, complained,
     unsubscribed, first_opened, first_clicked
 )
-SELECT encode(s.tenant, 'hex')::uuid, encode(s.campaign, 'hex')::uuid, s.step, s.day, s.sent,
+SELECT s.tenant, s.campaign, s.step, s.day, s.sent,
        s.delivered, s.opened, s.opens_total, s.clicked, s.clicks_total, s.machine_opens,
        s.machine_clicks, s.replied, s.bounced, s.soft_bounced, s.complained, s.unsubscribed,
        s.first_opened, s.first_clicked
@@ -182,14 +183,14 @@ WHERE e.kind IN ('SENT', 'BOUNCE', 'COMPLAINT')
 SELECT b.tenant, b.account, host(ip.address) AS ip
 FROM pg_temp.batch_accounts b
 JOIN app.email_accounts a
-  ON a.tenant_id = encode(b.tenant, 'hex')::uuid AND a.id = encode(b.account, 'hex')::uuid
+  ON a.tenant_id = b.tenant AND a.id = b.account
 JOIN app.smtp_ip_addresses ip ON ip.tenant_id = a.tenant_id AND ip.id = a.ip_id;
 
 -- name: upsert_deliverability_daily
 INSERT INTO analytics.deliverability_daily AS t (
     tenant_id, day, subject_kind, subject, sent, bounced, complained
 )
-SELECT encode(s.tenant, 'hex')::uuid, s.day, s.subject_kind, s.subject, s.sent, s.bounced,
+SELECT s.tenant, s.day, s.subject_kind, s.subject, s.sent, s.bounced,
        s.complained
 FROM pg_temp.staging s
 ON CONFLICT (tenant_id, day, subject_kind, subject) DO UPDATE SET
@@ -241,7 +242,7 @@ INSERT INTO analytics.billing_analytics AS t (
     day, plan_id, active_subscriptions, mrr_cents, new_subscriptions, churned_subscriptions,
     revenue_cents, failed_payments
 )
-SELECT s.day, encode(s.plan, 'hex')::uuid, s.active, s.mrr_cents, s.new, s.churned,
+SELECT s.day, s.plan, s.active, s.mrr_cents, s.new, s.churned,
        s.revenue_cents, s.failed
 FROM pg_temp.staging s
 ON CONFLICT (day, plan_id) DO UPDATE SET
