@@ -72,17 +72,18 @@ def connect(settings: Settings, tier: Tier) -> dbapi.Connection:
 
 # Connections kept between runs: opening one costs ~70 ms here (the driver reads the type
 # catalogue), more than a whole tick's work. A run borrows them and gives them back idle.
-IDLE_PER_DSN = 2
-_idle: dict[str, list[dbapi.Connection]] = defaultdict(list)
+IDLE_PER_TIER = 2
+_idle: dict[tuple[Tier, str], list[dbapi.Connection]] = defaultdict(list)
 _idle_lock = threading.Lock()
 
 
 def borrow(settings: Settings, tier: Tier) -> dbapi.Connection:
     """An idle connection to `tier` that still answers, or a new one."""
     dsn = system_dsn(settings, tier)
+    idle = _idle[tier, dsn]  # per tier: a run holds one of each, whether they share a DSN or not
     while True:
         with _idle_lock:
-            conn = _idle[dsn].pop() if _idle[dsn] else None
+            conn = idle.pop() if idle else None
         if conn is None:
             return dbapi.connect(dsn)
         try:
@@ -99,10 +100,10 @@ def give_back(settings: Settings, tier: Tier, conn: dbapi.Connection) -> None:
     except Exception:
         _close(conn)
         return
-    dsn = system_dsn(settings, tier)
+    idle = _idle[tier, system_dsn(settings, tier)]
     with _idle_lock:
-        if len(_idle[dsn]) < IDLE_PER_DSN:
-            _idle[dsn].append(conn)
+        if len(idle) < IDLE_PER_TIER:
+            idle.append(conn)
             return
     _close(conn)
 
