@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -73,15 +74,21 @@ def new_events(run: Run, extract: str = "email_events") -> Iterator[pl.DataFrame
     mark = run.watermark
     content = run.source("content")
     last = fetch(content, statement(SQL, "last_event_seq")).item()
+    sql = statement(SQL, extract)
+    bounds = [(lo, min(lo + CHUNK, last)) for lo in range(mark.last_seq, last, CHUNK)]
     taken: list[pl.Series] = []
-    lo = mark.last_seq
-    while lo < last:
-        hi = min(lo + CHUNK, last)
-        chunk = fetch(content, statement(SQL, extract), (lo, hi))
-        fresh = chunk.filter(~mark.counted(pl.col("seq")))
-        taken.append(fresh["seq"])
-        yield fresh
-        lo = hi
+    # The next chunk is read while this one is counted: the database and Polars work at once.
+    with ThreadPoolExecutor(1) as reader:
+        ahead = reader.submit(fetch, content, sql, bounds[0]) if bounds else None
+        for n in range(len(bounds)):
+            assert ahead is not None
+            chunk = ahead.result()
+            ahead = (
+                reader.submit(fetch, content, sql, bounds[n + 1]) if n + 1 < len(bounds) else None
+            )
+            fresh = chunk.filter(~mark.counted(pl.col("seq")))
+            taken.append(fresh["seq"])
+            yield fresh
     seqs = pl.concat(taken) if taken else pl.Series("seq", [], pl.Int64)
     run.watermark = advance(mark, seqs, run.settings.pipeline_late_commit_seconds)
 
@@ -117,14 +124,14 @@ def _gaps(seqs: pl.Series, after: int, upto: int) -> list[int]:
     """The numbers in (after, upto] missing from the sorted `seqs`, the newest MAX_HOLES."""
     if upto <= after:
         return []
-    bounds = pl.concat([pl.Series([after], dtype=pl.Int64), seqs.cast(pl.Int64)])
-    starts, ends = bounds[:-1], bounds[1:]
+    ends = seqs.cast(pl.Int64)
+    starts = pl.concat([pl.Series([after], dtype=pl.Int64), ends[:-1]])
+    gaps = pl.DataFrame({"start": starts, "end": ends}).filter(pl.col("end") - pl.col("start") > 1)
     missing: list[int] = []
-    for start, end in zip(starts.to_list()[::-1], ends.to_list()[::-1], strict=True):
-        if end - start > 1:
-            missing.extend(range(end - 1, start, -1))
-            if len(missing) >= MAX_HOLES:
-                return missing[:MAX_HOLES]
+    for start, end in reversed(gaps.rows()):  # the newest first
+        missing.extend(range(end - 1, start, -1))
+        if len(missing) >= MAX_HOLES:
+            return missing[:MAX_HOLES]
     return missing
 
 
@@ -174,6 +181,31 @@ def count(events: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
     (tenant, message, day, kind): a message opened again on a day it was already counted as
     opened adds to opens_total only, and one opened before on any day adds nothing to
     first_opened."""
+    return finish(partial(events), prior)
+
+
+@dataclass
+class Partial:
+    """Events reduced as far as they can be before all of a run's are in: the additive counts
+    at GRAIN, and each message's human touches (opens and clicks) per GRAIN with the first
+    moment. The partials of chunks combine into the partial of them all."""
+
+    totals: pl.DataFrame
+    touches: pl.DataFrame
+
+    @staticmethod
+    def combine(parts: list[Partial]) -> Partial:
+        if len(parts) == 1:
+            return parts[0]
+        return Partial(
+            pl.concat([p.totals for p in parts]).group_by(GRAIN).agg(pl.all().sum()),
+            pl.concat([p.touches for p in parts])
+            .group_by(*GRAIN, "message", "click")
+            .agg(pl.col("at").min()),
+        )
+
+
+def partial(events: pl.DataFrame) -> Partial:
     k, human = pl.col("kind"), ~pl.col("machine")
     totals = events.group_by(GRAIN).agg(
         # A refusal during the SMTP transaction is a send that bounced at once.
@@ -188,9 +220,17 @@ def count(events: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
         complained=(k == "COMPLAINT").sum(),
         unsubscribed=(k == "UNSUBSCRIBE").sum(),
     )
-    touches = events.filter(k.is_in(("OPEN", "CLICK")) & human).select(
-        *GRAIN, "message", "at", click=k == "CLICK"
+    touches = (
+        events.filter(k.is_in(("OPEN", "CLICK")) & human)
+        .group_by(*GRAIN, "message", click=k == "CLICK")
+        .agg(pl.col("at").min())
     )
+    return Partial(totals, touches)
+
+
+def finish(events: Partial, prior: pl.DataFrame) -> pl.DataFrame:
+    """The counts at GRAIN of the events `events` reduced, given the `prior` touches."""
+    touches = events.touches
     clicks, prior_clicks = touches.filter(pl.col("click")), prior.filter(pl.col("kind") == "CLICK")
     parts = [
         _per_day(touches, prior, "opened"),
@@ -198,7 +238,7 @@ def count(events: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
         _first_ever(touches, prior, "first_opened"),
         _first_ever(clicks, prior_clicks, "first_clicked"),
     ]
-    out = totals
+    out = events.totals
     for part in parts:
         out = out.join(part, on=GRAIN, how="full", coalesce=True, nulls_equal=True)
     out = out.with_columns(
@@ -237,16 +277,14 @@ def _first_ever(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.Dat
 
 
 def prior_touches(run: Run, events: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
-    """The human opens and clicks earlier runs counted, of the messages `events` touch."""
-    touched = (
-        events.filter(pl.col("kind").is_in(("OPEN", "CLICK")) & ~pl.col("machine"))
-        .select("tenant", "message")
-        .unique()
-    )
-    empty = _no_touches()
+    """The human opens and clicks earlier runs counted, of the messages `events` touch (rows
+    with a `message`: human touches, raw or reduced)."""
+    if "kind" in events.columns:
+        events = events.filter(pl.col("kind").is_in(("OPEN", "CLICK")) & ~pl.col("machine"))
+    touched = events.select("tenant", "message").unique()
     mark = run.watermark
     if touched.is_empty() or mark.max_seq == 0:
-        return empty
+        return _no_touches()
     content = run.source("content")
     ingest(content, touched, "batch_messages")
     prior = fetch(content, statement(SQL, "prior_human_touches"), (mark.max_seq,))
@@ -255,22 +293,25 @@ def prior_touches(run: Run, events: pl.DataFrame, zones: pl.DataFrame) -> pl.Dat
 
 
 def count_new(run: Run) -> Batch:
-    """Everything no earlier run counted, counted at GRAIN; moves `run.watermark`."""
+    """Everything no earlier run counted, counted at GRAIN; moves `run.watermark`. Each chunk
+    is reduced to a Partial as it comes, so a rebuild of 10 M events never holds them all."""
     zones = tenant_zones(run)
-    parts, read, skipped = [], 0, 0
+    parts: list[Partial] = []
+    read, skipped = 0, 0
     before = run.watermark
     for chunk in new_events(run):
         read += len(chunk)
-        good = chunk.filter(well_formed(chunk))
+        good = chunk.filter(well_formed(chunk)).drop("has_message")
         skipped += len(chunk) - len(good)
-        parts.append(with_local_day(good.drop("has_message"), zones))
-    events = pl.concat(parts) if parts else None
-    if events is None or events.is_empty():
+        parts.append(partial(with_local_day(good, zones)))
+        del chunk, good
+    if not parts or all(p.totals.is_empty() for p in parts):
         return Batch(_empty_counts(), read, skipped)
+    reduced = Partial.combine(parts)
     after, run.watermark = run.watermark, before  # the prior lookup reads as of before
-    prior = prior_touches(run, events, zones)
+    prior = prior_touches(run, reduced.touches, zones)
     run.watermark = after
-    return Batch(count(events, prior), read, skipped)
+    return Batch(finish(reduced, prior), read, skipped)
 
 
 def _empty_counts() -> pl.DataFrame:
