@@ -30,7 +30,7 @@ __all__ = ["Watermark"]
 
 log = logging.getLogger("penguinmails.pipelines")
 SQL = "pipelines.sql"
-CHUNK = 2_000_000  # seqs per extract: bounds a run's memory, whatever the backlog
+CHUNK = 1_000_000  # seqs per extract: bounds a run's memory, whatever the backlog
 MAX_HOLES = 100_000  # the newest gaps kept as holes; older ones are taken as rolled back
 GRAIN = ("tenant", "campaign", "step", "day")
 COUNTS = (
