@@ -32,6 +32,7 @@ log = logging.getLogger("penguinmails.pipelines")
 SQL = "pipelines.sql"
 CHUNK = 1_000_000  # seqs per extract: bounds a run's memory, whatever the backlog
 MAX_HOLES = 100_000  # the newest gaps kept as holes; older ones are taken as rolled back
+KINDS = ("SENT", "OPEN", "CLICK", "REPLY", "BOUNCE", "COMPLAINT", "UNSUBSCRIBE")
 GRAIN = ("tenant", "campaign", "step", "day")
 COUNTS = (
     "sent",
@@ -165,30 +166,14 @@ def _local_date(at: pl.Expr, zone: str) -> pl.Expr:
     return at.dt.convert_time_zone(zone).dt.date()
 
 
-# What each extracted `measure` (sql/pipelines.sql, email_events) adds to. 0 is malformed.
-MEASURES: dict[str, tuple[int, ...]] = {
-    "sent": (1, 8),  # 8: refused during the SMTP transaction, a send that bounced at once
-    "opens_total": (2,),
-    "machine_opens": (3,),
-    "clicks_total": (4,),
-    "machine_clicks": (5,),
-    "replied": (6,),
-    "bounced": (7, 8),
-    "soft_bounced": (9,),
-    "complained": (10,),
-    "unsubscribed": (11,),
-}
-HUMAN_OPEN, HUMAN_CLICK = 2, 4
-
-
-def load_zones(run: Run) -> None:
-    """Each tenant's time zone into the content session (pg_temp.zones), where the extracts
-    turn event times into the tenant's days."""
-    content = run.source("content")
-    ingest(content, tenant_zones(run), "zones")
-    unknown = fetch(content, statement(SQL, "forget_unknown_zones"))
-    for zone in unknown["zone"].unique().to_list():
-        log.warning("unknown time zone %r: its tenants' days are UTC days", zone)
+def well_formed(events: pl.DataFrame) -> pl.Expr:
+    """A row the rollups can count: a known kind, the message it is about, and for a bounce
+    whether it was hard."""
+    return (
+        pl.col("kind").is_in(KINDS)
+        & pl.col("has_message")
+        & ((pl.col("kind") != "BOUNCE") | pl.col("hard").is_not_null())
+    )
 
 
 def count(events: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
@@ -213,7 +198,7 @@ class Partial:
         if len(parts) == 1:
             return parts[0]
         return Partial(
-            pl.concat([p.totals for p in parts]).group_by(*GRAIN, "measure").agg(pl.col("n").sum()),
+            pl.concat([p.totals for p in parts]).group_by(GRAIN).agg(pl.all().sum()),
             pl.concat([p.touches for p in parts])
             .group_by(*GRAIN, "message", "click")
             .agg(pl.col("at").min()),
@@ -221,11 +206,23 @@ class Partial:
 
 
 def partial(events: pl.DataFrame) -> Partial:
-    m = pl.col("measure")
-    totals = events.group_by(*GRAIN, "measure").agg(n=pl.len())
+    k, human = pl.col("kind"), ~pl.col("machine")
+    totals = events.group_by(GRAIN).agg(
+        # A refusal during the SMTP transaction is a send that bounced at once.
+        sent=((k == "SENT") | ((k == "BOUNCE") & pl.col("refused"))).sum(),
+        opens_total=((k == "OPEN") & human).sum(),
+        clicks_total=((k == "CLICK") & human).sum(),
+        machine_opens=((k == "OPEN") & ~human).sum(),
+        machine_clicks=((k == "CLICK") & ~human).sum(),
+        replied=(k == "REPLY").sum(),
+        bounced=((k == "BOUNCE") & pl.col("hard")).sum(),
+        soft_bounced=((k == "BOUNCE") & ~pl.col("hard")).sum(),
+        complained=(k == "COMPLAINT").sum(),
+        unsubscribed=(k == "UNSUBSCRIBE").sum(),
+    )
     touches = (
-        events.filter(m.is_in((HUMAN_OPEN, HUMAN_CLICK)))
-        .group_by(*GRAIN, "message", click=m == HUMAN_CLICK)
+        events.filter(k.is_in(("OPEN", "CLICK")) & human)
+        .group_by(*GRAIN, "message", click=k == "CLICK")
         .agg(pl.col("at").min())
     )
     return Partial(totals, touches)
@@ -233,10 +230,6 @@ def partial(events: pl.DataFrame) -> Partial:
 
 def finish(events: Partial, prior: pl.DataFrame) -> pl.DataFrame:
     """The counts at GRAIN of the events `events` reduced, given the `prior` touches."""
-    m, n = pl.col("measure"), pl.col("n")
-    totals = events.totals.group_by(GRAIN).agg(
-        n.filter(m.is_in(codes)).sum().alias(name) for name, codes in MEASURES.items()
-    )
     touches = events.touches
     clicks, prior_clicks = touches.filter(pl.col("click")), prior.filter(pl.col("kind") == "CLICK")
     parts = [
@@ -245,7 +238,7 @@ def finish(events: Partial, prior: pl.DataFrame) -> pl.DataFrame:
         _first_ever(touches, prior, "first_opened"),
         _first_ever(clicks, prior_clicks, "first_clicked"),
     ]
-    out = totals
+    out = events.totals
     for part in parts:
         out = out.join(part, on=GRAIN, how="full", coalesce=True, nulls_equal=True)
     out = out.with_columns(
@@ -283,37 +276,40 @@ def _first_ever(touches: pl.DataFrame, prior: pl.DataFrame, name: str) -> pl.Dat
     return pl.concat([gained, lost]).group_by(GRAIN).agg(pl.col(name).sum())
 
 
-def prior_touches(run: Run, touches: pl.DataFrame) -> pl.DataFrame:
-    """The human opens and clicks earlier runs counted, of the messages in `touches`, with
-    their tenant-local days (needs load_zones)."""
-    touched = touches.select("tenant", "message").unique()
+def prior_touches(run: Run, events: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
+    """The human opens and clicks earlier runs counted, of the messages `events` touch (rows
+    with a `message`: human touches, raw or reduced)."""
+    if "kind" in events.columns:
+        events = events.filter(pl.col("kind").is_in(("OPEN", "CLICK")) & ~pl.col("machine"))
+    touched = events.select("tenant", "message").unique()
     mark = run.watermark
-    if mark.max_seq == 0 or touched.is_empty():
+    if touched.is_empty() or mark.max_seq == 0:
         return _no_touches()
     content = run.source("content")
     ingest(content, touched, "batch_messages")
     prior = fetch(content, statement(SQL, "prior_human_touches"), (mark.max_seq,))
-    return prior.filter(mark.counted(pl.col("seq"))).select("tenant", "message", "day", "kind")
+    prior = prior.filter(mark.counted(pl.col("seq")))
+    return with_local_day(prior, zones).select("tenant", "message", "day", "kind")
 
 
 def count_new(run: Run) -> Batch:
     """Everything no earlier run counted, counted at GRAIN; moves `run.watermark`. Each chunk
     is reduced to a Partial as it comes, so a rebuild of 10 M events never holds them all."""
-    load_zones(run)
+    zones = tenant_zones(run)
     parts: list[Partial] = []
     read, skipped = 0, 0
     before = run.watermark
     for chunk in new_events(run):
         read += len(chunk)
-        good = chunk.filter(pl.col("measure") > 0)
+        good = chunk.filter(well_formed(chunk)).drop("has_message")
         skipped += len(chunk) - len(good)
-        parts.append(partial(good))
+        parts.append(partial(with_local_day(good, zones)))
         del chunk, good
     if not parts or all(p.totals.is_empty() for p in parts):
         return Batch(_empty_counts(), read, skipped)
     reduced = Partial.combine(parts)
     after, run.watermark = run.watermark, before  # the prior lookup reads as of before
-    prior = prior_touches(run, reduced.touches)
+    prior = prior_touches(run, reduced.touches, zones)
     run.watermark = after
     return Batch(finish(reduced, prior), read, skipped)
 
@@ -326,12 +322,12 @@ def _empty_counts() -> pl.DataFrame:
 def count_since(run: Run, day: date) -> pl.DataFrame:
     """The counts of every counted event of the days from `day` on, from scratch (the rows of
     those days were deleted): a rebuild from a date. Touches before `day` are the prior ones."""
-    load_zones(run)
+    zones = tenant_zones(run)
     events = events_since(run, day)
-    local = events.filter((pl.col("measure") > 0) & (pl.col("day") >= day))
-    reduced = partial(local)
-    prior = prior_touches(run, reduced.touches).filter(pl.col("day") < day)
-    return finish(reduced, prior)
+    good = events.filter(well_formed(events))
+    local = with_local_day(good.drop("has_message"), zones).filter(pl.col("day") >= day)
+    prior = prior_touches(run, local, zones).filter(pl.col("day") < day)
+    return count(local, prior)
 
 
 def _no_touches() -> pl.DataFrame:

@@ -40,67 +40,40 @@ FROM analytics.pipeline_watermarks ORDER BY pipeline;
 SELECT uuid_send(id) AS tenant, timezone AS zone FROM app.tenants;
 
 -- name: email_events
--- The events with $1 < seq <= $2, each as one `measure` (what it counts as; 0: malformed, not
--- counted: no message, a kind no rollup knows, a bounce that does not say whether it was hard)
--- on the tenant's local `day` (pg_temp.zones: each tenant's time zone, loaded by the run).
--- `message` and `at` only for human opens and clicks: the rollups count distinct messages and
--- first touches of those. A refused bounce (8) is a send that bounced during the SMTP
--- transaction.
+-- The events with $1 < seq <= $2. `message` only where a rollup counts distinct messages (human
+-- and machine opens and clicks); `hard` only for bounces, NULL when the report did not say;
+-- `refused`: a bounce the receiving server gave during the SMTP transaction (never accepted).
 SELECT e.seq,
        uuid_send(e.tenant_id) AS tenant,
        uuid_send(e.campaign_id) AS campaign,
        e.step_position AS step,
-       (e.occurred_at AT TIME ZONE coalesce(z.zone, 'UTC'))::date AS day,
-       m.measure,
-       CASE WHEN m.measure IN (2, 4) THEN uuid_send(e.message_id) END AS message,
-       CASE WHEN m.measure IN (2, 4) THEN e.occurred_at END AS at
+       CASE WHEN e.kind IN ('OPEN', 'CLICK') THEN uuid_send(e.message_id) END AS message,
+       e.message_id IS NOT NULL AS has_message,
+       e.kind,
+       e.machine,
+       CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
+            THEN (e.details->>'hard')::boolean END AS hard,
+       e.kind = 'BOUNCE' AND e.details->>'refused' = 'true' AS refused,
+       e.occurred_at AS at
 FROM content.email_events e
-LEFT JOIN pg_temp.zones z ON z.tenant = e.tenant_id
-CROSS JOIN LATERAL (SELECT (CASE
-    WHEN e.message_id IS NULL THEN 0
-    WHEN e.kind = 'SENT' THEN 1
-    WHEN e.kind = 'OPEN' THEN CASE WHEN e.machine THEN 3 ELSE 2 END
-    WHEN e.kind = 'CLICK' THEN CASE WHEN e.machine THEN 5 ELSE 4 END
-    WHEN e.kind = 'REPLY' THEN 6
-    WHEN e.kind = 'BOUNCE' THEN CASE e.details->>'hard'
-        WHEN 'true' THEN CASE WHEN e.details->>'refused' = 'true' THEN 8 ELSE 7 END
-        WHEN 'false' THEN 9 ELSE 0 END
-    WHEN e.kind = 'COMPLAINT' THEN 10
-    WHEN e.kind = 'UNSUBSCRIBE' THEN 11
-    ELSE 0 END)::smallint AS measure) AS m
 WHERE e.seq > $1::bigint AND e.seq <= $2::bigint;
 
 -- name: email_events_since
--- As email_events, for every event that happened at or after $1 with seq <= $2 (a rebuild
--- from a date).
+-- Every event that happened at or after $1 with seq <= $2 (a rebuild from a date).
 SELECT e.seq,
        uuid_send(e.tenant_id) AS tenant,
        uuid_send(e.campaign_id) AS campaign,
        e.step_position AS step,
-       (e.occurred_at AT TIME ZONE coalesce(z.zone, 'UTC'))::date AS day,
-       m.measure,
-       CASE WHEN m.measure IN (2, 4) THEN uuid_send(e.message_id) END AS message,
-       CASE WHEN m.measure IN (2, 4) THEN e.occurred_at END AS at
+       CASE WHEN e.kind IN ('OPEN', 'CLICK') THEN uuid_send(e.message_id) END AS message,
+       e.message_id IS NOT NULL AS has_message,
+       e.kind,
+       e.machine,
+       CASE WHEN e.kind = 'BOUNCE' AND e.details->>'hard' IN ('true', 'false')
+            THEN (e.details->>'hard')::boolean END AS hard,
+       e.kind = 'BOUNCE' AND e.details->>'refused' = 'true' AS refused,
+       e.occurred_at AS at
 FROM content.email_events e
-LEFT JOIN pg_temp.zones z ON z.tenant = e.tenant_id
-CROSS JOIN LATERAL (SELECT (CASE
-    WHEN e.message_id IS NULL THEN 0
-    WHEN e.kind = 'SENT' THEN 1
-    WHEN e.kind = 'OPEN' THEN CASE WHEN e.machine THEN 3 ELSE 2 END
-    WHEN e.kind = 'CLICK' THEN CASE WHEN e.machine THEN 5 ELSE 4 END
-    WHEN e.kind = 'REPLY' THEN 6
-    WHEN e.kind = 'BOUNCE' THEN CASE e.details->>'hard'
-        WHEN 'true' THEN CASE WHEN e.details->>'refused' = 'true' THEN 8 ELSE 7 END
-        WHEN 'false' THEN 9 ELSE 0 END
-    WHEN e.kind = 'COMPLAINT' THEN 10
-    WHEN e.kind = 'UNSUBSCRIBE' THEN 11
-    ELSE 0 END)::smallint AS measure) AS m
 WHERE e.occurred_at >= $1::timestamptz AND e.seq <= $2::bigint;
-
--- name: forget_unknown_zones
--- A zone PostgreSQL does not know would stop the extract: its tenants' days are UTC days.
-DELETE FROM pg_temp.zones WHERE zone NOT IN (SELECT name FROM pg_timezone_names)
-RETURNING zone;
 
 -- name: last_event_seq
 SELECT coalesce(max(seq), 0) AS seq FROM content.email_events;
@@ -109,11 +82,10 @@ SELECT coalesce(max(seq), 0) AS seq FROM content.email_events;
 -- Human opens and clicks with seq <= $1 of the messages in pg_temp.batch_messages: whether a
 -- message already counted as opened (or clicked) on a day.
 SELECT e.seq, uuid_send(e.tenant_id) AS tenant, uuid_send(e.message_id) AS message, e.kind,
-       (e.occurred_at AT TIME ZONE coalesce(z.zone, 'UTC'))::date AS day
+       e.occurred_at AS at
 FROM pg_temp.batch_messages b
 JOIN content.email_events e
   ON e.tenant_id = b.tenant AND e.message_id = b.message
-LEFT JOIN pg_temp.zones z ON z.tenant = e.tenant_id
 WHERE e.kind IN ('OPEN', 'CLICK') AND NOT e.machine AND e.seq <= $1::bigint;
 
 -- name: upsert_daily_analytics
