@@ -92,7 +92,7 @@ class Loaders:
 
         async with self._context.tenant_session() as session:
             totals = await campaign_totals(session, keys)
-        return [CampaignStats(**totals[k]) for k in keys]
+        return [CampaignStats.from_counts(totals[k]) for k in keys]
 
     async def _ips_by_vps(self, keys: Sequence[uuid.UUID]) -> list[list[Any]]:
         from graphql_api.infrastructure.types import SendingIp

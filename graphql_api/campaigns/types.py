@@ -97,22 +97,26 @@ class CampaignStats:
     bounced: int
     complained: int
     unsubscribed: int
+    open_rate: float
+    click_rate: float
+    reply_rate: float
+    bounce_rate: float
 
-    @strawberry.field
-    def open_rate(self) -> float:
-        return self.opened / self.delivered if self.delivered > 0 else 0.0
+    @classmethod
+    def from_counts(cls, counts: dict[str, int]) -> CampaignStats:
+        """The counts with their rates, worked out here once rather than by resolvers: a page of
+        100 campaigns would run 400 of them, each dearer than reading a plain field."""
+        return cls(
+            **counts,
+            open_rate=_rate(counts["opened"], counts["delivered"]),
+            click_rate=_rate(counts["clicked"], counts["delivered"]),
+            reply_rate=_rate(counts["replied"], counts["delivered"]),
+            bounce_rate=_rate(counts["bounced"], counts["sent"]),
+        )
 
-    @strawberry.field
-    def click_rate(self) -> float:
-        return self.clicked / self.delivered if self.delivered > 0 else 0.0
 
-    @strawberry.field
-    def reply_rate(self) -> float:
-        return self.replied / self.delivered if self.delivered > 0 else 0.0
-
-    @strawberry.field
-    def bounce_rate(self) -> float:
-        return self.bounced / self.sent if self.sent > 0 else 0.0
+def _rate(count: int, out_of: int) -> float:
+    return count / out_of if out_of > 0 else 0.0
 
 
 @strawberry.type
