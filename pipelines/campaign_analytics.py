@@ -14,27 +14,13 @@ import polars as pl
 
 from pipelines import email_events
 from pipelines.email_events import COUNTS
-from pipelines.runtime import Run, execute
+from pipelines.runtime import Run
 
 NAME = "campaign_analytics"
-SQL = "pipelines.sql"
 
 
 def refresh(run: Run, *, full: bool = False, since: date | None = None) -> None:
-    # extract
-    if full:
-        execute(run.olap, "DELETE FROM analytics.campaign_analytics")
-        run.watermark = email_events.Watermark()
-    if since is not None:
-        execute(
-            run.olap, "DELETE FROM analytics.campaign_analytics WHERE day >= $1::date", (since,)
-        )
-        _load(run, transform(email_events.count_since(run, since)))
-    batch = email_events.count_new(run)
-    run.result.rows_read += batch.read
-    run.result.rows_skipped += batch.skipped
-    # transform, load
-    _load(run, transform(batch.counts))
+    email_events.refresh(run, NAME, transform, "upsert_campaign_analytics", full=full, since=since)
 
 
 def transform(counts: pl.DataFrame) -> pl.DataFrame:
@@ -46,7 +32,3 @@ def transform(counts: pl.DataFrame) -> pl.DataFrame:
         .agg(pl.col(c).sum() for c in COUNTS)
         .select("tenant", "campaign", "step", "day", *COUNTS)
     )
-
-
-def _load(run: Run, rows: pl.DataFrame) -> None:
-    run.upsert(rows, SQL, "upsert_campaign_analytics")

@@ -14,26 +14,13 @@ import polars as pl
 
 from pipelines import email_events
 from pipelines.email_events import COUNTS, NIL
-from pipelines.runtime import Run, execute
+from pipelines.runtime import Run
 
 NAME = "daily_analytics"
-SQL = "pipelines.sql"
 
 
 def refresh(run: Run, *, full: bool = False, since: date | None = None) -> None:
-    # extract
-    if full:
-        execute(run.olap, "DELETE FROM analytics.daily_analytics")
-        run.watermark = email_events.Watermark()
-    if since is not None:
-        execute(run.olap, "DELETE FROM analytics.daily_analytics WHERE day >= $1::date", (since,))
-        rebuilt = email_events.count_since(run, since)
-        _load(run, transform(rebuilt))
-    batch = email_events.count_new(run)
-    run.result.rows_read += batch.read
-    run.result.rows_skipped += batch.skipped
-    # transform, load
-    _load(run, transform(batch.counts))
+    email_events.refresh(run, NAME, transform, "upsert_daily_analytics", full=full, since=since)
 
 
 def transform(counts: pl.DataFrame) -> pl.DataFrame:
@@ -50,7 +37,3 @@ def transform(counts: pl.DataFrame) -> pl.DataFrame:
     )
     columns = ["tenant", "day", "campaign", *COUNTS]
     return pl.concat([per_campaign.select(columns), tenant_wide.select(columns)])
-
-
-def _load(run: Run, rows: pl.DataFrame) -> None:
-    run.upsert(rows, SQL, "upsert_daily_analytics")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 import polars as pl
 
 from models.sqlfiles import statement
-from pipelines.runtime import Run, Watermark, fetch, ingest
+from pipelines.runtime import Run, Watermark, execute, fetch, ingest
 
 __all__ = ["Watermark"]
 
@@ -333,3 +333,28 @@ def count_since(run: Run, day: date) -> pl.DataFrame:
 def _no_touches() -> pl.DataFrame:
     schema = {"tenant": pl.Binary, "message": pl.Binary, "day": pl.Date, "kind": pl.String}
     return pl.DataFrame(schema=schema)
+
+
+def refresh(
+    run: Run,
+    table: str,
+    transform: Callable[[pl.DataFrame], pl.DataFrame],
+    upsert: str,
+    *,
+    full: bool = False,
+    since: date | None = None,
+) -> None:
+    """A rollup of the e-mail events brought up to date: `--full` empties `table` and counts
+    everything again, `--since` empties and recounts the days from a date; then the events no
+    earlier run counted are added. `transform` takes the counts at GRAIN to the table's grain;
+    `upsert` names the statement that adds them."""
+    if full:
+        execute(run.olap, f"DELETE FROM analytics.{table}")
+        run.watermark = Watermark()
+    if since is not None:
+        execute(run.olap, f"DELETE FROM analytics.{table} WHERE day >= $1::date", (since,))
+        run.upsert(transform(count_since(run, since)), SQL, upsert)
+    batch = count_new(run)
+    run.result.rows_read += batch.read
+    run.result.rows_skipped += batch.skipped
+    run.upsert(transform(batch.counts), SQL, upsert)
