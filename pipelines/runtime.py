@@ -62,7 +62,6 @@ class Result:
     rows_skipped: int = 0  # malformed source rows, counted and left out
     seconds: float = 0.0
     watermark: str = ""
-    skipped_reason: str | None = None  # the run did not happen (another holds the lock)
 
 
 def connect(settings: Settings, tier: Tier) -> dbapi.Connection:
