@@ -13,6 +13,8 @@ import strawberry
 from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from services.errors import DomainError
 
@@ -38,6 +40,29 @@ class Edge(Generic[T]):
 class Connection(Generic[T]):
     edges: list[Edge[T]]
     page_info: PageInfo
+
+
+def nodes_select(info: Info, name: str) -> bool:
+    """Whether the query asks for `name` on the nodes of the connection `info` resolves
+    (`edges { node { name } }`, through fragments too): the resolver that fetches the page can
+    then fetch that field for all its nodes at once."""
+    return any(
+        _named(node.selections, name)
+        for field in info.selected_fields
+        for edges in _named(field.selections, "edges")
+        for node in _named(edges.selections, "node")
+    )
+
+
+def _named(selections: list[Selection], name: str) -> list[SelectedField]:
+    """The fields called `name` among `selections`, those in fragments included."""
+    found = []
+    for selection in selections:
+        if not isinstance(selection, SelectedField):  # an inline fragment or fragment spread
+            found.extend(_named(selection.selections, name))
+        elif selection.name == name:
+            found.append(selection)
+    return found
 
 
 def _encode(values: Sequence[Any]) -> str:

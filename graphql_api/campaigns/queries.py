@@ -6,11 +6,12 @@ import strawberry
 from sqlalchemy import select
 from strawberry.types import Info
 
-from graphql_api.campaigns.types import Campaign, CampaignStatus, Lead, Template
+from graphql_api.campaigns.types import Campaign, CampaignStats, CampaignStatus, Lead, Template
 from graphql_api.node import register_node
-from graphql_api.pagination import Connection, paginate
+from graphql_api.pagination import Connection, nodes_select, paginate
 from graphql_api.permissions import IsMember
 from models import campaigns
+from services.analytics import campaign_totals
 
 
 @strawberry.type
@@ -42,7 +43,7 @@ class CampaignsQuery:
         if status is not None:
             stmt = stmt.where(campaigns.Campaign.status == status)
         async with info.context.tenant_session() as session:
-            return await paginate(
+            page = await paginate(
                 session,
                 stmt,
                 keys=(campaigns.Campaign.created_at, campaigns.Campaign.id),
@@ -51,6 +52,12 @@ class CampaignsQuery:
                 max_page=info.context.settings.graphql_max_page_size,
                 node=Campaign.from_row,
             )
+            if nodes_select(info, "stats"):  # in the same transaction, not a loader's own
+                nodes = [edge.node for edge in page.edges]
+                totals = await campaign_totals(session, [n.row.id for n in nodes])
+                for node in nodes:
+                    node.page_stats = CampaignStats.from_counts(totals[node.row.id])
+        return page
 
 
 register_node("Template", campaigns.Template, Template.from_row)
