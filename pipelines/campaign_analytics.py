@@ -1,10 +1,12 @@
 """campaign_analytics: per tenant, campaign, sequence step and local day, with the rates
 `Campaign.stats` shows (generated columns: open, click and reply rates over delivered, bounce
-rate over sent). What `Campaign.stats` reads, summed over steps and days.
+rate over sent).
 
 extract: the e-mail events no earlier run counted (pipelines/email_events.py)
 transform: the campaign's events only, per step
-load: added to the rows already there, in the run's transaction with the watermark."""
+load: added to the rows already there, and to the campaigns' lifetime totals
+(analytics.campaign_totals, what `Campaign.stats` reads), in the run's transaction with the
+watermark."""
 
 from __future__ import annotations
 
@@ -12,14 +14,21 @@ from datetime import date
 
 import polars as pl
 
+from models.sqlfiles import statement
 from pipelines import email_events
 from pipelines.email_events import COUNTS
-from pipelines.runtime import Run
+from pipelines.runtime import Run, execute
 
 NAME = "campaign_analytics"
 
 
 def refresh(run: Run, *, full: bool = False, since: date | None = None) -> None:
+    """Also keeps analytics.campaign_totals, the sums of the table's rows per campaign: the
+    upsert adds to them, and what a rebuild deletes is taken off them first."""
+    if full:
+        execute(run.olap, "DELETE FROM analytics.campaign_totals")
+    elif since is not None:
+        execute(run.olap, statement(email_events.SQL, "forget_campaign_totals_since"), (since,))
     email_events.refresh(run, NAME, transform, "upsert_campaign_analytics", full=full, since=since)
 
 

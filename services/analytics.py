@@ -26,8 +26,6 @@ COUNTS = (
     "complained",
     "unsubscribed",
 )
-# Over many days a message counts once: its first open's (click's) day carries it.
-LIFETIME = {"opened": "first_opened", "clicked": "first_clicked"}
 RATE_WINDOW_DAYS = 30
 # The tenant the session is bound to, named in the query (RLS stays the guarantee; the explicit
 # predicate lets a planner route to the tenant's rows).
@@ -64,16 +62,16 @@ async def daily_counts(
 async def campaign_totals(
     session: AsyncSession, campaign_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, int]]:
-    """Each campaign's lifetime counts (every step, every day). Opened and clicked are the
-    distinct messages ever opened or clicked: the days' first opens and clicks added up."""
-    a = analytics.CampaignAnalytics
-    column = {c: LIFETIME.get(c, c) for c in COUNTS}
+    """Each campaign's lifetime counts (every step, every day), kept per campaign by the
+    campaign_analytics pipeline (analytics.campaign_totals). Opened and clicked are the distinct
+    messages ever opened or clicked. A campaign nothing was counted for has zeros."""
+    t = analytics.CampaignTotals
     rows = await session.execute(
-        select(a.campaign_id, *(func.sum(getattr(a, column[c])) for c in COUNTS))
-        .where(a.tenant_id == CURRENT_TENANT, a.campaign_id.in_(campaign_ids))
-        .group_by(a.campaign_id)
+        select(t.campaign_id, *(getattr(t, c) for c in COUNTS)).where(
+            t.tenant_id == CURRENT_TENANT, t.campaign_id.in_(campaign_ids)
+        )
     )
-    found = {row[0]: dict(zip(COUNTS, (int(v or 0) for v in row[1:]), strict=True)) for row in rows}
+    found = {row[0]: dict(zip(COUNTS, row[1:], strict=True)) for row in rows}
     return {c: found.get(c, dict.fromkeys(COUNTS, 0)) for c in campaign_ids}
 
 

@@ -112,7 +112,44 @@ ON CONFLICT (tenant_id, day, campaign_id) DO UPDATE SET
     first_opened = t.first_opened + EXCLUDED.first_opened,
     first_clicked = t.first_clicked + EXCLUDED.first_clicked, updated_at = now();
 
+-- name: forget_campaign_totals_since
+-- Before a rebuild from a date deletes those days' campaign_analytics rows: their counts taken
+-- off the campaigns' totals (the rebuilt rows add them back).
+UPDATE analytics.campaign_totals AS t
+SET sent = t.sent - g.sent, delivered = t.delivered - g.delivered, opened = t.opened - g.opened,
+    clicked = t.clicked - g.clicked, replied = t.replied - g.replied,
+    bounced = t.bounced - g.bounced, complained = t.complained - g.complained,
+    unsubscribed = t.unsubscribed - g.unsubscribed, updated_at = now()
+FROM (
+    SELECT tenant_id, campaign_id, sum(sent) AS sent, sum(delivered) AS delivered,
+           sum(first_opened) AS opened, sum(first_clicked) AS clicked, sum(replied) AS replied,
+           sum(bounced) AS bounced, sum(complained) AS complained,
+           sum(unsubscribed) AS unsubscribed
+    FROM analytics.campaign_analytics
+    WHERE day >= $1::date
+    GROUP BY tenant_id, campaign_id
+) AS g
+WHERE t.tenant_id = g.tenant_id AND t.campaign_id = g.campaign_id;
+
 -- name: upsert_campaign_analytics
+-- With each campaign's totals (sql/campaign_totals.sql): the same counts, added up per campaign.
+WITH totals AS (
+    INSERT INTO analytics.campaign_totals AS t (
+        tenant_id, campaign_id, sent, delivered, opened, clicked, replied, bounced, complained,
+        unsubscribed
+    )
+    SELECT s.tenant, s.campaign, sum(s.sent), sum(s.delivered), sum(s.first_opened),
+           sum(s.first_clicked), sum(s.replied), sum(s.bounced), sum(s.complained),
+           sum(s.unsubscribed)
+    FROM pg_temp.staging s
+    GROUP BY s.tenant, s.campaign
+    ON CONFLICT (tenant_id, campaign_id) DO UPDATE SET
+        sent = t.sent + EXCLUDED.sent, delivered = t.delivered + EXCLUDED.delivered,
+        opened = t.opened + EXCLUDED.opened, clicked = t.clicked + EXCLUDED.clicked,
+        replied = t.replied + EXCLUDED.replied, bounced = t.bounced + EXCLUDED.bounced,
+        complained = t.complained + EXCLUDED.complained,
+        unsubscribed = t.unsubscribed + EXCLUDED.unsubscribed, updated_at = now()
+)
 INSERT INTO analytics.campaign_analytics AS t (
     tenant_id, campaign_id, step, day, sent, delivered, opened, opens_total, clicked,
     clicks_total, machine_opens, machine_clicks, replied, bounced, soft_bounced, complained,

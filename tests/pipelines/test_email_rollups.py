@@ -1,5 +1,5 @@
-"""daily_analytics and campaign_analytics from hand-made events: the definitions, the tenant's
-days, late commits, reruns and rebuilds."""
+"""daily_analytics and campaign_analytics (with campaign_totals) from hand-made events: the
+definitions, the tenant's days, late commits, reruns and rebuilds."""
 
 from __future__ import annotations
 
@@ -147,9 +147,27 @@ COUNTS = (
 )
 
 
+TOTALS = "sent, delivered, opened, clicked, replied, bounced, complained, unsubscribed"
+SUMS = """sum(sent)::bigint AS sent, sum(delivered)::bigint AS delivered,
+    sum(first_opened)::bigint AS opened, sum(first_clicked)::bigint AS clicked,
+    sum(replied)::bigint AS replied, sum(bounced)::bigint AS bounced,
+    sum(complained)::bigint AS complained, sum(unsubscribed)::bigint AS unsubscribed"""
+
+
 def _tables(olap) -> dict:
-    """Both tables as they stand, every column but updated_at."""
+    """The tables as they stand, every column but updated_at; campaign_totals checked first to
+    be the sums of campaign_analytics' rows per campaign, which is all it may ever hold."""
+    totals = olap.frame(
+        f"SELECT tenant_id::text, campaign_id::text, {TOTALS} FROM analytics.campaign_totals"
+        " ORDER BY 1, 2"
+    )
+    sums = olap.frame(
+        f"SELECT tenant_id::text, campaign_id::text, {SUMS} FROM analytics.campaign_analytics"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    assert totals.equals(sums), "campaign_totals are not the sums of campaign_analytics"
     return {
+        "totals": totals,
         "daily": olap.frame(
             f"SELECT tenant_id::text, day, campaign_id::text, {COUNTS}"
             " FROM analytics.daily_analytics ORDER BY 1, 2, 3"
