@@ -97,3 +97,21 @@ async def test_a_page_of_campaigns_costs_a_constant_number_of_statements(
         counts[size] = len(statements)
     assert counts[10] == counts[100], counts
     assert counts[100] <= 40, counts
+
+
+STATS_BY_FRAGMENT = """query($first: Int!) { campaigns(first: $first) { edges { ...E } } }
+fragment E on CampaignEdge { node { name ... on Campaign { stats { sent openRate } } } }"""
+NO_STATS = "query($first: Int!) { campaigns(first: $first) { edges { node { name } } } }"
+
+
+async def test_a_page_reads_its_stats_once_and_only_when_asked(api: Api, db: Database) -> None:
+    account = await sign_up(api, "Stats once")
+    await _campaigns(db, parse_id(account.tenant)[1], 30)
+    for query, reads in ((STATS_BY_FRAGMENT, 1), (NO_STATS, 0)):
+        with counting(api) as statements:
+            body = await api.gql(query, {"first": 30}, token=account.token)
+        edges = body["data"]["campaigns"]["edges"]
+        assert len(edges) == 30
+        assert sum("campaign_totals" in s for s in statements) == reads, query
+        if reads:
+            assert all(e["node"]["stats"] == {"sent": 0, "openRate": 0.0} for e in edges)
