@@ -107,6 +107,15 @@ def give_back(settings: Settings, tier: Tier, conn: dbapi.Connection) -> None:
     _close(conn)
 
 
+def _abandon(conn: dbapi.Connection) -> None:
+    """Rolls back and closes a connection whose run failed (either step may fail too)."""
+    try:
+        conn.rollback()
+    except Exception:
+        log.debug("rolling back a failed run failed", exc_info=True)
+    _close(conn)
+
+
 def _close(conn: dbapi.Connection) -> None:
     try:
         conn.close()
@@ -225,14 +234,15 @@ def run(settings: Settings, name: str, *, wait: bool = False) -> Iterator[Run]:
         broken = False
         raise
     except BaseException as error:
+        # The run's transaction ends first: it holds the watermark row (FOR UPDATE, or
+        # inserted and not committed on a first run), which recording the failure updates.
+        _abandon(olap)
         _record_failure(settings, name, error)
         raise
     finally:
         # After a failure the connections are closed, not kept: whatever broke stays behind.
         current.release_sources(broken=broken)
-        if broken:
-            _close(olap)
-        else:
+        if not broken:
             give_back(settings, "analytics", olap)
 
 

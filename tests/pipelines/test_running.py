@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 import pipelines
 from jobs.scheduler import registered, run_pipelines
 from penguinmails import cli
+from pipelines import runtime
 from tests.pipelines.test_email_rollups import _daily, _same, _tables
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
@@ -74,6 +76,38 @@ async def test_a_failed_run_keeps_its_watermark_and_says_why(scratch) -> None:
         ).item()
         is None
     )
+
+
+@pytest.mark.parametrize("first_run", [True, False])
+def test_a_run_stopped_by_an_exception_records_why_without_waiting_on_itself(
+    scratch, first_run
+) -> None:
+    """The failure is recorded on its own connection, while the failed run's transaction held
+    the watermark row (inserted on a first run, FOR UPDATE after): it must end first, or the
+    record waits on it for ever (as an interrupted CLI run once did)."""
+    settings, _ = scratch
+    name = f"interrupted_{first_run}"
+    if not first_run:
+        with runtime.run(settings, name):
+            pass
+
+    raised: list[BaseException] = []
+
+    def interrupted() -> None:
+        try:
+            with runtime.run(settings, name):
+                raise KeyboardInterrupt
+        except KeyboardInterrupt as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=interrupted, daemon=True)  # left behind if it hangs
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the failed run is still waiting to record its failure"
+    assert len(raised) == 1  # and the interruption still reaches the caller
+    status = {s.pipeline: s for s in runtime.status(settings)}[name]
+    assert status.last_error == "KeyboardInterrupt: "
+    assert (status.last_ok is None) is first_run
 
 
 def test_a_tenant_zone_polars_does_not_know_counts_in_utc(scratch) -> None:
