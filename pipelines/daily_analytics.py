@@ -13,7 +13,7 @@ from datetime import date
 import polars as pl
 
 from pipelines import email_events
-from pipelines.email_events import COUNTS, NIL
+from pipelines.email_events import ALL_CAMPAIGNS, CODE, COUNTS
 from pipelines.runtime import Run
 
 NAME = "daily_analytics"
@@ -33,7 +33,9 @@ def transform(counts: pl.DataFrame) -> pl.DataFrame:
         .agg(sums)
     )
     tenant_wide = (
-        counts.group_by("tenant", "day").agg(sums).with_columns(campaign=pl.lit(NIL, pl.Binary))
+        counts.group_by("tenant", "day")
+        .agg(sums)
+        .with_columns(campaign=pl.lit(ALL_CAMPAIGNS, CODE))
     )
     columns = ["tenant", "day", "campaign", *COUNTS]
     return pl.concat([per_campaign.select(columns), tenant_wide.select(columns)])

@@ -39,6 +39,10 @@ FROM analytics.pipeline_watermarks ORDER BY pipeline;
 -- Each tenant's time zone: its analytics days are that zone's days.
 SELECT uuid_send(id) AS tenant, timezone AS zone FROM app.tenants;
 
+-- name: tenant_zones_of
+-- The time zones of the tenants in the uuid[] $1.
+SELECT uuid_send(id) AS tenant, timezone AS zone FROM app.tenants WHERE id = ANY($1);
+
 -- name: email_events
 -- The events with $1 < seq <= $2. `message` only where a rollup counts distinct messages (human
 -- and machine opens and clicks); `hard` only for bounces, NULL when the report did not say;
