@@ -111,8 +111,14 @@ class Keys:
         return tenants.to_frame().join(found, on="tenant", how="left")
 
 
-def _grow(book: pl.DataFrame, frame: pl.DataFrame, column: str, extra=None) -> pl.DataFrame:
-    """`book` with a code for each value of `frame[column]` it had none for."""
+def _grow(
+    book: pl.DataFrame,
+    frame: pl.DataFrame,
+    column: str,
+    extra: Callable[[pl.Series], pl.DataFrame] | None = None,
+) -> pl.DataFrame:
+    """`book` with a code for each value of `frame[column]` it had none for (and the columns
+    `extra` gives for the new values)."""
     new = frame.select(pl.col(column).drop_nulls().unique()).join(book, on=column, how="anti")
     if new.is_empty():
         return book
