@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from jobs.registry import JobContext, batch_handler, handler
-from services import planning, replies, sending, statistics
+from services import deliverability_events, dns, domains, planning, replies, sending, statistics
 
 
 @handler("noop")
@@ -44,3 +44,12 @@ async def poll_replies(job: JobContext) -> None:
     await replies.poll_account(
         job.db, job.settings, job.redis, job.tenant_id, uuid.UUID(job.payload["account_id"])
     )
+
+
+@handler(domains.VERIFY_KIND)
+async def verify_domain(job: JobContext) -> None:
+    """Checks a domain's DNS records; a change of its status is published once committed."""
+    async with job.db.tenant_session(job.tenant_id) as session:
+        done = await dns.verify(session, job.settings, uuid.UUID(job.payload["domain_id"]))
+    if done is not None and done.event is not None:
+        await deliverability_events.publish(job.redis, [done.event])

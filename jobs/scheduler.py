@@ -90,6 +90,14 @@ async def poll_replies(settings: Settings) -> int:
     return await _in_system_session(settings, lambda s: replies.queue_polls(s, settings))
 
 
+@periodic(seconds=lambda settings: min(settings.dns_recheck_seconds, 300))
+async def recheck_domains(settings: Settings) -> int:
+    """Every domain's DNS records are checked again each `dns_recheck_seconds`."""
+    from services import domains
+
+    return await _in_system_session(settings, lambda s: domains.queue_rechecks(s, settings))
+
+
 @periodic(seconds=lambda settings: settings.pipeline_interval_seconds)
 async def run_pipelines(settings: Settings) -> dict[str, str]:
     """Every analytics pipeline, one after another, each under its own lock: one that another

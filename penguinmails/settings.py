@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -168,6 +168,27 @@ class Settings(BaseSettings):
     return_path_host: str = "bounces.penguinmails.test"
     tracking_label: str = "track"
     tracking_host: str = "track.penguinmails.test"
+    # The MX a sending domain publishes: the platform's inbound host, which receives replies,
+    # bounces and complaint reports for it.
+    mx_host: str = "mx.penguinmails.test"
+    mx_preference: int = 10
+    # Domain verification (services/dns.py): the resolvers asked, comma-separated `host` or
+    # `host:port` (empty: the system's), how long one lookup may take, and how often every
+    # domain is checked again.
+    dns_nameservers: str = ""
+    dns_timeout_seconds: float = 5.0
+    dns_recheck_seconds: float = 6 * 3600
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _nameservers_parse(cls, value: str) -> str:
+        parse_nameservers(value)
+        return value
+
+    @property
+    def dns_resolvers(self) -> list[tuple[str, int]]:
+        """`dns_nameservers` as (address, port) pairs; empty: the system's resolvers."""
+        return parse_nameservers(self.dns_nameservers)
 
     @model_validator(mode="after")
     def _no_dev_secret_in_production(self) -> Settings:
@@ -214,3 +235,30 @@ def _secret(value: SecretStr | None) -> str | None:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def parse_nameservers(value: str) -> list[tuple[str, int]]:
+    """`host` or `host:port` (`[v6]:port` for an IPv6 address with a port), comma-separated."""
+    import ipaddress
+
+    out = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, port = item, "53"
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":") or "53"
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        try:
+            ipaddress.ip_address(host)
+            number = int(port)
+            if not 0 < number < 65536:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not a nameserver: give an IP address, optionally with :port"
+            ) from None
+        out.append((host, number))
+    return out

@@ -29,7 +29,7 @@ PLANS = [
 DEMO_TENANT_SLUG = "demo"
 DEMO_EMAIL = "demo@penguinmails.local"
 DEMO_PASSWORD = "penguin-demo-password"
-DEMO_DOMAIN = "demo.penguinmails.test"
+DEMO_DOMAIN = "demo.penguinmails.example"
 DEMO_LEADS = [
     ("ada@example.com", "Ada", "Lovelace", "Analytical Engines"),
     ("grace@example.com", "Grace", "Hopper", "COBOL Inc"),

@@ -7,16 +7,18 @@ import asyncio
 import base64
 import ipaddress
 import uuid
-from datetime import UTC, datetime
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import idna
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import func, select
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.queue import enqueue
+from jobs.queue import enqueue, enqueue_many
 from models.infrastructure import Domain
 from penguinmails.settings import Settings
 from services import plans, secrets
@@ -27,7 +29,9 @@ MAX_NAME_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 # A click on "verify" reuses the pending job for at most this long (see _verification_key).
 VERIFY_WINDOW_SECONDS = 600
+VERIFY_KIND = "verify_domain"
 VERIFY_PRIORITY = 50  # someone is waiting for the answer: the high tier
+RECHECK_PRIORITY = 200  # the scheduled re-checks: the low tier
 
 
 async def add_domain(
@@ -61,6 +65,7 @@ async def add_domain(
     )
     session.add(domain)
     await session.flush()
+    await _queue_verification(session, domain, datetime.now(UTC))
     return domain
 
 
@@ -77,15 +82,46 @@ async def verify_domain(
     )
     if domain is None:
         raise DomainError("NOT_FOUND", "No such domain.", "id")
+    await _queue_verification(session, domain, now or datetime.now(UTC))
+    return domain
+
+
+async def _queue_verification(session: AsyncSession, domain: Domain, now: datetime) -> None:
     await enqueue(
         session,
-        "verify_domain",
+        VERIFY_KIND,
         {"domain_id": str(domain.id)},
-        tenant_id=tenant_id,
+        tenant_id=domain.tenant_id,
         priority=VERIFY_PRIORITY,
-        idempotency_key=_verification_key(domain, now or datetime.now(UTC)),
+        idempotency_key=_verification_key(domain, now),
     )
-    return domain
+
+
+async def queue_rechecks(
+    session: AsyncSession, settings: Settings, now: datetime | None = None
+) -> int:
+    """A verification for every domain not checked for `dns_recheck_seconds` (system session)."""
+    now = now or datetime.now(UTC)
+    due = now - timedelta(seconds=settings.dns_recheck_seconds)
+    rows = await session.execute(
+        select(Domain.id, Domain.tenant_id).where(
+            or_(Domain.last_checked_at.is_(None), Domain.last_checked_at < due)
+        )
+    )
+    by_tenant: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for domain_id, tenant_id in rows:
+        by_tenant[tenant_id].append(domain_id)
+    window = int(now.timestamp() // settings.dns_recheck_seconds)
+    queued = 0
+    for tenant_id, ids in by_tenant.items():
+        queued += len(
+            await enqueue_many(
+                session, VERIFY_KIND, [{"domain_id": str(i)} for i in ids], tenant_id=tenant_id,
+                priority=RECHECK_PRIORITY,
+                idempotency_keys=[f"{VERIFY_KIND}:{i}:recheck:{window}" for i in ids],
+            )
+        )  # fmt: skip
+    return queued
 
 
 def dkim_private_key(settings: Settings, domain: Domain) -> bytes | None:
@@ -121,6 +157,8 @@ def normalise_name(raw: str) -> str:
         raise _invalid(raw, f"a label is longer than {MAX_LABEL_LENGTH} characters")
     if labels[-1].isdigit():  # RFC 3696: no all-numeric top-level domain
         raise _invalid(raw, "the top-level domain is all digits")
+    if labels[-1] in SPECIAL_USE_DOMAIN_NAMES:  # what e-mail addresses cannot use either
+        raise _invalid(raw, f".{labels[-1]} is a special-use name that cannot receive mail")
     return name
 
 
@@ -133,6 +171,8 @@ def dns_records(
         _record("spf", name, "TXT", f"v=spf1 include:{settings.spf_include} ~all"),
         _record("dkim", f"{selector}._domainkey.{name}", "TXT", f"v=DKIM1; k=rsa; p={public_key}"),
         _record("dmarc", f"_dmarc.{name}", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{name}"),
+        # Replies, bounces and complaint reports to the domain reach the platform's inbound host.
+        _record("mx", name, "MX", f"{settings.mx_preference} {settings.mx_host.rstrip('.')}."),
         # The CNAME also answers the return path's MX and SPF lookups with the platform's.
         _record(
             "return_path",

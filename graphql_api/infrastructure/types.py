@@ -35,6 +35,12 @@ class DnsRecord:
     value: str
     status: DnsRecordStatus
     observed: list[str]
+    error: str | None = strawberry.field(
+        default=None, description="SERVFAIL or TIMEOUT while the status stays PENDING."
+    )
+    reason: str | None = strawberry.field(
+        default=None, description="Why the record is a MISMATCH (a parse error, what is off)."
+    )
 
 
 @strawberry.type
@@ -62,6 +68,8 @@ class Domain(Node):
                     value=r["value"],
                     status=DnsRecordStatus(r.get("status", "PENDING")),
                     observed=list(r.get("observed", [])),
+                    error=r.get("error"),
+                    reason=r.get("reason"),
                 )
                 for r in row.dns_records
             ],
@@ -151,6 +159,10 @@ class EmailAccount(Node):
             daily_limit=row.daily_limit,
             row=row,
         )
+
+    @strawberry.field(description="Why its sends wait: paused, or its domain stopped verifying.")
+    def paused_reason(self) -> str | None:
+        return self.row.status_reason
 
     @strawberry.field
     async def sent_today(self, info: Info) -> int:

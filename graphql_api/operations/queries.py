@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
@@ -18,13 +19,10 @@ from graphql_api.ids import decode_id, encode_id
 from graphql_api.operations.types import CampaignProgress, DeliverabilityEvent, QueueStatus
 from graphql_api.permissions import IsMember
 from jobs.status import queue_status
+from services import deliverability_events
 from services.progress import campaign_progress
 
 POLL_SECONDS = 0.5
-
-
-def deliverability_channel(tenant_id) -> str:
-    return f"events:{tenant_id}:deliverability"
 
 
 @strawberry.type
@@ -78,7 +76,7 @@ class Subscription:
     async def deliverability_events(self, info: Info) -> AsyncGenerator[DeliverabilityEvent, None]:
         access = await info.context.require_access()
         pubsub = info.context.redis.pubsub()
-        await pubsub.subscribe(deliverability_channel(access.tenant_id))
+        await pubsub.subscribe(deliverability_events.channel(access.tenant_id))
         try:
             async for message in pubsub.listen():
                 if message["type"] != "message":
@@ -86,7 +84,7 @@ class Subscription:
                 event = json.loads(message["data"])
                 yield DeliverabilityEvent(
                     kind=event["kind"],
-                    subject_id=strawberry.ID(event["subjectId"]),
+                    subject_id=encode_id(event["subjectType"], uuid.UUID(event["subjectId"])),
                     message=event["message"],
                     at=datetime.fromisoformat(event["at"]),
                 )

@@ -46,7 +46,7 @@ async def test_a_client_can_set_up_import_launch_pause_and_read_everything_back(
     account = await sign_up(api, "Flow")
     estate = await build_estate(api, db, account, "flow")
     kinds = {r["kind"] for r in estate.domain["records"]}
-    assert kinds == {"spf", "dkim", "dmarc", "return_path", "tracking"}
+    assert kinds == {"spf", "dkim", "dmarc", "mx", "return_path", "tracking"}
     dkim = next(r for r in estate.domain["records"] if r["kind"] == "dkim")
     assert dkim["type"] == "TXT" and "p=" in dkim["value"] and dkim["status"] == "PENDING"
     assert estate.template["variables"] == ["company", "first_name"]

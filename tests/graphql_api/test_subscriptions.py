@@ -74,9 +74,11 @@ async def test_queue_status_is_pushed_when_the_tenants_queue_changes(
 async def test_deliverability_events_published_for_the_tenant_reach_its_subscribers_only(
     api: Api,
 ) -> None:
+    import uuid
     from datetime import UTC, datetime
 
-    from graphql_api.operations.queries import deliverability_channel
+    from graphql_api.ids import encode_id
+    from services.deliverability_events import Event, publish
 
     account, other = await sign_up(api), await sign_up(api, "Other")
     tenant_id, other_id = parse_id(account.tenant)[1], parse_id(other.tenant)[1]
@@ -94,20 +96,18 @@ async def test_deliverability_events_published_for_the_tenant_reach_its_subscrib
             )
         )
         await asyncio.sleep(0.3)  # the subscription is registered with Redis
-        event = {"subjectId": "x", "at": datetime.now(UTC).isoformat()}
-        redis = api.app.state.redis
-        await redis.publish(
-            deliverability_channel(other_id),
-            json.dumps({**event, "kind": "other", "message": "not yours"}),
-        )
-        await redis.publish(
-            deliverability_channel(tenant_id),
-            json.dumps({**event, "kind": "ip_listed", "message": "listed"}),
+        ip, now = uuid.uuid4(), datetime.now(UTC)
+        await publish(
+            api.app.state.redis,
+            [
+                Event(uuid.UUID(str(other_id)), "other", "SendingIp", ip, "not yours", now),
+                Event(uuid.UUID(str(tenant_id)), "ip_listed", "SendingIp", ip, "listed", now),
+            ],
         )
         pushed = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert pushed["payload"]["data"]["deliverabilityEvents"] == {
         "kind": "ip_listed",
-        "subjectId": "x",
+        "subjectId": encode_id("SendingIp", ip),
         "message": "listed",
     }
 

@@ -73,11 +73,12 @@ async def test_a_new_domain_lists_the_records_to_publish_all_pending(
 
     records = {r["kind"]: r for r in domain.dns_records}
     assert [r["kind"] for r in domain.dns_records] == [
-        "spf", "dkim", "dmarc", "return_path", "tracking",
+        "spf", "dkim", "dmarc", "mx", "return_path", "tracking",
     ]  # fmt: skip
     assert {(r["host"], r["type"], r["value"]) for k, r in records.items() if k != "dkim"} == {
         ("example.com", "TXT", f"v=spf1 include:{settings.spf_include} ~all"),
         ("_dmarc.example.com", "TXT", "v=DMARC1; p=none; rua=mailto:dmarc@example.com"),
+        ("example.com", "MX", f"{settings.mx_preference} {settings.mx_host}."),
         (f"{settings.return_path_label}.example.com", "CNAME", settings.return_path_host),
         (f"{settings.tracking_label}.example.com", "CNAME", settings.tracking_host),
     }
@@ -204,7 +205,25 @@ async def test_concurrent_adds_cannot_together_exceed_the_plan_limit(
 
 async def _verification_jobs(db: Database, tenant: uuid.UUID) -> list[Job]:
     async with db.tenant_session(tenant) as s:
-        return list(await s.scalars(select(Job).where(Job.kind == "verify_domain")))
+        return list(
+            await s.scalars(select(Job).where(Job.kind == "verify_domain").order_by(Job.created_at))
+        )
+
+
+async def _click_jobs(db: Database, tenant: uuid.UUID) -> list[Job]:
+    """The verification jobs after the one adding the domain queued."""
+    first, *clicks = await _verification_jobs(db, tenant)
+    assert ":never:" in first.idempotency_key  # queued at add, before any check
+    return clicks
+
+
+async def test_adding_a_domain_queues_its_verification(db: Database, settings: Settings):
+    tenant = await _tenant_on_plan(db)
+
+    domain = await _add(db, settings, tenant, "queued.example")
+
+    (job,) = await _verification_jobs(db, tenant)
+    assert job.payload == {"domain_id": str(domain.id)} and job.tenant_id == tenant
 
 
 async def _verify(db: Database, tenant: uuid.UUID, domain_id: uuid.UUID, now: datetime) -> Domain:
@@ -222,7 +241,7 @@ async def test_repeated_verify_clicks_while_a_check_is_pending_queue_one_job(
     for seconds in (0, 1, 30):
         returned = await _verify(db, tenant, domain.id, now + timedelta(seconds=seconds))
 
-    jobs = await _verification_jobs(db, tenant)
+    jobs = await _click_jobs(db, tenant)
     assert returned.id == domain.id
     assert [job.payload for job in jobs] == [{"domain_id": str(domain.id)}]
 
@@ -239,7 +258,7 @@ async def test_a_verify_click_after_a_finished_check_queues_a_new_job(
 
     await _verify(db, tenant, domain.id, now + timedelta(seconds=5))
 
-    assert len(await _verification_jobs(db, tenant)) == 2
+    assert len(await _click_jobs(db, tenant)) == 2
 
 
 async def test_a_verify_click_is_not_held_forever_by_a_job_that_never_checked(
@@ -252,7 +271,7 @@ async def test_a_verify_click_is_not_held_forever_by_a_job_that_never_checked(
 
     await _verify(db, tenant, domain.id, now + timedelta(minutes=15))
 
-    assert len(await _verification_jobs(db, tenant)) == 2
+    assert len(await _click_jobs(db, tenant)) == 2
 
 
 async def test_verifying_another_tenants_domain_finds_nothing(db: Database, settings: Settings):

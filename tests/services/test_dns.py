@@ -1,0 +1,251 @@
+"""Domain verification against a real authoritative DNS server on loopback (tests/dns_server.py):
+the platform resolves through PENGUINMAILS_DNS_NAMESERVERS pointing at it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from models.infrastructure import Domain, DomainStatus, EmailAccount
+from models.operations import Alert
+from models.sessions import Database
+from penguinmails.settings import Settings
+from services import dns
+from services.domains import normalise_name
+from services.errors import DomainError
+from tests.dns_server import DnsServer, Zone
+from tests.services.test_domains import _add, _tenant_on_plan
+
+
+@pytest.fixture(scope="module")
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def resolving(settings: Settings, dns_server: DnsServer) -> Settings:
+    return settings.model_copy(
+        update={"dns_nameservers": dns_server.nameservers, "dns_timeout_seconds": 1.0}
+    )
+
+
+def publish(zone: Zone, domain: Domain, settings: Settings) -> None:
+    """Every record the domain should publish, as a tenant following the instructions would."""
+    zone.add(settings.spf_include, "TXT", "v=spf1 ip4:192.0.2.0/24 -all")
+    for record in domain.dns_records:
+        if record["type"] == "MX":
+            preference, host = record["value"].split()
+            zone.add(record["host"], "MX", (int(preference), host))
+        else:
+            zone.add(record["host"], record["type"], record["value"])
+
+
+async def _domain(db: Database, settings: Settings, zone: Zone) -> Domain:
+    tenant = await _tenant_on_plan(db)
+    domain = await _add(db, settings, tenant, f"d{uuid.uuid4().hex[:10]}.example")
+    publish(zone, domain, settings)
+    return domain
+
+
+async def _verify(db: Database, settings: Settings, domain: Domain) -> dns.Verification:
+    async with db.tenant_session(domain.tenant_id) as session:
+        done = await dns.verify(session, settings, domain.id)
+    assert done is not None
+    return done
+
+
+def _records(done: dns.Verification) -> dict[str, dict]:
+    return {r["kind"]: r for r in done.domain.dns_records}
+
+
+async def test_a_domain_whose_records_are_published_verifies(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    domain = await _domain(db, resolving, dns_server.zone)
+
+    done = await _verify(db, resolving, domain)
+
+    records = _records(done)
+    assert set(records) == {"spf", "dkim", "dmarc", "mx", "return_path", "tracking"}
+    assert {r["status"] for r in records.values()} == {"VERIFIED"}, records
+    assert records["mx"]["value"] == f"10 {resolving.mx_host}."
+    assert records["mx"]["observed"] == [f"10 {resolving.mx_host}."]
+    assert records["return_path"]["observed"] == [f"{resolving.return_path_host}."]
+    assert done.domain.status == DomainStatus.VERIFIED
+    assert done.domain.verified_at is not None and done.domain.last_checked_at is not None
+    assert done.event is not None and done.event.kind == "domain_verified"
+
+
+async def test_a_record_removed_or_altered_is_missing_or_a_mismatch_with_what_was_seen(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    zone = dns_server.zone
+    domain = await _domain(db, resolving, zone)
+    await _verify(db, resolving, domain)
+    dkim_host = _records(await _verify(db, resolving, domain))["dkim"]["host"]
+    zone.remove(dkim_host)
+    zone.replace(domain.name, "TXT", "v=spf1 include:elsewhere.example ~all")
+    zone.replace(f"track.{domain.name}", "CNAME", "other.example")
+
+    done = await _verify(db, resolving, domain)
+
+    records = _records(done)
+    assert records["dkim"]["status"] == "MISSING" and records["dkim"]["observed"] == []
+    assert records["spf"]["status"] == "MISMATCH"
+    assert records["spf"]["observed"] == ["v=spf1 include:elsewhere.example ~all"]
+    assert resolving.spf_include in records["spf"]["reason"]
+    assert records["tracking"] == {**records["tracking"], "status": "MISMATCH",
+                                   "observed": ["other.example."]}  # fmt: skip
+    assert done.domain.status == DomainStatus.FAILED
+
+
+async def test_a_verified_domain_that_stops_verifying_alerts_and_holds_its_accounts(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    zone = dns_server.zone
+    domain = await _domain(db, resolving, zone)
+    async with db.tenant_session(domain.tenant_id) as s:
+        row = EmailAccount(tenant_id=domain.tenant_id, domain_id=domain.id,
+                           address=f"hello@{domain.name}")  # fmt: skip
+        s.add(row)
+        await s.flush()
+        account = row.id
+    assert (await _verify(db, resolving, domain)).domain.status == DomainStatus.VERIFIED
+    zone.remove(f"_dmarc.{domain.name}")
+
+    failed = await _verify(db, resolving, domain)
+
+    assert failed.domain.status == DomainStatus.FAILED
+    assert failed.event is not None and failed.event.kind == "domain_failed"
+    assert "dmarc MISSING" in failed.event.message
+    async with db.tenant_session(domain.tenant_id) as s:
+        alert = await s.scalar(select(Alert).where(Alert.subject == domain.name))
+        reason = await s.scalar(
+            select(EmailAccount.status_reason).where(EmailAccount.id == account)
+        )
+    assert alert is not None and alert.kind == "domain_unverified" and alert.resolved_at is None
+    assert reason == f"its domain {domain.name} stopped verifying (dmarc MISSING)"
+
+    zone.add(f"_dmarc.{domain.name}", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{domain.name}")
+    again = await _verify(db, resolving, domain)
+
+    assert again.domain.status == DomainStatus.VERIFIED
+    assert again.event is not None and again.event.kind == "domain_verified"
+    async with db.tenant_session(domain.tenant_id) as s:
+        alert = await s.scalar(select(Alert).where(Alert.subject == domain.name))
+        reason = await s.scalar(
+            select(EmailAccount.status_reason).where(EmailAccount.id == account)
+        )
+    assert alert is not None and alert.resolved_at is not None
+    assert reason is None
+
+
+async def test_servfail_and_timeouts_stay_pending_with_the_error_and_change_no_status(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    zone = dns_server.zone
+    domain = await _domain(db, resolving, zone)
+    await _verify(db, resolving, domain)
+    zone.servfail.add(f"pm._domainkey.{domain.name}.")
+    zone.silent.add(f"_dmarc.{domain.name}.")
+    try:
+        began = time.monotonic()
+        done = await _verify(db, resolving, domain)
+        took = time.monotonic() - began
+    finally:
+        zone.servfail.clear()
+        zone.silent.clear()
+
+    records = _records(done)
+    assert (records["dkim"]["status"], records["dkim"]["error"]) == ("PENDING", "SERVFAIL")
+    assert (records["dmarc"]["status"], records["dmarc"]["error"]) == ("PENDING", "TIMEOUT")
+    assert records["spf"]["status"] == "VERIFIED"
+    assert done.domain.status == DomainStatus.VERIFIED  # a resolver's trouble is no verdict
+    assert done.event is None
+    assert took < 3 * resolving.dns_timeout_seconds  # lookups run together, each bounded
+
+
+async def test_spf_needing_more_than_ten_lookups_or_allowing_all_is_refused(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    zone = dns_server.zone
+    domain = await _domain(db, resolving, zone)
+    chain = [f"spf{n}.{domain.name}" for n in range(4)]
+    for name, following in zip(chain, [*chain[1:], None], strict=True):
+        tail = f" include:{following}" if following else ""
+        zone.add(name, "TXT", f"v=spf1 a mx{tail} -all")
+    zone.replace(
+        domain.name, "TXT", f"v=spf1 include:{resolving.spf_include} include:{chain[0]} ~all"
+    )
+
+    too_many = _records(await _verify(db, resolving, domain))["spf"]
+
+    assert too_many["status"] == "MISMATCH"
+    assert "more than 10 DNS lookups (13)" in too_many["reason"]
+
+    zone.replace(domain.name, "TXT", f"v=spf1 include:{resolving.spf_include} +all")
+    assert "+all" in _records(await _verify(db, resolving, domain))["spf"]["reason"]
+    zone.replace(domain.name, "TXT", f"v=spf1 include:{resolving.spf_include} bogus:x ~all")
+    malformed = _records(await _verify(db, resolving, domain))["spf"]
+    assert (
+        malformed["status"] == "MISMATCH" and "'bogus:x' is not an SPF term" in malformed["reason"]
+    )
+    zone.add(domain.name, "TXT", f"v=spf1 include:{resolving.spf_include} ~all")
+    assert "more than one" in _records(await _verify(db, resolving, domain))["spf"]["reason"]
+
+
+async def test_a_malformed_dmarc_record_is_a_mismatch_with_the_reason(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    zone = dns_server.zone
+    domain = await _domain(db, resolving, zone)
+    zone.replace(f"_dmarc.{domain.name}", "TXT", "v=DMARC1; p=sometimes")
+
+    dmarc = _records(await _verify(db, resolving, domain))["dmarc"]
+
+    assert dmarc["status"] == "MISMATCH"
+    assert dmarc["observed"] == ["v=DMARC1; p=sometimes"]
+    assert "p= must be one of none, quarantine, reject" in dmarc["reason"]
+
+
+async def test_a_subdomain_is_covered_by_its_organisational_domains_dmarc(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    zone = dns_server.zone
+    tenant = await _tenant_on_plan(db)
+    parent = f"o{uuid.uuid4().hex[:10]}.example"
+    domain = await _add(db, resolving, tenant, f"mail.{parent}")
+    publish(zone, domain, resolving)
+    zone.remove(f"_dmarc.{domain.name}")
+    zone.add(f"_dmarc.{parent}", "TXT", "v=DMARC1; p=reject; adkim=s")
+
+    dmarc = _records(await _verify(db, resolving, domain))["dmarc"]
+
+    assert dmarc["status"] == "VERIFIED"
+    assert dmarc["observed"] == ["v=DMARC1; p=reject; adkim=s"]
+
+
+@pytest.mark.parametrize("name", ["a.example.test", "shop.local", "x.localhost", "a.invalid",
+                                  "abc.onion", "1.2.in-addr.arpa"])  # fmt: skip
+def test_special_use_names_that_cannot_receive_mail_are_refused(name: str) -> None:
+    with pytest.raises(DomainError) as refused:
+        normalise_name(name)
+    assert refused.value.code == "DOMAIN_INVALID"
+    assert "special-use" in refused.value.message
+
+
+@pytest.mark.parametrize("value", ["8.8.8.8:99999", "resolver.example", "1.2.3.4:x"])
+def test_a_nameserver_setting_that_is_not_an_address_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a nameserver"):
+        Settings(dns_nameservers=value)
+
+
+def test_nameservers_parse_with_and_without_ports() -> None:
+    parsed = Settings(dns_nameservers="127.0.0.1:5353, 192.0.2.1,[::1]:53").dns_resolvers
+    assert parsed == [("127.0.0.1", 5353), ("192.0.2.1", 53), ("::1", 53)]
