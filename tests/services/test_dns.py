@@ -3,6 +3,7 @@ the platform resolves through PENGUINMAILS_DNS_NAMESERVERS pointing at it."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -249,3 +250,79 @@ def test_a_nameserver_setting_that_is_not_an_address_is_refused(value: str) -> N
 def test_nameservers_parse_with_and_without_ports() -> None:
     parsed = Settings(dns_nameservers="127.0.0.1:5353, 192.0.2.1,[::1]:53").dns_resolvers
     assert parsed == [("127.0.0.1", 5353), ("192.0.2.1", 53), ("::1", 53)]
+
+
+async def test_a_domain_added_is_verified_by_a_worker_and_the_change_is_published(
+    db: Database, resolving: Settings, dns_server: DnsServer, start_worker, run_queuer
+) -> None:
+    """addDomain's queued job, run by a real worker resolving through the DNS server."""
+    from redis.asyncio import Redis
+
+    from services import deliverability_events
+    from tests.jobs.helpers import quiet_queue
+
+    await quiet_queue(db, resolving)
+    tenant = await _tenant_on_plan(db)
+    redis = Redis.from_url(resolving.redis_url)
+    listening = redis.pubsub()
+    await listening.subscribe(deliverability_events.channel(tenant))
+    try:
+        domain = await _add(db, resolving, tenant, f"w{uuid.uuid4().hex[:10]}.example")
+        publish(dns_server.zone, domain, resolving)
+        start_worker(processes=1, threads=2, dns_nameservers=dns_server.nameservers)
+        run_queuer()
+        message = None
+        deadline = time.monotonic() + 30
+        while message is None and time.monotonic() < deadline:
+            message = await listening.get_message(ignore_subscribe_messages=True, timeout=1)
+    finally:
+        await listening.aclose()
+        await redis.aclose()
+
+    assert message is not None, "no deliverability event within 30 s"
+    event = json.loads(message["data"])
+    assert (event["kind"], event["subjectType"]) == ("domain_verified", "Domain")
+    assert event["subjectId"] == str(domain.id)
+    async with db.tenant_session(tenant) as s:
+        stored = await s.scalar(select(Domain).where(Domain.id == domain.id))
+    assert stored.status == DomainStatus.VERIFIED
+    assert {r["status"] for r in stored.dns_records} == {"VERIFIED"}
+
+
+async def test_domains_not_checked_for_the_recheck_interval_are_queued_again(
+    db: Database, settings: Settings
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from models.queue import Job
+    from services.domains import queue_rechecks
+
+    tenant = await _tenant_on_plan(db)
+    now = datetime(2031, 6, 1, 12, 0, tzinfo=UTC)
+    ages = {"fresh": timedelta(hours=1), "stale": timedelta(hours=7), "never": None}
+    ids = {}
+    for label, age in ages.items():
+        domain = await _add(db, settings, tenant, f"{label}-{uuid.uuid4().hex[:8]}.example")
+        ids[label] = domain.id
+        async with db.tenant_session(tenant) as s:
+            await s.execute(
+                update(Domain)
+                .where(Domain.id == domain.id)
+                .values(last_checked_at=None if age is None else now - age)
+            )
+
+    for _ in range(2):  # a second tick in the same interval queues nothing more
+        async with db.system_session() as s:
+            await queue_rechecks(s, settings, now)
+
+    async with db.tenant_session(tenant) as s:
+        queued = list(
+            await s.scalars(
+                select(Job.payload).where(Job.idempotency_key.like("verify_domain:%:recheck:%"))
+            )
+        )
+    assert sorted(p["domain_id"] for p in queued) == sorted(
+        str(ids[label]) for label in ("stale", "never")
+    )

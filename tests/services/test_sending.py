@@ -429,6 +429,43 @@ async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
         assert await s.scalar(select(func.count()).select_from(EmailMessage)) == 0
 
 
+async def test_the_sends_of_a_domain_that_stopped_verifying_wait_for_it(
+    db: Database, settings: Settings, sink
+) -> None:
+    """A FAILED domain's sends are deferred with the reason (services/dns.py); nothing of theirs
+    reaches the server, another tenant's batch-mates go out."""
+    from jobs.registry import DeferJob
+    from models.infrastructure import DomainStatus
+
+    handler, port = sink
+    good, good_campaign, _ = await sending_campaign(
+        db, settings, lead_count=2, steps=1, accounts_n=1
+    )
+    failed, failed_campaign, domain_id = await sending_campaign(
+        db, settings, lead_count=2, steps=1, accounts_n=1
+    )
+    async with db.tenant_session(failed) as s:
+        await s.execute(
+            update(Domain).where(Domain.id == domain_id).values(status=DomainStatus.FAILED)
+        )
+    jobs = [
+        (tenant, payload, True)
+        for tenant, campaign_id in ((good, good_campaign), (failed, failed_campaign))
+        for payload in await _send_payloads(db, tenant, campaign_id)
+    ]
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        results = await sending.send_batch(
+            db, settings.model_copy(update={"smtp_relay_port": port, **FAST}), redis, jobs
+        )
+    finally:
+        await redis.aclose()
+
+    assert results[:2] == ["sent"] * 2
+    assert all(isinstance(r, DeferJob) and "stopped verifying" in str(r) for r in results[2:])
+    assert len(handler.messages) == 2
+
+
 async def _send_payloads(db: Database, tenant, campaign_id) -> list[dict]:
     """The campaign's send jobs' payloads, planned now."""
     from models.queue import Job
