@@ -131,6 +131,15 @@ class Domain(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     )
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Rotation (services/dns.py): the next key waits under its selector until its record
+    # verifies; the replaced key stays published until dkim_retire_at.
+    dkim_next_selector: Mapped[str | None] = mapped_column(String(63))
+    dkim_next_public_key: Mapped[str | None] = mapped_column(Text)
+    dkim_next_private_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    dkim_next_encryption_key_id: Mapped[str | None] = mapped_column(String(32))
+    dkim_retiring_selector: Mapped[str | None] = mapped_column(String(63))
+    dkim_retiring_public_key: Mapped[str | None] = mapped_column(Text)
+    dkim_retire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):

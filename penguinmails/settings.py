@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     dns_nameservers: str = ""
     dns_timeout_seconds: float = 5.0
     dns_recheck_seconds: float = 6 * 3600
+    # After a DKIM rotation the replaced key stays published this long (mail in flight, and
+    # mail re-verified later, still finds it), then is retired.
+    dkim_retire_days: float = 7.0
 
     @field_validator("dns_nameservers")
     @classmethod

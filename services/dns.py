@@ -16,7 +16,7 @@ import ipaddress
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dns.asyncresolver
@@ -31,7 +31,7 @@ from models.infrastructure import Domain, DomainStatus, EmailAccount, SmtpIpAddr
 from models.operations import Alert, AlertSeverity
 from penguinmails.settings import Settings
 from services.deliverability_events import Event
-from services.domains import dns_records
+from services.domains import published_records
 
 SPF_LOOKUP_LIMIT = 10  # RFC 7208 4.6.4: DNS-querying terms, includes and redirects followed
 SPF_QUERYING = ("include", "a", "mx", "ptr", "exists")
@@ -269,17 +269,20 @@ async def check_records(
     settings: Settings, resolver: Resolver, domain: Domain, sending_ips: list[str]
 ) -> list[dict[str, Any]]:
     """The records the domain should publish, each with its status and what DNS holds."""
-    expected = dns_records(
-        settings, domain.name, domain.dkim_selector, domain.dkim_public_key or ""
-    )
+    keys = {
+        "dkim": domain.dkim_public_key,
+        "dkim_next": domain.dkim_next_public_key,
+        "dkim_retiring": domain.dkim_retiring_public_key,
+    }
     checks = {
         "spf": lambda r: check_spf(resolver, r["host"], settings.spf_include, sending_ips),
-        "dkim": lambda r: check_dkim(resolver, r["host"], domain.dkim_public_key or ""),
         "dmarc": lambda r: check_dmarc(resolver, domain.name),
         "mx": lambda r: check_mx(resolver, r["host"], settings.mx_host),
         "return_path": lambda r: check_cname(resolver, r["host"], r["value"]),
         "tracking": lambda r: check_cname(resolver, r["host"], r["value"]),
+        **{kind: _dkim_check(resolver, key or "") for kind, key in keys.items()},
     }
+    expected = published_records(settings, domain)
     verdicts = await asyncio.gather(*(checks[r["kind"]](r) for r in expected))
     return [
         {**record, "status": v.status, "observed": v.observed, "reason": v.reason, "error": v.error}
@@ -287,10 +290,19 @@ async def check_records(
     ]
 
 
+def _dkim_check(resolver: Resolver, key: str):
+    return lambda record: check_dkim(resolver, record["host"], key)
+
+
+# The records a domain's status depends on: a rotation's next and replaced keys are listed and
+# checked, but neither makes the domain fail.
+REQUIRED = ("spf", "dkim", "dmarc", "mx", "return_path", "tracking")
+
+
 def domain_status(before: DomainStatus, records: list[dict[str, Any]]) -> DomainStatus:
     """VERIFIED when every record is. A domain that was verified and has a record MISSING or
     MISMATCH fails; resolver errors alone change nothing; one never verified stays PENDING."""
-    statuses = {r["status"] for r in records}
+    statuses = {r["status"] for r in records if r["kind"] in REQUIRED}
     if statuses == {"VERIFIED"}:
         return DomainStatus.VERIFIED
     broken = bool(statuses & {"MISSING", "MISMATCH"})
@@ -323,6 +335,8 @@ async def verify(
     ]
     records = await check_records(settings, Resolver(settings), domain, ips)
     now = now or datetime.now(UTC)
+    if _rotate(settings, domain, records, now):
+        records = _relabelled(settings, domain, records)
     before = domain.status
     domain.dns_records = records
     domain.last_checked_at = now
@@ -334,6 +348,41 @@ async def verify(
         event = await _status_changed(session, domain, records, now)
     await session.flush()
     return Verification(domain, event)
+
+
+def _rotate(
+    settings: Settings, domain: Domain, records: list[dict[str, Any]], now: datetime
+) -> bool:
+    """Moves a rotation on: the next key signs once its record verifies (the replaced one is
+    kept published for `dkim_retire_days`), and a replaced key past that is retired."""
+    moved = False
+    if domain.dkim_retire_at is not None and now >= domain.dkim_retire_at:
+        domain.dkim_retiring_selector = domain.dkim_retiring_public_key = None
+        domain.dkim_retire_at = None
+        moved = True
+    if any(r["kind"] == "dkim_next" and r["status"] == "VERIFIED" for r in records):
+        domain.dkim_retiring_selector = domain.dkim_selector
+        domain.dkim_retiring_public_key = domain.dkim_public_key
+        domain.dkim_retire_at = now + timedelta(days=settings.dkim_retire_days)
+        domain.dkim_selector = domain.dkim_next_selector or domain.dkim_selector
+        domain.dkim_public_key = domain.dkim_next_public_key
+        domain.dkim_private_key_encrypted = domain.dkim_next_private_key_encrypted
+        domain.encryption_key_id = domain.dkim_next_encryption_key_id
+        domain.dkim_next_selector = domain.dkim_next_public_key = None
+        domain.dkim_next_private_key_encrypted = domain.dkim_next_encryption_key_id = None
+        moved = True
+    return moved
+
+
+def _relabelled(
+    settings: Settings, domain: Domain, checked: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The records after a rotation moved on, each with what its host's check found."""
+    found = {(r["host"], r["type"], r["value"]): r for r in checked}
+    return [
+        {**found.get((r["host"], r["type"], r["value"]), r), "kind": r["kind"]}
+        for r in published_records(settings, domain)
+    ]
 
 
 async def _status_changed(

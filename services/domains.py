@@ -184,6 +184,57 @@ def dns_records(
     ]
 
 
+def published_records(settings: Settings, domain: Domain) -> list[dict[str, Any]]:
+    """What the domain should publish now: its records, and during a rotation the next key's
+    record (`dkim_next`) or the replaced key's, until it is retired (`dkim_retiring`)."""
+    records = dns_records(settings, domain.name, domain.dkim_selector, domain.dkim_public_key or "")
+    for kind, selector, key in (
+        ("dkim_next", domain.dkim_next_selector, domain.dkim_next_public_key),
+        ("dkim_retiring", domain.dkim_retiring_selector, domain.dkim_retiring_public_key),
+    ):
+        if selector and key:
+            host = f"{selector}._domainkey.{domain.name}"
+            records.append(_record(kind, host, "TXT", f"v=DKIM1; k=rsa; p={key}"))
+    return records
+
+
+async def rotate_dkim_key(
+    session: AsyncSession,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    domain_id: uuid.UUID,
+    now: datetime | None = None,
+) -> Domain:
+    """A new DKIM key under a new selector. The current key goes on signing until the new
+    record verifies (services/dns.py switches then); a rotation already waiting is replaced."""
+    now = now or datetime.now(UTC)
+    domain = await session.scalar(
+        select(Domain).where(Domain.id == domain_id, Domain.tenant_id == tenant_id)
+    )
+    if domain is None:
+        raise DomainError("NOT_FOUND", "No such domain.", "domainId")
+    private_pem, public_key = await asyncio.to_thread(_generate_dkim_key)
+    key_id, encrypted = secrets.encrypt(settings, private_pem)
+    taken = {domain.dkim_selector, domain.dkim_next_selector, domain.dkim_retiring_selector}
+    base = f"{settings.dkim_selector}{now:%Y%m%d}"
+    selector = next(
+        candidate
+        for candidate in (base, *(f"{base}-{n}" for n in range(2, 1000)))
+        if candidate not in taken
+    )
+    domain.dkim_next_selector = selector
+    domain.dkim_next_public_key = public_key
+    domain.dkim_next_private_key_encrypted = encrypted
+    domain.dkim_next_encryption_key_id = key_id
+    domain.dns_records = [
+        *[r for r in domain.dns_records if r["kind"] != "dkim_next"],
+        *[r for r in published_records(settings, domain) if r["kind"] == "dkim_next"],
+    ]
+    await session.flush()
+    await _queue_verification(session, domain, now)
+    return domain
+
+
 def _record(kind: str, host: str, type_: str, value: str) -> dict[str, Any]:
     return dict(kind=kind, host=host, type=type_, value=value, status="PENDING", observed=[])
 

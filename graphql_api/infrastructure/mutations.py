@@ -55,6 +55,24 @@ class InfrastructureMutation:
             return DomainPayload(errors=user_errors(e))
         return DomainPayload(domain=Domain.from_row(row))
 
+    @strawberry.mutation(
+        extensions=allow(IsMember),
+        description="A new DKIM key under a new selector: the domain lists both records; "
+        "`dkimSelector` switches once the new one verifies, the old stays published for "
+        "PENGUINMAILS_DKIM_RETIRE_DAYS.",
+    )
+    async def rotate_dkim_key(self, info: Info, domain_id: strawberry.ID) -> DomainPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                row = await domains.rotate_dkim_key(
+                    session, info.context.settings, access.tenant_id,
+                    decode_id(domain_id, "Domain", "domainId"),
+                )  # fmt: skip
+        except DomainError as e:
+            return DomainPayload(errors=user_errors(e))
+        return DomainPayload(domain=Domain.from_row(row))
+
     @strawberry.mutation(extensions=allow(IsAdmin))
     async def request_vps(self, info: Info, region: OptionalShort = None) -> VpsPayload:
         access = await info.context.require_access()

@@ -3,6 +3,7 @@ the platform resolves through PENGUINMAILS_DNS_NAMESERVERS pointing at it."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -326,3 +327,64 @@ async def test_domains_not_checked_for_the_recheck_interval_are_queued_again(
     assert sorted(p["domain_id"] for p in queued) == sorted(
         str(ids[label]) for label in ("stale", "never")
     )
+
+
+async def test_a_dkim_rotation_lists_both_keys_switches_once_verified_and_retires_the_old(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import serialization
+
+    from services.domains import dkim_private_key, rotate_dkim_key
+
+    zone = dns_server.zone
+    domain = await _domain(db, resolving, zone)
+    assert (await _verify(db, resolving, domain)).domain.status == DomainStatus.VERIFIED
+    old_selector, old_key = domain.dkim_selector, domain.dkim_public_key
+    now = datetime(2031, 3, 1, 9, 0, tzinfo=UTC)
+    async with db.tenant_session(domain.tenant_id) as s:
+        rotated = await rotate_dkim_key(s, resolving, domain.tenant_id, domain.id, now)
+    new_selector = rotated.dkim_next_selector
+    kinds = {r["kind"]: r for r in rotated.dns_records}
+    assert new_selector == f"{resolving.dkim_selector}20310301"
+    assert kinds["dkim"]["host"] == f"{old_selector}._domainkey.{domain.name}"
+    assert kinds["dkim_next"]["host"] == f"{new_selector}._domainkey.{domain.name}"
+    assert kinds["dkim_next"]["value"] != kinds["dkim"]["value"]
+
+    waiting = await _verify(db, resolving, domain)  # the new record is not published yet
+
+    assert waiting.domain.status == DomainStatus.VERIFIED  # signed by the old key meanwhile
+    assert waiting.domain.dkim_selector == old_selector
+    assert _records(waiting)["dkim_next"]["status"] == "MISSING"
+
+    zone.add(kinds["dkim_next"]["host"], "TXT", kinds["dkim_next"]["value"])
+    switched = await _verify(db, resolving, domain)
+
+    records = _records(switched)
+    assert switched.domain.status == DomainStatus.VERIFIED
+    assert switched.domain.dkim_selector == new_selector
+    assert (records["dkim"]["host"], records["dkim"]["status"]) == (
+        kinds["dkim_next"]["host"], "VERIFIED",
+    )  # fmt: skip
+    assert (records["dkim_retiring"]["host"], records["dkim_retiring"]["status"]) == (
+        kinds["dkim"]["host"], "VERIFIED",
+    )  # fmt: skip
+    assert "dkim_next" not in records
+    signing = serialization.load_pem_private_key(dkim_private_key(resolving, switched.domain), None)
+    public = signing.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert f"p={base64.b64encode(public).decode()}" in records["dkim"]["value"]
+    assert switched.domain.dkim_public_key != old_key
+    retire_at = switched.domain.dkim_retire_at
+    assert retire_at is not None
+
+    async with db.tenant_session(domain.tenant_id) as s:
+        kept = await dns.verify(s, resolving, domain.id, now=retire_at - timedelta(minutes=1))
+        assert kept is not None and "dkim_retiring" in _records(kept)
+        retired = await dns.verify(s, resolving, domain.id, now=retire_at)
+    assert retired is not None
+    assert set(_records(retired)) == {"spf", "dkim", "dmarc", "mx", "return_path", "tracking"}
+    assert retired.domain.dkim_retiring_selector is None
+    assert retired.domain.status == DomainStatus.VERIFIED
