@@ -59,6 +59,9 @@ class OutgoingMessage:
     open_url: str | None = None  # the open pixel, appended to the HTML
     click_url: Callable[[str], str] | None = None  # rewrites each http(s) link of the HTML
     date: datetime | None = None  # the Date header; now when None
+    # Feedback-ID (Gmail's feedback loop): "<campaign>:<tenant>:<kind>:<sender>", so complaint
+    # rates come back per campaign, tenant, kind of mail and sending account.
+    feedback_id: str | None = None
 
 
 def build(message: OutgoingMessage) -> bytes:
@@ -72,7 +75,7 @@ def build(message: OutgoingMessage) -> bytes:
         if value is not None and not (value.startswith("<") and value.endswith(">")):
             raise ValueError(f"{name} must be in angle brackets: {value!r}")
     fields = [m.from_address, m.from_name, m.to_address, m.subject, m.message_id, m.in_reply_to]
-    fields += [m.list_unsubscribe_url, m.list_unsubscribe_mailto, *m.references]
+    fields += [m.list_unsubscribe_url, m.list_unsubscribe_mailto, m.feedback_id, *m.references]
     if any(v and ("\r" in v or "\n" in v) for v in fields):
         raise ValueError("a line break in a header value")  # header injection
 
@@ -90,8 +93,10 @@ def build(message: OutgoingMessage) -> bytes:
     headers += [
         _header("List-Unsubscribe", f"<{m.list_unsubscribe_url}>, <{m.list_unsubscribe_mailto}>"),
         "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-        "MIME-Version: 1.0",
     ]
+    if m.feedback_id:
+        headers.append(_header("Feedback-ID", m.feedback_id))
+    headers.append("MIME-Version: 1.0")
 
     parts = []
     if m.text is not None:

@@ -549,6 +549,7 @@ def _build(settings: Settings, world: World, send: Send) -> None:
             references=thread,
             open_url=tracking.open_url(settings, message.id),
             click_url=lambda url: _tracked_link(settings, message.id, url),
+            feedback_id=feedback_id(send.campaign_id, campaign.tenant_id, "campaign", account.id),
         )
     )
     signer = dkim_signing.signer_for(settings, domain)
@@ -636,6 +637,11 @@ async def _server_failed(
                     status_reason=f"its SMTP server failed {total} times in a row: {error}"[:500],
                 )
             )
+
+
+def feedback_id(campaign: uuid.UUID, tenant: uuid.UUID, kind: str, sender: uuid.UUID) -> str:
+    """The Feedback-ID header's value: campaign, tenant, kind of mail, sending account."""
+    return f"{campaign.hex}:{tenant.hex}:{kind}:{sender.hex}"
 
 
 def _tracked_link(settings: Settings, message_id: uuid.UUID, url: str) -> str:

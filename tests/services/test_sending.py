@@ -115,6 +115,12 @@ async def test_a_campaign_delivers_every_step_once_signed_threaded_and_unsubscri
         assert mail_from.startswith("bounce+")
         by_recipient.setdefault(rcpts[0], []).append(parsed)
     assert len(by_recipient) == LEADS and all(len(m) == STEPS for m in by_recipient.values())
+    async with db.tenant_session(tenant) as s:
+        account_ids = dict((a.address, a.id) for a in await s.scalars(select(EmailAccount)))
+    for messages in by_recipient.values():  # Feedback-ID: campaign, tenant, kind, sender
+        for m in messages:
+            sender = account_ids[m["From"].addresses[0].addr_spec]
+            assert m["Feedback-ID"] == f"{campaign_id.hex}:{tenant.hex}:campaign:{sender.hex}"
     senders_used = {m["From"].addresses[0].addr_spec for ms in by_recipient.values() for m in ms}
     assert len(senders_used) == 3  # round robin over the accounts
     for messages in by_recipient.values():
