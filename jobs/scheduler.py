@@ -98,6 +98,27 @@ async def recheck_domains(settings: Settings) -> int:
     return await _in_system_session(settings, lambda s: domains.queue_rechecks(s, settings))
 
 
+@periodic(seconds=lambda settings: settings.dnsbl_check_seconds)
+async def check_blocklists(settings: Settings) -> int:
+    """Every sending IP and domain against the DNS blocklists; changes published once stored."""
+    from redis.asyncio import Redis
+
+    from services import deliverability_events, reputation
+
+    async def check(db: Database) -> list:
+        async with db.system_session() as session:
+            return await reputation.check_all(session, settings)
+
+    events = await _with_database(settings, check)
+    if events and settings.redis_url:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            await deliverability_events.publish(redis, events)
+        finally:
+            await redis.aclose()
+    return len(events)
+
+
 @periodic(seconds=lambda settings: settings.pipeline_interval_seconds)
 async def run_pipelines(settings: Settings) -> dict[str, str]:
     """Every analytics pipeline, one after another, each under its own lock: one that another

@@ -140,6 +140,7 @@ class Domain(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     dkim_retiring_selector: Mapped[str | None] = mapped_column(String(63))
     dkim_retiring_public_key: Mapped[str | None] = mapped_column(Text)
     dkim_retire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    blacklisted_on: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
 
 
 class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):

@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     # After a DKIM rotation the replaced key stays published this long (mail in flight, and
     # mail re-verified later, still finds it), then is retired.
     dkim_retire_days: float = 7.0
+    # DNS blocklists (services/reputation.py): every sending IP and every domain is looked up
+    # in each zone (comma-separated) this often.
+    dnsbl_zones: str = "zen.spamhaus.org,dbl.spamhaus.org,b.barracudacentral.org,bl.spamcop.net"
+    dnsbl_check_seconds: float = 3600.0
 
     @field_validator("dns_nameservers")
     @classmethod

@@ -28,8 +28,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.infrastructure import Domain, DomainStatus, EmailAccount, SmtpIpAddress
-from models.operations import Alert, AlertSeverity
 from penguinmails.settings import Settings
+from services.alerts import raise_alert, resolve_alerts
 from services.deliverability_events import Event
 from services.domains import published_records
 
@@ -394,14 +394,11 @@ async def _status_changed(
     if domain.status == DomainStatus.FAILED:
         broken = [r for r in records if r["status"] in ("MISSING", "MISMATCH")]
         what = ", ".join(f"{r['kind']} {r['status']}" for r in broken)
-        session.add(
-            Alert(
-                tenant_id=domain.tenant_id, kind=ALERT_KIND, severity=AlertSeverity.CRITICAL,
-                subject=domain.name,
-                message=f"{domain.name} stopped verifying ({what}): its accounts' sends wait",
-                details={"records": [{k: r[k] for k in ("kind", "status", "observed", "reason")}
-                                     for r in broken]},
-            )
+        raise_alert(
+            session, domain.tenant_id, ALERT_KIND, domain.name,
+            f"{domain.name} stopped verifying ({what}): its accounts' sends wait",
+            {"records": [{k: r[k] for k in ("kind", "status", "observed", "reason")}
+                         for r in broken]},
         )  # fmt: skip
         await session.execute(
             update(EmailAccount)
@@ -410,14 +407,7 @@ async def _status_changed(
         )
         return Event(domain.tenant_id, "domain_failed", "Domain", domain.id,
                      f"{domain.name} stopped verifying ({what})", now)  # fmt: skip
-    await session.execute(
-        update(Alert)
-        .where(
-            Alert.tenant_id == domain.tenant_id, Alert.kind == ALERT_KIND,
-            Alert.subject == domain.name, Alert.resolved_at.is_(None),
-        )
-        .values(resolved_at=now)
-    )  # fmt: skip
+    await resolve_alerts(session, domain.tenant_id, ALERT_KIND, domain.name, now)
     await session.execute(
         update(EmailAccount)
         .where(EmailAccount.domain_id == domain.id, EmailAccount.status_reason.startswith(failing))

@@ -52,7 +52,14 @@ from models.campaigns import (
     Suppression,
 )
 from models.content import EmailEvent, EmailMessage, MessageStatus
-from models.infrastructure import AccountStatus, Domain, DomainStatus, EmailAccount, SmtpIpAddress
+from models.infrastructure import (
+    AccountStatus,
+    Domain,
+    DomainStatus,
+    EmailAccount,
+    IpStatus,
+    SmtpIpAddress,
+)
 from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings, Tier
@@ -64,7 +71,7 @@ from services.planning import USABLE_ACCOUNTS, send_key
 log = logging.getLogger("penguinmails.sending")
 
 ACCOUNT_PAUSED_RETRY_SECONDS = 900
-DOMAIN_FAILED_RETRY_SECONDS = 900
+DOMAIN_FAILED_RETRY_SECONDS = 900  # and a listed IP's
 CUT_GRACE_SECONDS = 5.0  # a cut batch waits this long for replies to the end of DATA under way
 CUT_RETRY_SECONDS = 2.0
 BUILD_AT_ONCE = 8  # messages built before the event loop is given back to the connections
@@ -422,6 +429,10 @@ def _check(world: World, send: Send) -> str | BaseException:
     domain = world.domains[account.domain_id]
     if domain.status == DomainStatus.FAILED:  # it stopped verifying (services/dns.py)
         return DeferJob(DOMAIN_FAILED_RETRY_SECONDS, f"domain {domain.name} stopped verifying")
+    ip = world.ips.get(account.ip_id) if account.ip_id else None
+    if ip is not None and ip.status == IpStatus.BLACKLISTED:  # services/reputation.py
+        listed = ", ".join(ip.blacklisted_on)
+        return DeferJob(DOMAIN_FAILED_RETRY_SECONDS, f"IP {ip.address} is listed on {listed}")
     return "send"
 
 

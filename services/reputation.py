@@ -1,0 +1,186 @@
+"""DNS blocklist (DNSBL) monitoring: every sending IP that is not RELEASED and every domain is
+looked up in each zone of `PENGUINMAILS_DNSBL_ZONES` every `PENGUINMAILS_DNSBL_CHECK_SECONDS`.
+
+An IP is asked as its reversed octets under the zone (192.0.2.10 → 10.2.0.192.<zone>), a domain
+as itself (<domain>.<zone>). An answer in 127.0.0.2–127.0.0.99 (the IP lists) or 127.0.1.2–
+127.0.1.255 (Spamhaus DBL's domain range) is a listing, with the zone's meaning where known.
+127.255.255.x is the list refusing the query (a public resolver, a rate limit): "check
+unavailable", never a listing. So is a resolver's SERVFAIL or timeout. A zone that could not be
+checked keeps what it said last time.
+
+A listed IP is BLACKLISTED: its accounts' sends wait (services/sending.py), an alert is raised
+and a deliverability event published; delisted, it is ACTIVE again, the alert resolved. A listed
+domain gets the alert and the event."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.infrastructure import Domain, IpStatus, SmtpIpAddress
+from penguinmails.settings import Settings
+from services.alerts import raise_alert, resolve_alerts
+from services.deliverability_events import Event
+from services.dns import Resolver
+
+log = logging.getLogger("penguinmails.reputation")
+CONCURRENCY = 50  # lookups in flight at once
+IP_ALERT, DOMAIN_ALERT = "ip_blacklisted", "domain_blacklisted"
+# What the answers mean, for the lists whose codes are published (others: "listed").
+MEANINGS = {
+    "127.0.0.2": "spam source (SBL)", "127.0.0.3": "snowshoe spam (CSS)",
+    "127.0.0.4": "exploited or infected (XBL)", "127.0.0.9": "hijacked network (DROP)",
+    "127.0.0.10": "dynamic address, not for direct mail (PBL)",
+    "127.0.0.11": "dynamic address, not for direct mail (PBL)",
+    "127.0.1.2": "spam domain (DBL)", "127.0.1.4": "phishing domain (DBL)",
+    "127.0.1.5": "malware domain (DBL)", "127.0.1.6": "botnet C&C domain (DBL)",
+}  # fmt: skip
+
+
+@dataclass
+class Answer:
+    """What one zone said about one subject."""
+
+    listed: bool = False
+    meaning: str = ""
+    unavailable: str | None = None  # why the zone could not say
+
+
+@dataclass
+class Outcome:
+    listed: dict[str, str] = field(default_factory=dict)  # zone -> meaning
+    unavailable: dict[str, str] = field(default_factory=dict)  # zone -> why
+
+
+def zones(settings: Settings) -> list[str]:
+    return [z.strip().lower().strip(".") for z in settings.dnsbl_zones.split(",") if z.strip()]
+
+
+def query_name(subject: str, zone: str) -> str:
+    """The name asked: an IP's reversed octets (nibbles for IPv6), or a domain, under the zone."""
+    try:
+        address = ipaddress.ip_address(subject)
+    except ValueError:
+        return f"{subject}.{zone}"
+    labels = address.reverse_pointer.split(".")[:-2]  # without in-addr.arpa / ip6.arpa
+    return ".".join([*labels, zone])
+
+
+def read(values: list[str], error: str | None) -> Answer:
+    if error:
+        return Answer(unavailable=f"resolver {error}")
+    if not values:
+        return Answer()  # NXDOMAIN: not listed
+    listings = []
+    for value in values:
+        if value.startswith("127.255.255."):
+            return Answer(unavailable=f"the list refused the query ({value})")
+        octets = value.split(".")
+        if len(octets) == 4 and octets[:2] == ["127", "0"] and octets[2] in ("0", "1"):
+            last = int(octets[3])
+            if (octets[2] == "0" and 2 <= last <= 99) or (octets[2] == "1" and last >= 2):
+                listings.append(MEANINGS.get(value, f"listed ({value})"))
+                continue
+        return Answer(unavailable=f"an answer that is not a listing ({value})")
+    return Answer(listed=True, meaning="; ".join(listings))
+
+
+async def check(resolver: Resolver, subject: str, zone_names: list[str], limit) -> Outcome:
+    async def one(zone: str) -> tuple[str, Answer]:
+        async with limit:
+            found = await resolver.lookup(query_name(subject, zone), "A")
+        return zone, read(found.values, found.error)
+
+    outcome = Outcome()
+    for zone, answer in await asyncio.gather(*(one(z) for z in zone_names)):
+        if answer.unavailable:
+            outcome.unavailable[zone] = answer.unavailable
+        elif answer.listed:
+            outcome.listed[zone] = answer.meaning
+    return outcome
+
+
+def listings(before: list[str], outcome: Outcome) -> list[str]:
+    """The zones listing the subject now: those that said so, and those that could not be
+    asked and listed it last time."""
+    kept = [z for z in before if z in outcome.unavailable]
+    return sorted({*outcome.listed, *kept})
+
+
+async def check_all(session: AsyncSession, settings: Settings, now: datetime | None = None):
+    """Every IP not RELEASED and every domain, on a system session; the events to publish once
+    committed."""
+    now = now or datetime.now(UTC)
+    zone_names = zones(settings)
+    resolver, limit = Resolver(settings), asyncio.Semaphore(CONCURRENCY)
+    ips = list(
+        await session.scalars(
+            select(SmtpIpAddress).where(SmtpIpAddress.status != IpStatus.RELEASED)
+        )
+    )
+    domains = list(await session.scalars(select(Domain)))
+    outcomes = await asyncio.gather(
+        *(check(resolver, str(ip.address), zone_names, limit) for ip in ips),
+        *(check(resolver, d.name, zone_names, limit) for d in domains),
+    )
+    events: list[Event] = []
+    for ip, outcome in zip(ips, outcomes[: len(ips)], strict=True):
+        events += await _apply_ip(session, ip, outcome, now)
+    for domain, outcome in zip(domains, outcomes[len(ips) :], strict=True):
+        events += await _apply_domain(session, domain, outcome, now)
+    for subject, outcome in zip([*ips, *domains], outcomes, strict=True):
+        for zone, why in outcome.unavailable.items():
+            log.info("blocklist check of %s on %s unavailable: %s", _name(subject), zone, why)
+    await session.flush()
+    return events
+
+
+async def _apply_ip(session, ip: SmtpIpAddress, outcome: Outcome, now: datetime) -> list[Event]:
+    listed = listings(list(ip.blacklisted_on), outcome)
+    ip.last_checked_at = now
+    if listed == sorted(ip.blacklisted_on):
+        return []
+    ip.blacklisted_on = listed
+    address = str(ip.address)
+    if listed and ip.status != IpStatus.BLACKLISTED:
+        ip.status = IpStatus.BLACKLISTED
+        message = f"{address} is listed on {_describe(listed, outcome)}: its sends are paused"
+        raise_alert(session, ip.tenant_id, IP_ALERT, address, message)
+        return [Event(ip.tenant_id, "ip_listed", "SendingIp", ip.id, message, now)]
+    if not listed and ip.status == IpStatus.BLACKLISTED:
+        ip.status = IpStatus.ACTIVE
+        await resolve_alerts(session, ip.tenant_id, IP_ALERT, address, now)
+        message = f"{address} is no longer listed: its sends resume"
+        return [Event(ip.tenant_id, "ip_delisted", "SendingIp", ip.id, message, now)]
+    return []
+
+
+async def _apply_domain(session, domain: Domain, outcome: Outcome, now: datetime) -> list[Event]:
+    listed = listings(list(domain.blacklisted_on), outcome)
+    if listed == sorted(domain.blacklisted_on):
+        return []
+    was_listed = bool(domain.blacklisted_on)
+    domain.blacklisted_on = listed
+    if listed and not was_listed:
+        message = f"{domain.name} is listed on {_describe(listed, outcome)}"
+        raise_alert(session, domain.tenant_id, DOMAIN_ALERT, domain.name, message)
+        return [Event(domain.tenant_id, "domain_listed", "Domain", domain.id, message, now)]
+    if not listed:
+        await resolve_alerts(session, domain.tenant_id, DOMAIN_ALERT, domain.name, now)
+        message = f"{domain.name} is no longer listed"
+        return [Event(domain.tenant_id, "domain_delisted", "Domain", domain.id, message, now)]
+    return []
+
+
+def _describe(listed: list[str], outcome: Outcome) -> str:
+    return ", ".join(f"{z} ({outcome.listed[z]})" if z in outcome.listed else z for z in listed)
+
+
+def _name(subject) -> str:
+    return str(subject.address) if isinstance(subject, SmtpIpAddress) else subject.name
