@@ -96,7 +96,11 @@ class SmtpIpAddress(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
         UUID(as_uuid=True), ForeignKey("app.vps_instances.id", ondelete="SET NULL")
     )
     address: Mapped[str] = mapped_column(INET, unique=True)
-    ptr_hostname: Mapped[str | None] = mapped_column(String(253))
+    ptr_hostname: Mapped[str | None] = mapped_column(String(253))  # its server's HELO name
+    # Reverse DNS at the last check (services/reputation.py): the PTR name seen, and whether it
+    # resolves back to the address and is the HELO name (PENDING/VERIFIED/MISMATCH/MISSING).
+    ptr: Mapped[str | None] = mapped_column(String(253))
+    ptr_status: Mapped[str] = mapped_column(String(8), default="PENDING", server_default="PENDING")
     status: Mapped[IpStatus] = mapped_column(
         enum_column(IpStatus, "ip_status"), default=IpStatus.PENDING,
         server_default=IpStatus.PENDING.value,

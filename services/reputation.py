@@ -8,6 +8,9 @@ as itself (<domain>.<zone>). An answer in 127.0.0.2–127.0.0.99 (the IP lists) 
 unavailable", never a listing. So is a resolver's SERVFAIL or timeout. A zone that could not be
 checked keeps what it said last time.
 
+Each IP's reverse DNS is checked on the same round: its PTR name must resolve back to the address
+(forward-confirmed) and be the HELO name its server uses; otherwise an alert.
+
 A listed IP is BLACKLISTED: its accounts' sends wait (services/sending.py), an alert is raised
 and a deliverability event published; delisted, it is ACTIVE again, the alert resolved. A listed
 domain gets the alert and the event."""
@@ -31,7 +34,7 @@ from services.dns import Resolver
 
 log = logging.getLogger("penguinmails.reputation")
 CONCURRENCY = 50  # lookups in flight at once
-IP_ALERT, DOMAIN_ALERT = "ip_blacklisted", "domain_blacklisted"
+IP_ALERT, DOMAIN_ALERT, PTR_ALERT = "ip_blacklisted", "domain_blacklisted", "ptr_mismatch"
 # What the answers mean, for the lists whose codes are published (others: "listed").
 MEANINGS = {
     "127.0.0.2": "spam source (SBL)", "127.0.0.3": "snowshoe spam (CSS)",
@@ -106,6 +109,23 @@ async def check(resolver: Resolver, subject: str, zone_names: list[str], limit) 
     return outcome
 
 
+async def check_ptr(resolver: Resolver, address: str, helo: str | None) -> tuple[str, str | None]:
+    """(status, the PTR name seen): VERIFIED when the address's PTR name resolves back to it
+    (forward-confirmed) and is the HELO name its server uses (when one is set)."""
+    reverse = await resolver.lookup(ipaddress.ip_address(address).reverse_pointer, "PTR")
+    if reverse.error:
+        return "PENDING", None
+    if not reverse.values:
+        return "MISSING", None
+    name = reverse.values[0].rstrip(".")
+    forward = await resolver.lookup(name, "AAAA" if ":" in address else "A")
+    if forward.error:
+        return "PENDING", name
+    confirmed = str(ipaddress.ip_address(address)) in forward.values
+    matches_helo = helo is None or name == helo.lower().rstrip(".")
+    return ("VERIFIED" if confirmed and matches_helo else "MISMATCH"), name
+
+
 def listings(before: list[str], outcome: Outcome) -> list[str]:
     """The zones listing the subject now: those that said so, and those that could not be
     asked and listed it last time."""
@@ -129,9 +149,13 @@ async def check_all(session: AsyncSession, settings: Settings, now: datetime | N
         *(check(resolver, str(ip.address), zone_names, limit) for ip in ips),
         *(check(resolver, d.name, zone_names, limit) for d in domains),
     )
+    ptrs = await asyncio.gather(
+        *(check_ptr(resolver, str(ip.address), ip.ptr_hostname) for ip in ips)
+    )
     events: list[Event] = []
-    for ip, outcome in zip(ips, outcomes[: len(ips)], strict=True):
+    for ip, outcome, ptr in zip(ips, outcomes[: len(ips)], ptrs, strict=True):
         events += await _apply_ip(session, ip, outcome, now)
+        events += await _apply_ptr(session, ip, *ptr, now)
     for domain, outcome in zip(domains, outcomes[len(ips) :], strict=True):
         events += await _apply_domain(session, domain, outcome, now)
     for subject, outcome in zip([*ips, *domains], outcomes, strict=True):
@@ -158,6 +182,30 @@ async def _apply_ip(session, ip: SmtpIpAddress, outcome: Outcome, now: datetime)
         await resolve_alerts(session, ip.tenant_id, IP_ALERT, address, now)
         message = f"{address} is no longer listed: its sends resume"
         return [Event(ip.tenant_id, "ip_delisted", "SendingIp", ip.id, message, now)]
+    return []
+
+
+async def _apply_ptr(
+    session, ip: SmtpIpAddress, status: str, name: str | None, now: datetime
+) -> list[Event]:
+    """A PTR that stops verifying raises an alert (once) for an IP in use (one being set up has
+    none yet); one that verifies resolves it."""
+    before = ip.ptr_status
+    if status == "PENDING":  # the resolver could not say: nothing changes
+        return []
+    ip.ptr, ip.ptr_status = name, status
+    address = str(ip.address)
+    in_use = ip.ptr_hostname is not None or ip.status in (IpStatus.ACTIVE, IpStatus.WARMING_UP)
+    if status != "VERIFIED" and before != status and in_use:
+        expected = f" and name {ip.ptr_hostname}" if ip.ptr_hostname else ""
+        message = (f"the reverse DNS of {address} is {status} (seen: {name or 'none'}): it must "
+                   f"resolve back to the address{expected}")  # fmt: skip
+        raise_alert(session, ip.tenant_id, PTR_ALERT, address, message)
+        return [Event(ip.tenant_id, "ptr_mismatch", "SendingIp", ip.id, message, now)]
+    if status == "VERIFIED" and before in ("MISMATCH", "MISSING"):
+        await resolve_alerts(session, ip.tenant_id, PTR_ALERT, address, now)
+        return [Event(ip.tenant_id, "ptr_verified", "SendingIp", ip.id,
+                      f"the reverse DNS of {address} is verified", now)]  # fmt: skip
     return []
 
 

@@ -98,6 +98,17 @@ class SendingIp(Node):
             row=row,
         )
 
+    @strawberry.field(description="The PTR name seen at the last check.")
+    def ptr(self) -> str | None:
+        return self.row.ptr
+
+    @strawberry.field(
+        description="VERIFIED when the PTR name resolves back to the address and is the "
+        "HELO name of the IP's server."
+    )
+    def ptr_status(self) -> DnsRecordStatus:
+        return DnsRecordStatus(self.row.ptr_status)
+
     @strawberry.field
     async def vps(self, info: Info) -> VpsInstance | None:
         if self.row.vps_id is None:

@@ -75,7 +75,9 @@ async def test_a_listed_ip_is_blacklisted_and_restored_when_delisted(
     listed_name = reputation.query_name(str(ip.address), "zen.bl.example")
     zone.add(listed_name, "A", "127.0.0.2")
 
-    events = [e for e in await _check(db, checking) if e.subject_id == ip.id]
+    events = [
+        e for e in await _check(db, checking) if e.subject_id == ip.id and e.kind.startswith("ip_")
+    ]
 
     stored, alerts = await _state(db, tenant, ip.id)
     assert stored.status == IpStatus.BLACKLISTED and stored.blacklisted_on == ["zen.bl.example"]
@@ -84,7 +86,9 @@ async def test_a_listed_ip_is_blacklisted_and_restored_when_delisted(
     assert [(a.subject, a.resolved_at) for a in alerts] == [(str(ip.address), None)]
 
     zone.remove(listed_name)
-    events = [e for e in await _check(db, checking) if e.subject_id == ip.id]
+    events = [
+        e for e in await _check(db, checking) if e.subject_id == ip.id and e.kind.startswith("ip_")
+    ]
 
     stored, alerts = await _state(db, tenant, ip.id)
     assert stored.status == IpStatus.ACTIVE and stored.blacklisted_on == []
@@ -133,3 +137,40 @@ async def test_a_listed_domain_raises_an_alert_and_an_event(
         alert = await s.scalar(select(Alert).where(Alert.kind == "domain_blacklisted"))
     assert stored.blacklisted_on == ["dbl.bl.example"]
     assert alert is not None and alert.subject == domain.name
+
+
+async def test_reverse_dns_must_resolve_back_and_name_the_helo_host(
+    db: Database, checking: Settings, dns_server: DnsServer
+) -> None:
+    zone = dns_server.zone
+    tenant = await _tenant_on_plan(db)
+    ip = await _ip(db, tenant)
+    address, host = str(ip.address), f"mta-{uuid.uuid4().hex[:6]}.send.example"
+    async with db.tenant_session(tenant) as s:
+        row = await s.get(SmtpIpAddress, ip.id)
+        row.ptr_hostname = host
+    reverse = ipaddress.ip_address(address).reverse_pointer
+
+    await _check(db, checking)  # no PTR at all
+    assert (await _state(db, tenant, ip.id))[0].ptr_status == "MISSING"
+
+    zone.add(reverse, "PTR", host)  # a PTR whose name does not resolve back
+    events = [e for e in await _check(db, checking) if e.subject_id == ip.id]
+    stored = (await _state(db, tenant, ip.id))[0]
+    assert (stored.ptr_status, stored.ptr) == ("MISMATCH", host)
+    assert [e.kind for e in events] == ["ptr_mismatch"]
+
+    zone.add(host, "A", address)  # forward-confirmed, and the HELO name
+    events = [e for e in await _check(db, checking) if e.subject_id == ip.id]
+    stored = (await _state(db, tenant, ip.id))[0]
+    assert (stored.ptr_status, stored.ptr) == ("VERIFIED", host)
+    assert [e.kind for e in events] == ["ptr_verified"]
+    async with db.tenant_session(tenant) as s:
+        alerts = list(await s.scalars(select(Alert).where(Alert.kind == "ptr_mismatch")))
+    assert alerts and all(a.resolved_at is not None for a in alerts)
+
+    other = f"other-{uuid.uuid4().hex[:6]}.send.example"  # resolves back, but not the HELO name
+    zone.replace(reverse, "PTR", other)
+    zone.add(other, "A", address)
+    await _check(db, checking)
+    assert (await _state(db, tenant, ip.id))[0].ptr_status == "MISMATCH"
