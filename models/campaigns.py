@@ -48,6 +48,7 @@ class SuppressionReason(enum.StrEnum):
     COMPLAINT = "COMPLAINT"
     UNSUBSCRIBE = "UNSUBSCRIBE"
     MANUAL = "MANUAL"
+    REPEATED_SOFT_BOUNCE = "REPEATED_SOFT_BOUNCE"  # services/bounces.py
 
 
 class Template(UUIDPrimaryKey, TenantOwned, Timestamps, Base):

@@ -16,6 +16,7 @@ import logging
 import re
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 from aiosmtpd.controller import Controller
@@ -24,9 +25,11 @@ from sqlalchemy import insert, select, update
 
 from models.campaigns import LeadStatus, SuppressionReason
 from models.content import EmailMessage, EventKind, InboundKind, InboundMessage, MessageStatus
-from models.sessions import Database
+from models.sessions import Database, driver_connection
+from models.sqlfiles import statement
 from penguinmails.settings import Settings
-from services import stopping, tracking
+from services import bounces, stopping, tracking
+from services.bounces import BounceClass
 
 log = logging.getLogger("penguinmails.inbound")
 
@@ -64,8 +67,12 @@ class Failure:
     final_recipient: str | None
 
     @property
+    def bounce_class(self) -> BounceClass:
+        return bounces.classify(self.status, self.diagnostic)
+
+    @property
     def hard(self) -> bool:
-        return self.status.startswith("5")
+        return self.bounce_class == BounceClass.HARD
 
 
 @dataclass(frozen=True)
@@ -311,13 +318,12 @@ async def _apply(
     if report.kind == InboundKind.DSN:
         failure = _failure_for(report.failures, message)
         details = {"hard": failure.hard, "status": failure.status}
+        details["class"] = failure.bounce_class.value
         details["diagnostic"] = (failure.diagnostic or "")[:500]
         if failure.hard:
             await record_hard_bounce(db, redis, message, details)
             return Outcome("hard_bounce", **found, details=details)
-        await tracking.record_event(
-            db, redis, message, EventKind.BOUNCE, machine=False, details=details
-        )
+        await record_soft_bounce(db, redis, message, details)
         return Outcome("soft_bounce", **found, details=details)
     if report.kind == InboundKind.ARF:
         if report.feedback_type not in ("abuse", "fraud", "virus"):
@@ -375,6 +381,37 @@ async def record_hard_bounce(
     if changed or bounced.rowcount > 0:
         await tracking.record_event(
             db, redis, message, EventKind.BOUNCE, machine=False, details=details
+        )
+
+
+async def record_soft_bounce(
+    db: Database, redis: Redis, message: EmailMessage, details: dict, *, refused: bool = False
+) -> None:
+    """One BOUNCE event that is not hard (soft, mailbox full, policy). A message refused during
+    the SMTP transaction is BOUNCED (it is not tried again). The address is suppressed once its
+    soft and mailbox-full bounces reach bounces.SOFT_LIMIT within bounces.SOFT_WINDOW; a policy
+    refusal is about the sender, not the address, and does not count."""
+    if refused:
+        reply = f"{details['status']} {details['diagnostic']}".strip()
+        async with db.tenant_session(message.tenant_id, tier="content") as content:
+            await content.execute(
+                update(EmailMessage)
+                .where(EmailMessage.id == message.id, EmailMessage.status != MessageStatus.BOUNCED)
+                .values(status=MessageStatus.BOUNCED, smtp_response=reply[:500])
+            )
+    await tracking.record_event(
+        db, redis, message, EventKind.BOUNCE, machine=False, details=details
+    )
+    if details.get("class") == BounceClass.POLICY:
+        return
+    async with db.tenant_session(message.tenant_id, tier="content") as content:
+        recent = await (await driver_connection(content)).fetchval(
+            statement("bounces.sql", "recent_soft_bounces"),
+            message.to_address.lower(), datetime.now(UTC) - bounces.SOFT_WINDOW,
+        )  # fmt: skip
+    if recent >= bounces.SOFT_LIMIT:
+        await stopping.stop_lead(
+            db, message, LeadStatus.BOUNCED, suppress=SuppressionReason.REPEATED_SOFT_BOUNCE
         )
 
 

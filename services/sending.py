@@ -63,7 +63,7 @@ from models.infrastructure import (
 from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings, Tier
-from services import accounts, inbound, planning, ratelimit, smtp, templates, tracking
+from services import accounts, bounces, inbound, planning, ratelimit, smtp, templates, tracking
 from services.errors import DomainError
 from services.group_write import GroupWrites
 from services.planning import USABLE_ACCOUNTS, send_key
@@ -325,9 +325,14 @@ async def _record_results(key: tuple[Database, Redis, uuid.UUID], sends: list[Se
         result = outcome[send]
         # Refused during the transaction: never accepted, so no SENT event; the analytics count
         # it as sent and bounced (a bounce the server reported at once rather than by DSN).
-        details = {"hard": True, "refused": True, "status": str(result.code)}
+        kind = bounces.classify(str(result.code), result.reply)
+        hard = kind == bounces.BounceClass.HARD
+        details = {"hard": hard, "refused": True, "status": str(result.code), "class": kind.value}
         details["diagnostic"] = result.reply
-        await inbound.record_hard_bounce(db, redis, send.message, details)
+        if hard:
+            await inbound.record_hard_bounce(db, redis, send.message, details)
+        else:
+            await inbound.record_soft_bounce(db, redis, send.message, details, refused=True)
 
     # Each kind is written even when another failed (a caller tries its own again: each write
     # changes only rows still SENDING, so trying again is harmless).

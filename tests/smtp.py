@@ -20,6 +20,7 @@ class Sink:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.arrived: list[float] = []  # time.monotonic() of each message, in order
         self.refuse: set[str] = set()
+        self.policy: set[str] = set()  # refused as Microsoft refuses unauthenticated bulk mail
         self.unavailable = False
         self.delay = 0.0  # seconds before answering the end of DATA, for every message
         self.slow: dict[str, float] = {}  # ... and for these recipients instead
@@ -31,6 +32,8 @@ class Sink:
             return "451 4.3.0 try again later"
         if address in self.refuse:
             return "550 5.1.1 no such user"
+        if address in self.policy:
+            return "550 5.7.515 Access denied, sending domain does not meet the required level"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

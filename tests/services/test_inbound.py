@@ -87,7 +87,9 @@ async def test_a_hard_bounce_suppresses_the_address_and_stops_the_lead(
     assert message.status == MessageStatus.BOUNCED
     [event] = await events(db, sent.message.id)
     assert event.kind == EventKind.BOUNCE
-    assert event.details == {"hard": True, "status": "5.1.1", "diagnostic": diagnostic}
+    assert event.details == {
+        "hard": True, "status": "5.1.1", "class": "hard", "diagnostic": diagnostic,
+    }  # fmt: skip
     row = outcome.inbound
     assert (row.kind, row.tenant_id, row.matched_message_id, row.error) == (
         InboundKind.DSN, sent.tenant, sent.message.id, None,
@@ -118,7 +120,8 @@ async def test_a_soft_bounce_records_an_event_and_suppresses_nothing(
     assert outcome.action == "soft_bounce" and outcome.inbound.error is None
     [event] = await events(db, sent.message.id)
     assert (event.kind, event.details) == (
-        EventKind.BOUNCE, {"hard": False, "status": "4.2.2", "diagnostic": diagnostic},
+        EventKind.BOUNCE,
+        {"hard": False, "status": "4.2.2", "class": "mailbox_full", "diagnostic": diagnostic},
     )  # fmt: skip
     assert await lead_status(db, sent) == LeadStatus.ACTIVE
     assert await suppressions(db, sent) == []
@@ -129,12 +132,44 @@ async def test_a_bounce_to_the_feedback_address_is_matched_by_the_original_messa
     db: Database, redis: Redis
 ) -> None:
     sent = await sent_message(db)
-    raw = dsn(sent, action="failed", status="5.7.1", diagnostic="smtp; 550 5.7.1 blocked")
+    raw = dsn(sent, action="failed", status="5.1.1", diagnostic="smtp; 550 5.1.1 user unknown")
 
     outcome = await inbound.process(db, redis, "", "fbl@mail.example.com", raw)
 
     assert outcome.action == "hard_bounce"
     assert outcome.inbound.matched_message_id == sent.message.id
+    assert await lead_status(db, sent) == LeadStatus.BOUNCED
+
+
+async def test_a_policy_bounce_is_recorded_but_does_not_suppress_the_address(
+    db: Database, redis: Redis
+) -> None:
+    sent = await sent_message(db)
+    diagnostic = "smtp; 550 5.7.515 Access denied, sending domain does not meet authentication"
+    raw = dsn(sent, action="failed", status="5.7.515", diagnostic=diagnostic)
+
+    outcome = await inbound.process(db, redis, "", bounce_address(sent), raw)
+
+    assert outcome.action == "soft_bounce"
+    [event] = await events(db, sent.message.id)
+    assert (event.details["hard"], event.details["class"]) == (False, "policy")
+    assert await lead_status(db, sent) == LeadStatus.ACTIVE
+    assert await suppressions(db, sent) == []
+
+
+async def test_three_soft_bounces_within_seven_days_suppress_the_address(
+    db: Database, redis: Redis
+) -> None:
+    sent = await sent_message(db)
+    raw = dsn(sent, action="failed", status="4.2.2", diagnostic="smtp; 452 4.2.2 mailbox full")
+
+    for n in range(3):
+        assert await suppressions(db, sent) == [], f"suppressed after {n} soft bounces"
+        await inbound.process(db, redis, "", bounce_address(sent), raw)
+
+    assert [reason for _, reason in await suppressions(db, sent)] == [
+        SuppressionReason.REPEATED_SOFT_BOUNCE
+    ]
     assert await lead_status(db, sent) == LeadStatus.BOUNCED
 
 

@@ -472,6 +472,41 @@ async def test_the_sends_of_a_domain_that_stopped_verifying_wait_for_it(
     assert len(handler.messages) == 2
 
 
+async def test_a_policy_refusal_at_rcpt_is_a_bounce_that_does_not_suppress_the_address(
+    db: Database, settings: Settings, sink
+) -> None:
+    """5.7.515 refuses the sender, not the address (services/bounces.py)."""
+    from models.content import EmailEvent
+
+    handler, port = sink
+    handler.policy = {"lead0@inbox.example"}
+    tenant, campaign_id, _ = await sending_campaign(
+        db, settings, lead_count=2, steps=1, accounts_n=1
+    )
+    jobs = [(tenant, p, True) for p in await _send_payloads(db, tenant, campaign_id)]
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await sending.send_batch(
+            db, settings.model_copy(update={"smtp_relay_port": port, **FAST}), redis, jobs
+        )
+    finally:
+        await redis.aclose()
+
+    async with db.tenant_session(tenant) as s:
+        lead = await s.scalar(select(Lead).where(Lead.email == "lead0@inbox.example"))
+        suppressed = await s.scalar(select(func.count()).select_from(Suppression))
+    async with db.tenant_session(tenant, tier="content") as s:
+        bounce = await s.scalar(select(EmailEvent).where(EmailEvent.kind == "BOUNCE"))
+        status = await s.scalar(
+            select(EmailMessage.status).where(EmailMessage.to_address == "lead0@inbox.example")
+        )
+    assert suppressed == 0 and lead.status != LeadStatus.BOUNCED
+    assert bounce is not None and bounce.details["class"] == "policy"
+    assert (bounce.details["hard"], bounce.details["refused"]) == (False, True)
+    assert status == MessageStatus.BOUNCED  # not tried again
+    assert len(handler.messages) == 1
+
+
 async def _send_payloads(db: Database, tenant, campaign_id) -> list[dict]:
     """The campaign's send jobs' payloads, planned now."""
     from models.queue import Job
