@@ -177,6 +177,7 @@ class Settings(BaseSettings):
     # domain is checked again.
     dns_nameservers: str = ""
     dns_timeout_seconds: float = 5.0
+    dns_max_in_flight: int = 100  # lookups at once per process
     dns_recheck_seconds: float = 6 * 3600
     # After a DKIM rotation the replaced key stays published this long (mail in flight, and
     # mail re-verified later, still finds it), then is retired.

@@ -52,9 +52,20 @@ class Lookup:
 
 
 class Resolver:
-    """Lookups through the configured nameservers, each bounded by the timeout."""
+    """Lookups through the configured nameservers, each bounded by the timeout, and at most
+    `dns_max_in_flight` at once per process (a recheck of every domain must not flood the
+    resolver). `in_flight` and `peak` count them."""
+
+    _limits: dict[tuple[asyncio.AbstractEventLoop, int], asyncio.Semaphore] = {}
+    in_flight = 0
+    peak = 0
 
     def __init__(self, settings: Settings) -> None:
+        loop, bound = asyncio.get_running_loop(), settings.dns_max_in_flight
+        if (loop, bound) not in Resolver._limits:
+            Resolver._limits = {k: v for k, v in Resolver._limits.items() if not k[0].is_closed()}
+            Resolver._limits[loop, bound] = asyncio.Semaphore(bound)
+        self._limit = Resolver._limits[loop, bound]
         servers = settings.dns_resolvers
         self._resolver = dns.asyncresolver.Resolver(configure=not servers)
         if servers:
@@ -65,6 +76,15 @@ class Resolver:
         self._resolver.lifetime = settings.dns_timeout_seconds
 
     async def lookup(self, name: str, type_: str) -> Lookup:
+        async with self._limit:
+            Resolver.in_flight += 1
+            Resolver.peak = max(Resolver.peak, Resolver.in_flight)
+            try:
+                return await self._lookup(name, type_)
+            finally:
+                Resolver.in_flight -= 1
+
+    async def _lookup(self, name: str, type_: str) -> Lookup:
         try:
             answer = await self._resolver.resolve(name, type_, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:

@@ -33,7 +33,6 @@ from services.deliverability_events import Event
 from services.dns import Resolver
 
 log = logging.getLogger("penguinmails.reputation")
-CONCURRENCY = 50  # lookups in flight at once
 IP_ALERT, DOMAIN_ALERT, PTR_ALERT = "ip_blacklisted", "domain_blacklisted", "ptr_mismatch"
 # What the answers mean, for the lists whose codes are published (others: "listed").
 MEANINGS = {
@@ -94,10 +93,9 @@ def read(values: list[str], error: str | None) -> Answer:
     return Answer(listed=True, meaning="; ".join(listings))
 
 
-async def check(resolver: Resolver, subject: str, zone_names: list[str], limit) -> Outcome:
+async def check(resolver: Resolver, subject: str, zone_names: list[str]) -> Outcome:
     async def one(zone: str) -> tuple[str, Answer]:
-        async with limit:
-            found = await resolver.lookup(query_name(subject, zone), "A")
+        found = await resolver.lookup(query_name(subject, zone), "A")  # in-flight bounded
         return zone, read(found.values, found.error)
 
     outcome = Outcome()
@@ -138,7 +136,7 @@ async def check_all(session: AsyncSession, settings: Settings, now: datetime | N
     committed."""
     now = now or datetime.now(UTC)
     zone_names = zones(settings)
-    resolver, limit = Resolver(settings), asyncio.Semaphore(CONCURRENCY)
+    resolver = Resolver(settings)
     ips = list(
         await session.scalars(
             select(SmtpIpAddress).where(SmtpIpAddress.status != IpStatus.RELEASED)
@@ -146,8 +144,8 @@ async def check_all(session: AsyncSession, settings: Settings, now: datetime | N
     )
     domains = list(await session.scalars(select(Domain)))
     outcomes = await asyncio.gather(
-        *(check(resolver, str(ip.address), zone_names, limit) for ip in ips),
-        *(check(resolver, d.name, zone_names, limit) for d in domains),
+        *(check(resolver, str(ip.address), zone_names) for ip in ips),
+        *(check(resolver, d.name, zone_names) for d in domains),
     )
     ptrs = await asyncio.gather(
         *(check_ptr(resolver, str(ip.address), ip.ptr_hostname) for ip in ips)

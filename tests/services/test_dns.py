@@ -388,3 +388,22 @@ async def test_a_dkim_rotation_lists_both_keys_switches_once_verified_and_retire
     assert set(_records(retired)) == {"spf", "dkim", "dmarc", "mx", "return_path", "tracking"}
     assert retired.domain.dkim_retiring_selector is None
     assert retired.domain.status == DomainStatus.VERIFIED
+
+
+async def test_lookups_in_flight_stay_within_the_bound(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    import asyncio
+
+    bounded = resolving.model_copy(update={"dns_max_in_flight": 3})
+    dns_server.zone.silent.add("slow.bound.example.")  # each lookup waits for its timeout
+    try:
+        dns.Resolver.peak = 0
+        resolver = dns.Resolver(bounded)
+        found = await asyncio.gather(
+            *(resolver.lookup("slow.bound.example", "A") for _ in range(9))
+        )
+    finally:
+        dns_server.zone.silent.clear()
+    assert dns.Resolver.peak == 3
+    assert {f.error for f in found} == {"TIMEOUT"}
