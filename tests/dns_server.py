@@ -24,6 +24,7 @@ class Zone(BaseResolver):
 
     def __init__(self) -> None:
         self._records: dict[tuple[str, str], list[RR]] = defaultdict(list)
+        self._types: dict[str, set[str]] = defaultdict(set)  # the types each name has
         self._lock = threading.Lock()
         self.servfail: set[str] = set()
         self.silent: set[str] = set()  # no answer: the client times out
@@ -45,12 +46,15 @@ class Zone(BaseResolver):
             rdata = _TYPES[type_](str(value))
         with self._lock:
             self._records[name, type_].append(RR(name, getattr(QTYPE, type_), rdata=rdata, ttl=TTL))
+            self._types[name].add(type_)
 
     def remove(self, name: str, type_: str | None = None) -> None:
         name = _fqdn(name)
         with self._lock:
-            for key in [k for k in self._records if k[0] == name and type_ in (None, k[1])]:
-                del self._records[key]
+            for type_name in list(self._types.get(name, ())):
+                if type_ in (None, type_name):
+                    self._records.pop((name, type_name), None)
+                    self._types[name].discard(type_name)
 
     def replace(self, name: str, type_: str, value) -> None:
         self.remove(name, type_)
@@ -69,7 +73,7 @@ class Zone(BaseResolver):
         with self._lock:
             answers = list(self._records.get((name, type_), []))
             cname = self._records.get((name, "CNAME"), [])
-            exists = any(k[0] == name for k in self._records)
+            exists = bool(self._types.get(name))
         if not answers and cname and type_ != "CNAME":
             answers = list(cname)  # the alias; a resolver follows it with a new query
         for rr in answers:
