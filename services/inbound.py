@@ -368,37 +368,37 @@ async def record_hard_bounce(
 ) -> None:
     """Message and lead BOUNCED, the address suppressed, the lead's pending sends cancelled, one
     BOUNCE event. A repeated DSN changes nothing and records nothing."""
-    reply = f"{details['status']} {details['diagnostic']}".strip()
     changed = await stopping.stop_lead(
         db, message, LeadStatus.BOUNCED, suppress=SuppressionReason.HARD_BOUNCE
     )
+    if await _mark_bounced(db, message, details) or changed:
+        await tracking.record_event(
+            db, redis, message, EventKind.BOUNCE, machine=False, details=details
+        )
+
+
+async def _mark_bounced(db: Database, message: EmailMessage, details: dict) -> bool:
+    """The message BOUNCED with the server's reply; whether it was not already."""
+    reply = f"{details['status']} {details['diagnostic']}".strip()
     async with db.tenant_session(message.tenant_id, tier="content") as content:
         bounced = await content.execute(
             update(EmailMessage)
             .where(EmailMessage.id == message.id, EmailMessage.status != MessageStatus.BOUNCED)
             .values(status=MessageStatus.BOUNCED, smtp_response=reply[:500])
         )
-    if changed or bounced.rowcount > 0:
-        await tracking.record_event(
-            db, redis, message, EventKind.BOUNCE, machine=False, details=details
-        )
+    return bounced.rowcount > 0
 
 
 async def record_soft_bounce(
     db: Database, redis: Redis, message: EmailMessage, details: dict, *, refused: bool = False
 ) -> None:
     """One BOUNCE event that is not hard (soft, mailbox full, policy). A message refused during
-    the SMTP transaction is BOUNCED (it is not tried again). The address is suppressed once its
-    soft and mailbox-full bounces reach bounces.SOFT_LIMIT within bounces.SOFT_WINDOW; a policy
-    refusal is about the sender, not the address, and does not count."""
-    if refused:
-        reply = f"{details['status']} {details['diagnostic']}".strip()
-        async with db.tenant_session(message.tenant_id, tier="content") as content:
-            await content.execute(
-                update(EmailMessage)
-                .where(EmailMessage.id == message.id, EmailMessage.status != MessageStatus.BOUNCED)
-                .values(status=MessageStatus.BOUNCED, smtp_response=reply[:500])
-            )
+    the SMTP transaction is BOUNCED (it is not tried again; a repeated write of that refusal
+    records nothing). The address is suppressed once its soft and mailbox-full bounces reach
+    bounces.SOFT_LIMIT within bounces.SOFT_WINDOW; a policy refusal is about the sender, not
+    the address, and does not count."""
+    if refused and not await _mark_bounced(db, message, details):
+        return
     await tracking.record_event(
         db, redis, message, EventKind.BOUNCE, machine=False, details=details
     )
