@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -33,7 +34,7 @@ from services.deliverability_events import Event
 from services.dns import Resolver
 
 log = logging.getLogger("penguinmails.reputation")
-IP_ALERT, DOMAIN_ALERT, PTR_ALERT = "ip_blacklisted", "domain_blacklisted", "ptr_mismatch"
+PTR_ALERT = "ptr_mismatch"  # and <ip|domain>_blacklisted (_relisted)
 # What the answers mean, for the lists whose codes are published (others: "listed").
 MEANINGS = {
     "127.0.0.2": "spam source (SBL)", "127.0.0.3": "snowshoe spam (CSS)",
@@ -101,6 +102,9 @@ async def check(resolver: Resolver, subject: str, zone_names: list[str]) -> Outc
     outcome = Outcome()
     for zone, answer in await asyncio.gather(*(one(z) for z in zone_names)):
         if answer.unavailable:
+            log.info(
+                "blocklist check of %s on %s unavailable: %s", subject, zone, answer.unavailable
+            )
             outcome.unavailable[zone] = answer.unavailable
         elif answer.listed:
             outcome.listed[zone] = answer.meaning
@@ -143,44 +147,33 @@ async def check_all(session: AsyncSession, settings: Settings, now: datetime | N
         )
     )
     domains = list(await session.scalars(select(Domain)))
-    outcomes = await asyncio.gather(
-        *(check(resolver, str(ip.address), zone_names) for ip in ips),
-        *(check(resolver, d.name, zone_names) for d in domains),
-    )
-    ptrs = await asyncio.gather(
+    ip_checks = asyncio.gather(*(check(resolver, str(ip.address), zone_names) for ip in ips))
+    ptr_checks = asyncio.gather(
         *(check_ptr(resolver, str(ip.address), ip.ptr_hostname) for ip in ips)
     )
+    domain_checks = asyncio.gather(*(check(resolver, d.name, zone_names) for d in domains))
+    listed, ptrs, domains_listed = await asyncio.gather(ip_checks, ptr_checks, domain_checks)
     events: list[Event] = []
-    for ip, outcome, ptr in zip(ips, outcomes[: len(ips)], ptrs, strict=True):
+    for ip, outcome, ptr in zip(ips, listed, ptrs, strict=True):
         events += await _apply_ip(session, ip, outcome, now)
         events += await _apply_ptr(session, ip, *ptr, now)
-    for domain, outcome in zip(domains, outcomes[len(ips) :], strict=True):
+    for domain, outcome in zip(domains, domains_listed, strict=True):
         events += await _apply_domain(session, domain, outcome, now)
-    for subject, outcome in zip([*ips, *domains], outcomes, strict=True):
-        for zone, why in outcome.unavailable.items():
-            log.info("blocklist check of %s on %s unavailable: %s", _name(subject), zone, why)
     await session.flush()
     return events
 
 
 async def _apply_ip(session, ip: SmtpIpAddress, outcome: Outcome, now: datetime) -> list[Event]:
-    listed = listings(list(ip.blacklisted_on), outcome)
+    """A listed IP is BLACKLISTED (sending holds its sends); delisted, ACTIVE again."""
     ip.last_checked_at = now
-    if listed == sorted(ip.blacklisted_on):
-        return []
+    listed, events = await _relisted(
+        session, outcome, now, ip.tenant_id, "ip", "SendingIp", ip.id, str(ip.address),
+        before=list(ip.blacklisted_on), consequence="its sends",
+    )  # fmt: skip
     ip.blacklisted_on = listed
-    address = str(ip.address)
-    if listed and ip.status != IpStatus.BLACKLISTED:
-        ip.status = IpStatus.BLACKLISTED
-        message = f"{address} is listed on {_describe(listed, outcome)}: its sends are paused"
-        raise_alert(session, ip.tenant_id, IP_ALERT, address, message)
-        return [Event(ip.tenant_id, "ip_listed", "SendingIp", ip.id, message, now)]
-    if not listed and ip.status == IpStatus.BLACKLISTED:
-        ip.status = IpStatus.ACTIVE
-        await resolve_alerts(session, ip.tenant_id, IP_ALERT, address, now)
-        message = f"{address} is no longer listed: its sends resume"
-        return [Event(ip.tenant_id, "ip_delisted", "SendingIp", ip.id, message, now)]
-    return []
+    if events:
+        ip.status = IpStatus.BLACKLISTED if listed else IpStatus.ACTIVE
+    return events
 
 
 async def _apply_ptr(
@@ -208,25 +201,44 @@ async def _apply_ptr(
 
 
 async def _apply_domain(session, domain: Domain, outcome: Outcome, now: datetime) -> list[Event]:
-    listed = listings(list(domain.blacklisted_on), outcome)
-    if listed == sorted(domain.blacklisted_on):
-        return []
-    was_listed = bool(domain.blacklisted_on)
+    listed, events = await _relisted(
+        session, outcome, now, domain.tenant_id, "domain", "Domain", domain.id, domain.name,
+        before=list(domain.blacklisted_on),
+    )  # fmt: skip
     domain.blacklisted_on = listed
-    if listed and not was_listed:
-        message = f"{domain.name} is listed on {_describe(listed, outcome)}"
-        raise_alert(session, domain.tenant_id, DOMAIN_ALERT, domain.name, message)
-        return [Event(domain.tenant_id, "domain_listed", "Domain", domain.id, message, now)]
-    if not listed:
-        await resolve_alerts(session, domain.tenant_id, DOMAIN_ALERT, domain.name, now)
-        message = f"{domain.name} is no longer listed"
-        return [Event(domain.tenant_id, "domain_delisted", "Domain", domain.id, message, now)]
-    return []
+    return events
+
+
+async def _relisted(
+    session,
+    outcome: Outcome,
+    now: datetime,
+    tenant_id: uuid.UUID,
+    kind: str,
+    subject_type: str,
+    subject_id: uuid.UUID,
+    name: str,
+    *,
+    before: list[str],
+    consequence: str | None = None,
+) -> tuple[list[str], list[Event]]:
+    """The zones listing a subject after this check, and what changed: listed (an alert and a
+    `<kind>_listed` event) or delisted (the alert resolved, `<kind>_delisted`). A change of
+    zones while still listed is no event."""
+    listed = listings(before, outcome)
+    alert = f"{kind}_blacklisted"
+    if bool(listed) == bool(before):
+        return listed, []
+    if listed:
+        held = f": {consequence} are paused" if consequence else ""
+        message = f"{name} is listed on {_describe(listed, outcome)}{held}"
+        raise_alert(session, tenant_id, alert, name, message)
+        return listed, [Event(tenant_id, f"{kind}_listed", subject_type, subject_id, message, now)]
+    await resolve_alerts(session, tenant_id, alert, name, now)
+    resumed = f": {consequence} resume" if consequence else ""
+    message = f"{name} is no longer listed{resumed}"
+    return listed, [Event(tenant_id, f"{kind}_delisted", subject_type, subject_id, message, now)]
 
 
 def _describe(listed: list[str], outcome: Outcome) -> str:
     return ", ".join(f"{z} ({outcome.listed[z]})" if z in outcome.listed else z for z in listed)
-
-
-def _name(subject) -> str:
-    return str(subject.address) if isinstance(subject, SmtpIpAddress) else subject.name
