@@ -412,7 +412,9 @@ async def _status_changed(
     defers them while the domain is FAILED). One that verifies again: both cleared."""
     failing = f"its domain {domain.name} stopped verifying"
     if domain.status == DomainStatus.FAILED:
-        broken = [r for r in records if r["status"] in ("MISSING", "MISMATCH")]
+        broken = [
+            r for r in records if r["kind"] in REQUIRED and r["status"] in ("MISSING", "MISMATCH")
+        ]
         what = ", ".join(f"{r['kind']} {r['status']}" for r in broken)
         raise_alert(
             session, domain.tenant_id, ALERT_KIND, domain.name,
@@ -420,9 +422,9 @@ async def _status_changed(
             {"records": [{k: r[k] for k in ("kind", "status", "observed", "reason")}
                          for r in broken]},
         )  # fmt: skip
-        await session.execute(
+        await session.execute(  # an account paused for a reason of its own keeps that one
             update(EmailAccount)
-            .where(EmailAccount.domain_id == domain.id)
+            .where(EmailAccount.domain_id == domain.id, EmailAccount.status_reason.is_(None))
             .values(status_reason=f"{failing} ({what})")
         )
         return Event(domain.tenant_id, "domain_failed", "Domain", domain.id,
