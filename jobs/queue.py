@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +65,31 @@ async def enqueue_many(
         campaign_id, keys,
     )  # fmt: skip
     return [r[0] for r in rows]
+
+
+async def enqueue_per_tenant(
+    session: AsyncSession,
+    kind: str,
+    jobs: Iterable[tuple[uuid.UUID, dict[str, Any], str]],
+    *,
+    priority: int = 100,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> int:
+    """Jobs of many tenants, given as (tenant, payload, idempotency key): one statement per
+    tenant (a periodic task's fan-out, on a system session); how many were inserted."""
+    by_tenant: dict[uuid.UUID, list[tuple[dict[str, Any], str]]] = defaultdict(list)
+    for tenant_id, payload, key in jobs:
+        by_tenant[tenant_id].append((payload, key))
+    queued = 0
+    for tenant_id, items in by_tenant.items():
+        queued += len(
+            await enqueue_many(
+                session, kind, [payload for payload, _ in items], tenant_id=tenant_id,
+                priority=priority, idempotency_keys=[key for _, key in items],
+                max_attempts=max_attempts,
+            )
+        )  # fmt: skip
+    return queued
 
 
 async def cancel(session: AsyncSession, job_id: uuid.UUID) -> bool:

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import ipaddress
 import uuid
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.queue import enqueue, enqueue_many
+from jobs.queue import enqueue, enqueue_per_tenant
 from models.infrastructure import Domain
 from penguinmails.settings import Settings
 from services import plans, secrets
@@ -108,20 +107,12 @@ async def queue_rechecks(
             or_(Domain.last_checked_at.is_(None), Domain.last_checked_at < due)
         )
     )
-    by_tenant: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-    for domain_id, tenant_id in rows:
-        by_tenant[tenant_id].append(domain_id)
     window = int(now.timestamp() // settings.dns_recheck_seconds)
-    queued = 0
-    for tenant_id, ids in by_tenant.items():
-        queued += len(
-            await enqueue_many(
-                session, VERIFY_KIND, [{"domain_id": str(i)} for i in ids], tenant_id=tenant_id,
-                priority=RECHECK_PRIORITY,
-                idempotency_keys=[f"{VERIFY_KIND}:{i}:recheck:{window}" for i in ids],
-            )
-        )  # fmt: skip
-    return queued
+    return await enqueue_per_tenant(
+        session, VERIFY_KIND,
+        ((tenant, {"domain_id": str(d)}, f"{VERIFY_KIND}:{d}:recheck:{window}") for d, tenant in rows),
+        priority=RECHECK_PRIORITY,
+    )  # fmt: skip
 
 
 def dkim_private_key(settings: Settings, domain: Domain) -> bytes | None:

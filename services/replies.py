@@ -38,7 +38,6 @@ import re
 import ssl
 import uuid
 import zlib
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -51,7 +50,7 @@ from redis.asyncio import Redis
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.queue import enqueue_many
+from jobs.queue import enqueue_per_tenant
 from models.campaigns import LeadStatus
 from models.content import EmailEvent, EmailMessage, EventKind, InboundKind, InboundMessage
 from models.infrastructure import AccountStatus, EmailAccount
@@ -474,26 +473,16 @@ async def queue_polls(
     `reply_poll_seconds`. Runs on a system session; returns how many jobs were queued."""
     now = now or datetime.now(UTC)
     interval = int(now.timestamp() // settings.reply_poll_seconds)
-    by_tenant: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-    for account_id, tenant_id in await session.execute(
+    accounts = await session.execute(
         select(EmailAccount.id, EmailAccount.tenant_id).where(
             EmailAccount.imap_host.is_not(None),
             EmailAccount.imap_host != "",
             EmailAccount.status != AccountStatus.DISABLED,
         )
-    ):
-        by_tenant[tenant_id].append(account_id)
-    queued = 0
-    for tenant_id, account_ids in by_tenant.items():
-        queued += len(
-            await enqueue_many(
-                session,
-                POLL_KIND,
-                [{"account_id": str(a)} for a in account_ids],
-                tenant_id=tenant_id,
-                priority=POLL_PRIORITY,
-                idempotency_keys=[f"{POLL_KIND}:{a}:{interval}" for a in account_ids],
-                max_attempts=POLL_ATTEMPTS,
-            )
-        )
-    return queued
+    )
+    return await enqueue_per_tenant(
+        session, POLL_KIND,
+        ((tenant_id, {"account_id": str(a)}, f"{POLL_KIND}:{a}:{interval}")
+         for a, tenant_id in accounts),
+        priority=POLL_PRIORITY, max_attempts=POLL_ATTEMPTS,
+    )  # fmt: skip
