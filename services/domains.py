@@ -8,6 +8,7 @@ import base64
 import ipaddress
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import chain, count
 from typing import Any
 
 import idna
@@ -49,9 +50,7 @@ async def add_domain(
     )
     await plans.check_limit(session, tenant_id, "domains", count or 0)
 
-    # RSA key generation takes a noticeable fraction of a second: keep the event loop free.
-    private_pem, public_key = await asyncio.to_thread(_generate_dkim_key)
-    key_id, encrypted = secrets.encrypt(settings, private_pem)
+    public_key, key_id, encrypted = await _new_dkim_key(settings)
     domain = Domain(
         tenant_id=tenant_id,
         name=name,
@@ -204,15 +203,11 @@ async def rotate_dkim_key(
     )
     if domain is None:
         raise DomainError("NOT_FOUND", "No such domain.", "domainId")
-    private_pem, public_key = await asyncio.to_thread(_generate_dkim_key)
-    key_id, encrypted = secrets.encrypt(settings, private_pem)
+    public_key, key_id, encrypted = await _new_dkim_key(settings)
     taken = {domain.dkim_selector, domain.dkim_next_selector, domain.dkim_retiring_selector}
     base = f"{settings.dkim_selector}{now:%Y%m%d}"
-    selector = next(
-        candidate
-        for candidate in (base, *(f"{base}-{n}" for n in range(2, 1000)))
-        if candidate not in taken
-    )
+    candidates = chain([base], (f"{base}-{n}" for n in count(2)))
+    selector = next(s for s in candidates if s not in taken)
     domain.dkim_next_selector = selector
     domain.dkim_next_public_key = public_key
     domain.dkim_next_private_key_encrypted = encrypted
@@ -228,6 +223,14 @@ async def rotate_dkim_key(
 
 def _record(kind: str, host: str, type_: str, value: str) -> dict[str, Any]:
     return dict(kind=kind, host=host, type=type_, value=value, status="PENDING", observed=[])
+
+
+async def _new_dkim_key(settings: Settings) -> tuple[str, str, bytes]:
+    """A new key: (public key for the p= tag, encryption key id, private key encrypted)."""
+    # RSA key generation takes a noticeable fraction of a second: keep the event loop free.
+    private_pem, public_key = await asyncio.to_thread(_generate_dkim_key)
+    key_id, encrypted = secrets.encrypt(settings, private_pem)
+    return public_key, key_id, encrypted
 
 
 def _generate_dkim_key() -> tuple[bytes, str]:

@@ -389,6 +389,11 @@ async def test_a_dkim_rotation_lists_both_keys_switches_once_verified_and_retire
     assert retired.domain.dkim_retiring_selector is None
     assert retired.domain.status == DomainStatus.VERIFIED
 
+    async with db.tenant_session(domain.tenant_id) as s:  # again the same day: a new selector
+        again = await rotate_dkim_key(s, resolving, domain.tenant_id, domain.id, now)
+    assert again.dkim_selector == new_selector
+    assert again.dkim_next_selector == f"{new_selector}-2"
+
 
 async def test_lookups_in_flight_stay_within_the_bound(
     db: Database, resolving: Settings, dns_server: DnsServer
