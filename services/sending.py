@@ -71,7 +71,8 @@ from services.planning import USABLE_ACCOUNTS, send_key
 log = logging.getLogger("penguinmails.sending")
 
 ACCOUNT_PAUSED_RETRY_SECONDS = 900
-DOMAIN_FAILED_RETRY_SECONDS = 900  # and a listed IP's
+# A failed domain's or listed IP's sends wait this long before they are tried again.
+SENDER_HELD_RETRY_SECONDS = 900
 CUT_GRACE_SECONDS = 5.0  # a cut batch waits this long for replies to the end of DATA under way
 CUT_RETRY_SECONDS = 2.0
 BUILD_AT_ONCE = 8  # messages built before the event loop is given back to the connections
@@ -433,11 +434,11 @@ def _check(world: World, send: Send) -> str | BaseException:
         return "skipped: step or domain gone"
     domain = world.domains[account.domain_id]
     if domain.status == DomainStatus.FAILED:  # it stopped verifying (services/dns.py)
-        return DeferJob(DOMAIN_FAILED_RETRY_SECONDS, f"domain {domain.name} stopped verifying")
+        return DeferJob(SENDER_HELD_RETRY_SECONDS, f"domain {domain.name} stopped verifying")
     ip = world.ips.get(account.ip_id) if account.ip_id else None
     if ip is not None and ip.status == IpStatus.BLACKLISTED:  # services/reputation.py
         listed = ", ".join(ip.blacklisted_on)
-        return DeferJob(DOMAIN_FAILED_RETRY_SECONDS, f"IP {ip.address} is listed on {listed}")
+        return DeferJob(SENDER_HELD_RETRY_SECONDS, f"IP {ip.address} is listed on {listed}")
     return "send"
 
 
