@@ -56,8 +56,8 @@ NIL = bytes(16)  # the nil UUID: no campaign
 
 @dataclass
 class Batch:
-    """Counted events at the shared grain (GRAIN + COUNTS, tenants and campaigns by their
-    codes in `keys`), and how many rows were read."""
+    """Counted events at the shared grain (GRAIN + COUNTS, tenants and campaigns by the codes
+    the run's Keys gave them), and how many rows were read."""
 
     counts: pl.DataFrame
     read: int
