@@ -46,10 +46,6 @@ class Lookup:
     values: list[str] = field(default_factory=list)
     error: str | None = None  # SERVFAIL or TIMEOUT: the resolver could not say
 
-    @property
-    def missing(self) -> bool:
-        return self.error is None and not self.values
-
 
 class Resolver:
     """Lookups through the configured nameservers, each bounded by the timeout, and at most
@@ -119,7 +115,7 @@ class Verdict:
 
 async def check_spf(resolver: Resolver, name: str, include: str, ips: list[str]) -> Verdict:
     found = await resolver.lookup(name, "TXT")
-    if found.error or found.missing:
+    if not found.values:
         return _unanswered(found)
     spf = [v for v in found.values if _is_spf(v)]
     if not spf:
@@ -211,7 +207,7 @@ async def count_spf_lookups(
 
 async def check_dkim(resolver: Resolver, host: str, public_key: str) -> Verdict:
     found = await resolver.lookup(host, "TXT")
-    if found.error or found.missing:
+    if not found.values:
         return _unanswered(found)
     for value in found.values:
         tags = _tags(value)
@@ -249,7 +245,7 @@ async def check_dmarc(resolver: Resolver, domain: str) -> Verdict:
 
 async def check_mx(resolver: Resolver, domain: str, host: str) -> Verdict:
     found = await resolver.lookup(domain, "MX")
-    if found.error or found.missing:
+    if not found.values:
         return _unanswered(found)
     wanted = host.lower().rstrip(".") + "."
     if any(value.split()[-1] == wanted for value in found.values):
@@ -259,7 +255,7 @@ async def check_mx(resolver: Resolver, domain: str, host: str) -> Verdict:
 
 async def check_cname(resolver: Resolver, host: str, target: str) -> Verdict:
     found = await resolver.lookup(host, "CNAME")
-    if found.error or found.missing:
+    if not found.values:
         return _unanswered(found)
     if target.lower().rstrip(".") + "." in found.values:
         return Verdict("VERIFIED", found.values)
@@ -277,6 +273,7 @@ def _tags(value: str) -> dict[str, str]:
 
 
 def _unanswered(found: Lookup) -> Verdict:
+    """No values: the resolver could not say (PENDING with the error), or nothing is there."""
     if found.error:
         return Verdict("PENDING", [], error=found.error)
     return Verdict("MISSING", [])
@@ -289,18 +286,17 @@ async def check_records(
     settings: Settings, resolver: Resolver, domain: Domain, sending_ips: list[str]
 ) -> list[dict[str, Any]]:
     """The records the domain should publish, each with its status and what DNS holds."""
-    keys = {
-        "dkim": domain.dkim_public_key,
-        "dkim_next": domain.dkim_next_public_key,
-        "dkim_retiring": domain.dkim_retiring_public_key,
-    }
     checks = {
         "spf": lambda r: check_spf(resolver, r["host"], settings.spf_include, sending_ips),
+        "dkim": lambda r: check_dkim(resolver, r["host"], domain.dkim_public_key or ""),
+        "dkim_next": lambda r: check_dkim(resolver, r["host"], domain.dkim_next_public_key or ""),
+        "dkim_retiring": lambda r: check_dkim(
+            resolver, r["host"], domain.dkim_retiring_public_key or ""
+        ),
         "dmarc": lambda r: check_dmarc(resolver, domain.name),
         "mx": lambda r: check_mx(resolver, r["host"], settings.mx_host),
         "return_path": lambda r: check_cname(resolver, r["host"], r["value"]),
         "tracking": lambda r: check_cname(resolver, r["host"], r["value"]),
-        **{kind: _dkim_check(resolver, key or "") for kind, key in keys.items()},
     }
     expected = published_records(settings, domain)
     verdicts = await asyncio.gather(*(checks[r["kind"]](r) for r in expected))
@@ -308,10 +304,6 @@ async def check_records(
         {**record, "status": v.status, "observed": v.observed, "reason": v.reason, "error": v.error}
         for record, v in zip(expected, verdicts, strict=True)
     ]
-
-
-def _dkim_check(resolver: Resolver, key: str):
-    return lambda record: check_dkim(resolver, record["host"], key)
 
 
 # The records a domain's status depends on: a rotation's next and replaced keys are listed and
