@@ -7,7 +7,6 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -21,20 +20,6 @@ from services.domains import normalise_name
 from services.errors import DomainError
 from tests.dns_server import DnsServer, Zone
 from tests.services.test_domains import _add, _tenant_on_plan
-
-
-@pytest.fixture(scope="module")
-def dns_server() -> Iterator[DnsServer]:
-    server = DnsServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def resolving(settings: Settings, dns_server: DnsServer) -> Settings:
-    return settings.model_copy(
-        update={"dns_nameservers": dns_server.nameservers, "dns_timeout_seconds": 1.0}
-    )
 
 
 def publish(zone: Zone, domain: Domain, settings: Settings) -> None:

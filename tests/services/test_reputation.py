@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import random
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -22,19 +21,9 @@ from tests.services.test_domains import _add, _tenant_on_plan
 ZONES = "zen.bl.example,dbl.bl.example"
 
 
-@pytest.fixture(scope="module")
-def dns_server() -> Iterator[DnsServer]:
-    server = DnsServer().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def checking(settings: Settings, dns_server: DnsServer) -> Settings:
-    return settings.model_copy(
-        update={"dns_nameservers": dns_server.nameservers, "dns_timeout_seconds": 1.0,
-                "dnsbl_zones": ZONES}
-    )  # fmt: skip
+def checking(resolving: Settings) -> Settings:
+    return resolving.model_copy(update={"dnsbl_zones": ZONES})
 
 
 async def _ip(db: Database, tenant: uuid.UUID) -> SmtpIpAddress:
