@@ -417,13 +417,7 @@ async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
                 )
             )
             jobs += [(tenant, payload, True) for payload in payloads]
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        results = await sending.send_batch(
-            db, settings.model_copy(update={"smtp_relay_port": port, **FAST}), redis, jobs
-        )
-    finally:
-        await redis.aclose()
+    results = await _send_batch(db, settings, port, jobs)
 
     assert results[:3] == ["sent"] * 3
     assert all(isinstance(r, PermanentJobError) for r in results[3:]), results
@@ -459,13 +453,7 @@ async def test_the_sends_of_a_domain_that_stopped_verifying_wait_for_it(
         for tenant, campaign_id in ((good, good_campaign), (failed, failed_campaign))
         for payload in await _send_payloads(db, tenant, campaign_id)
     ]
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        results = await sending.send_batch(
-            db, settings.model_copy(update={"smtp_relay_port": port, **FAST}), redis, jobs
-        )
-    finally:
-        await redis.aclose()
+    results = await _send_batch(db, settings, port, jobs)
 
     assert results[:2] == ["sent"] * 2
     assert all(isinstance(r, DeferJob) and "stopped verifying" in str(r) for r in results[2:])
@@ -484,13 +472,7 @@ async def test_a_policy_refusal_at_rcpt_is_a_bounce_that_does_not_suppress_the_a
         db, settings, lead_count=2, steps=1, accounts_n=1
     )
     jobs = [(tenant, p, True) for p in await _send_payloads(db, tenant, campaign_id)]
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        await sending.send_batch(
-            db, settings.model_copy(update={"smtp_relay_port": port, **FAST}), redis, jobs
-        )
-    finally:
-        await redis.aclose()
+    await _send_batch(db, settings, port, jobs)
 
     async with db.tenant_session(tenant) as s:
         lead = await s.scalar(select(Lead).where(Lead.email == "lead0@inbox.example"))
@@ -505,6 +487,17 @@ async def test_a_policy_refusal_at_rcpt_is_a_bounce_that_does_not_suppress_the_a
     assert (bounce.details["hard"], bounce.details["refused"]) == (False, True)
     assert status == MessageStatus.BOUNCED  # not tried again
     assert len(handler.messages) == 1
+
+
+async def _send_batch(db: Database, settings: Settings, port: int, jobs: list) -> list:
+    """`jobs` sent as one batch to the sink on `port`, rates out of the way."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        return await sending.send_batch(
+            db, settings.model_copy(update={"smtp_relay_port": port, **FAST}), redis, jobs
+        )
+    finally:
+        await redis.aclose()
 
 
 async def _send_payloads(db: Database, tenant, campaign_id) -> list[dict]:
