@@ -130,29 +130,25 @@ async def _insert(url, settings, domains, public_key, dns_records) -> list[tuple
     return [(tenant, row[0]) for row in rows]
 
 
-def _records(settings, domains, public_key, dns_records) -> list[tuple]:
-    """(name, type, value) of every record the domains publish, and the SPF include's."""
-    out: list[tuple] = [(settings.spf_include, "TXT", "v=spf1 ip4:192.0.2.0/24 -all")]
-    for domain in domains:
-        for record in dns_records(settings, domain, settings.dkim_selector, public_key):
-            value = record["value"]
-            if record["type"] == "MX":
-                preference, host = value.split()
-                value = (int(preference), host)
-            out.append((record["host"], record["type"], value))
-    return out
+def _records(settings, domains, public_key, dns_records) -> list[dict]:
+    """Every record the domains publish, and the SPF include's."""
+    include = {"host": settings.spf_include, "type": "TXT", "value": "v=spf1 ip4:192.0.2.0/24 -all"}
+    return [include] + [
+        record
+        for domain in domains
+        for record in dns_records(settings, domain, settings.dkim_selector, public_key)
+    ]
 
 
-def _serve(records: list[tuple], ready: multiprocessing.Queue) -> None:
+def _serve(records: list[dict], ready: multiprocessing.Queue) -> None:
     server = DnsServer()
-    for record in records:
-        server.zone.add(*record)
+    server.zone.publish(records)
     server.start()
     ready.put(server.nameservers)
     threading.Event().wait()
 
 
-def _start_dns_server(records: list[tuple]) -> tuple[multiprocessing.Process, str]:
+def _start_dns_server(records: list[dict]) -> tuple[multiprocessing.Process, str]:
     """The DNS server in a process of its own (its threads would share the benchmark's)."""
     ready: multiprocessing.Queue = multiprocessing.Queue()
     process = multiprocessing.Process(target=_serve, args=(records, ready), daemon=True)

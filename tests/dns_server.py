@@ -48,6 +48,16 @@ class Zone(BaseResolver):
             self._records[name, type_].append(RR(name, getattr(QTYPE, type_), rdata=rdata, ttl=TTL))
             self._types[name].add(type_)
 
+    def publish(self, records: list[dict]) -> None:
+        """Records as the platform lists them for a domain (host, type, value; an MX value is
+        "<preference> <host>"), published as a tenant following the instructions would."""
+        for record in records:
+            value = record["value"]
+            if record["type"] == "MX":
+                preference, host = value.split()
+                value = (int(preference), host)
+            self.add(record["host"], record["type"], value)
+
     def remove(self, name: str, type_: str | None = None) -> None:
         name = _fqdn(name)
         with self._lock:

@@ -25,12 +25,7 @@ from tests.services.test_domains import _add, _tenant_on_plan
 def publish(zone: Zone, domain: Domain, settings: Settings) -> None:
     """Every record the domain should publish, as a tenant following the instructions would."""
     zone.add(settings.spf_include, "TXT", "v=spf1 ip4:192.0.2.0/24 -all")
-    for record in domain.dns_records:
-        if record["type"] == "MX":
-            preference, host = record["value"].split()
-            zone.add(record["host"], "MX", (int(preference), host))
-        else:
-            zone.add(record["host"], record["type"], record["value"])
+    zone.publish(domain.dns_records)
 
 
 async def _domain(db: Database, settings: Settings, zone: Zone) -> Domain:
