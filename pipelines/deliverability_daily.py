@@ -48,13 +48,13 @@ def refresh(run: Run, *, full: bool = False, since: date | None = None) -> None:
     if full:
         execute(run.olap, "DELETE FROM analytics.deliverability_daily")
         run.watermark = email_events.Watermark()
-    zones = email_events.tenant_zones(run)
     if since is not None:
         execute(
             run.olap, "DELETE FROM analytics.deliverability_daily WHERE day >= $1::date", (since,)
         )
         past = email_events.events_since(run, since, "deliverability_events_since")
-        past = email_events.with_local_day(past.filter(countable()), zones)
+        past = past.filter(countable())
+        past = email_events.with_local_day(past, email_events.tenant_zones(run, past["tenant"]))
         past = past.filter(pl.col("day") >= since)
         _load(run, transform(past, account_ips(run, past)))
     parts = []
@@ -64,9 +64,10 @@ def refresh(run: Run, *, full: bool = False, since: date | None = None) -> None:
         good = ours.filter(countable())
         run.result.rows_skipped += len(ours) - len(good)
         parts.append(good)
-    events = email_events.with_local_day(pl.concat(parts), zones) if parts else None
+    events = pl.concat(parts) if parts else None
     if events is None or events.is_empty():
         return
+    events = email_events.with_local_day(events, email_events.tenant_zones(run, events["tenant"]))
     # transform
     rows = transform(events, account_ips(run, events))
     # load

@@ -82,7 +82,7 @@ class Keys:
 
     def encode(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` with its tenant (and campaign, when it has one) replaced by their codes."""
-        self.tenants = _grow(self.tenants, frame, "tenant", self._zones)
+        self.tenants = _grow(self.tenants, frame, "tenant", lambda t: tenant_zones(self._run, t))
         frame = _swap(frame, self.tenants.drop("zone"), "tenant")
         if "campaign" in frame.columns:
             self.campaigns = _grow(self.campaigns, frame, "campaign")
@@ -101,14 +101,6 @@ class Keys:
     def zones(self) -> pl.DataFrame:
         """Each coded tenant's time zone (tenant = its code)."""
         return self.tenants.select(tenant="code", zone="zone")
-
-    def _zones(self, tenants: pl.Series) -> pl.DataFrame:
-        """The zones of `tenants`, from the OLTP tier; a tenant not found there is in UTC."""
-        found = fetch(
-            self._run.source("oltp"),
-            statement(SQL, "tenant_zones_of").replace("$1", _uuid_array(tenants)),
-        )
-        return tenants.to_frame().join(found, on="tenant", how="left")
 
 
 def _grow(
@@ -219,8 +211,14 @@ def _gaps(seqs: pl.Series, after: int, upto: int) -> list[int]:
 # --- transform -------------------------------------------------------------------------------
 
 
-def tenant_zones(run: Run) -> pl.DataFrame:
-    return fetch(run.source("oltp"), statement(SQL, "tenant_zones"))
+def tenant_zones(run: Run, tenants: pl.Series) -> pl.DataFrame:
+    """(tenant, zone) of `tenants` (16-byte ids), from the OLTP tier: only those a run sees, not
+    every tenant each tick. A tenant not found there has no zone (counted in UTC)."""
+    found = fetch(
+        run.source("oltp"),
+        statement(SQL, "tenant_zones").replace("$1", _uuid_array(tenants.unique())),
+    )
+    return tenants.unique().to_frame().join(found, on="tenant", how="left")
 
 
 def with_local_day(events: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:

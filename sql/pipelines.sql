@@ -36,11 +36,7 @@ SELECT pipeline, last_seq, max_seq, holes::text AS holes, last_at, last_run_at, 
 FROM analytics.pipeline_watermarks ORDER BY pipeline;
 
 -- name: tenant_zones
--- Each tenant's time zone: its analytics days are that zone's days.
-SELECT uuid_send(id) AS tenant, timezone AS zone FROM app.tenants;
-
--- name: tenant_zones_of
--- The time zones of the tenants in the uuid[] $1.
+-- The time zones of the tenants in the uuid[] $1: their analytics days are those zones' days.
 SELECT uuid_send(id) AS tenant, timezone AS zone FROM app.tenants WHERE id = ANY($1);
 
 -- name: email_events
