@@ -60,6 +60,27 @@ class AccountStatus(enum.StrEnum):
     DISABLED = "DISABLED"
 
 
+class Guard(enum.StrEnum):
+    """What a domain's or sending IP's complaint and hard-bounce rates put it under
+    (services/reputation.py): sends at the usual rate, at half of it, or none."""
+
+    NONE = "NONE"
+    THROTTLED = "THROTTLED"
+    PAUSED = "PAUSED"
+
+
+class Guarded:
+    """The guard columns of a domain and of a sending IP: the guard, since when and why, and
+    when platform staff last lifted one by hand (rates count only what happened after)."""
+
+    guard: Mapped[Guard] = mapped_column(
+        String(9), default=Guard.NONE, server_default=Guard.NONE.value
+    )
+    guard_reason: Mapped[str | None] = mapped_column(Text)
+    guard_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    guard_lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class VpsInstance(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     __tablename__ = "vps_instances"
     __table_args__ = (
@@ -83,10 +104,11 @@ class VpsInstance(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
 
 
-class SmtpIpAddress(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+class SmtpIpAddress(UUIDPrimaryKey, TenantOwned, Timestamps, Guarded, Base):
     __tablename__ = "smtp_ip_addresses"
     __table_args__ = (
         CheckConstraint("reputation_score BETWEEN 0 AND 100", name="reputation_range"),
+        CheckConstraint("guard IN ('NONE', 'THROTTLED', 'PAUSED')", name="guard_known"),
         Index("ix_smtp_ip_addresses_tenant_id_status", "tenant_id", "status"),
         Index("ix_smtp_ip_addresses_tenant_id_vps_id", "tenant_id", "vps_id"),
         {"schema": "app"},
@@ -110,11 +132,13 @@ class SmtpIpAddress(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class Domain(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+class Domain(UUIDPrimaryKey, TenantOwned, Timestamps, Guarded, Base):
     __tablename__ = "domains"
     __table_args__ = (
         UniqueConstraint("tenant_id", "name"),
         CheckConstraint("name = lower(name)", name="name_lowercase"),
+        CheckConstraint("reputation_score BETWEEN 0 AND 100", name="reputation_range"),
+        CheckConstraint("guard IN ('NONE', 'THROTTLED', 'PAUSED')", name="guard_known"),
         Index("ix_domains_tenant_id_created_at", "tenant_id", "created_at"),
         {"schema": "app"},
     )
@@ -145,6 +169,7 @@ class Domain(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     dkim_retiring_public_key: Mapped[str | None] = mapped_column(Text)
     dkim_retire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     blacklisted_on: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    reputation_score: Mapped[int] = mapped_column(default=100, server_default="100")
 
 
 class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
@@ -152,6 +177,7 @@ class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "address"),
         CheckConstraint("daily_limit >= 0", name="daily_limit_not_negative"),
+        CheckConstraint("reputation_score BETWEEN 0 AND 100", name="reputation_range"),
         CheckConstraint("address = lower(address)", name="address_lowercase"),
         Index("ix_email_accounts_tenant_id_status", "tenant_id", "status"),
         Index("ix_email_accounts_tenant_id_domain_id", "tenant_id", "domain_id"),
@@ -182,6 +208,7 @@ class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     imap_last_uid: Mapped[int | None] = mapped_column()
     # The inbox's UIDVALIDITY when imap_last_uid was read: a new one means its UIDs were reset.
     imap_uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    reputation_score: Mapped[int] = mapped_column(default=100, server_default="100")
 
 
 class WarmupState(TenantOwned, Timestamps, Base):
