@@ -179,6 +179,10 @@ class Settings(BaseSettings):
     dns_timeout_seconds: float = 5.0
     dns_max_in_flight: int = 100  # lookups at once per process
     dns_recheck_seconds: float = 6 * 3600
+    # Recipient domains (services/recipients.py): where each one's mail goes (its MX, or its
+    # address), kept in Redis this long; the lead import's domain check and the provider limits
+    # read it. A lookup the resolver could not answer is not kept.
+    recipient_domain_cache_seconds: int = 86_400
     # After a DKIM rotation the replaced key stays published this long (mail in flight, and
     # mail re-verified later, still finds it), then is retired.
     dkim_retire_days: float = 7.0
