@@ -89,7 +89,6 @@ class Settings(BaseSettings):
 
     lead_import_max_bytes: int = 50 * 1024 * 1024
     lead_import_max_rows: int = 1_000_000
-    lead_import_check_mx: bool = False
 
     # The durable queue (jobs/): claims, leases, packing into Dramatiq messages, retries.
     queue_claim_batch: int = 500

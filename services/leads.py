@@ -1,25 +1,30 @@
-"""Lead import: a CSV of leads into a campaign, each address validated, deduplicated against the
-file and the campaign, checked against the tenant's suppression list, and inserted in batches."""
+"""Lead import: a CSV of leads into a campaign, each address validated (on request, its domain
+too: does it accept mail?), deduplicated against the file and the campaign, checked against the
+tenant's suppression list, and inserted in batches."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from asyncpg import Connection
-from email_validator import EmailNotValidError, caching_resolver, validate_email
+from email_validator import EmailNotValidError, validate_email
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.campaigns import Campaign, CampaignStatus
 from models.sessions import driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
-from services import statistics
+from services import recipients, statistics
+from services.dns import Resolver
 from services.errors import DomainError
 
 BATCH_ROWS = 5_000
@@ -57,16 +62,29 @@ class ImportReport:
     duplicates: int = 0  # seen earlier in the file, or already a lead of the campaign
     suppressed: int = 0
     invalid: list[InvalidRow] = field(default_factory=list)
+    # With the domain check: domains the resolver could not answer for (SERVFAIL, timeout). Their
+    # rows are imported: a failed lookup says nothing about the domain.
+    unchecked_domains: int = 0
 
 
 async def import_leads(
-    session: AsyncSession, settings: Settings, campaign_id: uuid.UUID, csv_text: str
+    session: AsyncSession,
+    settings: Settings,
+    campaign_id: uuid.UUID,
+    csv_text: str,
+    *,
+    check_domains: bool = False,
+    redis: Redis | None = None,
 ) -> ImportReport:
     """Import the leads of `csv_text` into a campaign of the session's tenant.
 
     The first record is the header. Rows are numbered from 1 for the record after it, counting
     records rather than lines (a quoted value spanning lines is one row) and counting blank
     lines, so row n is what a spreadsheet shows on line n + 1.
+
+    With `check_domains`, a row whose domain accepts no mail (no MX and no address, or a null
+    MX) is invalid. The file's distinct domains are looked up once, all together, before its
+    rows are read (services/recipients.py, their answers kept in `redis`, which it needs).
 
     A broken rule for the whole file raises DomainError (IMPORT_TOO_LARGE, NOT_FOUND,
     CAMPAIGN_CLOSED, IMPORT_TOO_MANY_ROWS, CSV_NO_EMAIL_COLUMN, CSV_MALFORMED) and leaves nothing
@@ -86,9 +104,15 @@ async def import_leads(
         )
     await asyncio.to_thread(_check_row_count, csv_text, settings.lead_import_max_rows)
     records = _records(csv_text)
-    leads = LeadFile(records, _columns(next(records, None)), settings.lead_import_check_mx)
-
+    columns = _columns(next(records, None))
     report = ImportReport()
+    no_mail: set[str] = set()
+    if check_domains:
+        no_mail, report.unchecked_domains = await _domains_without_mail(
+            settings, redis, csv_text, columns.email
+        )
+    leads = LeadFile(records, columns, no_mail)
+
     conn = await session.connection()
     raw = await driver_connection(session)
     # The connection's own savepoint, begun at once (the session's would wait for an ORM query).
@@ -197,6 +221,38 @@ def _header_key(name: str) -> str:
     return "".join(name.split()).replace("_", "").replace("-", "").lower()
 
 
+async def _domains_without_mail(
+    settings: Settings, redis: Redis | None, csv_text: str, email_at: int
+) -> tuple[set[str], int]:
+    """The file's domains that accept no mail, and how many the resolver could not answer for
+    (SERVFAIL, timeout): those are not held against their rows."""
+    if redis is None:
+        raise TypeError("the domain check keeps what DNS answered in Redis: pass redis")
+    domains = await asyncio.to_thread(_domains, csv_text, email_at)
+    found = await recipients.mail_hosts(
+        Resolver(settings), redis, domains, settings.recipient_domain_cache_seconds
+    )
+    no_mail = {domain for domain, mail_domain in found.items() if mail_domain.accepts_no_mail}
+    return no_mail, sum(mail_domain.error is not None for mail_domain in found.values())
+
+
+def _domains(csv_text: str, email_at: int) -> set[str]:
+    """The distinct domains of the file's addresses, those that are valid, as validation
+    writes them in the address it keeps."""
+    written: set[str] = set()
+    for record in islice(_records(csv_text), 1, None):
+        if len(record) > email_at:
+            _, at, domain = record[email_at].rpartition("@")
+            if at:
+                written.add(domain.strip())
+    domains: set[str] = set()
+    for name in written:
+        with contextlib.suppress(EmailNotValidError):  # its rows are invalid anyway
+            valid = validate_email(f"postmaster@{name}", check_deliverability=False)
+            domains.add(valid.domain.lower())
+    return domains
+
+
 @dataclass
 class Batch:
     """Valid leads whose addresses are new to the file, column by column as insert_leads takes
@@ -218,12 +274,13 @@ class Batch:
 
 class LeadFile:
     """The data rows of a CSV, turned into batches of leads as they are read; rows that are
-    invalid or repeat an earlier address are noted here instead."""
+    invalid (an address at one of the `no_mail` domains too) or repeat an earlier address are
+    noted here instead."""
 
-    def __init__(self, records: Iterator[list[str]], columns: Columns, check_mx: bool) -> None:
+    def __init__(self, records: Iterator[list[str]], columns: Columns, no_mail: set[str]) -> None:
         self.records = records
         self.columns = columns
-        self.check_mx = check_mx
+        self.no_mail = no_mail
         self.invalid: list[InvalidRow] = []
         self.repeated = 0
 
@@ -232,8 +289,7 @@ class LeadFile:
         c = self.columns
         width, email_at, custom = c.width, c.email, c.custom
         names_at = (c.first_name, c.last_name, c.company)
-        check_mx = self.check_mx
-        resolver = caching_resolver() if check_mx else None  # one DNS lookup per domain
+        no_mail = self.no_mail
         seen: set[str] = set()
         batch = Batch()
         for row, record in enumerate(self.records, start=1):
@@ -245,11 +301,12 @@ class LeadFile:
                     self.invalid.append(InvalidRow(row, "missing email"))
                 continue
             try:
-                email = validate_email(
-                    address, check_deliverability=check_mx, dns_resolver=resolver
-                ).normalized.lower()
+                email = validate_email(address, check_deliverability=False).normalized.lower()
             except EmailNotValidError as e:
                 self.invalid.append(InvalidRow(row, str(e)))
+                continue
+            if no_mail and (domain := email.rpartition("@")[2]) in no_mail:
+                self.invalid.append(InvalidRow(row, _accepts_no_mail(domain)))
                 continue
             if email in seen:
                 self.repeated += 1
@@ -284,6 +341,10 @@ class LeadFile:
             )
             return None
         return record[:width]
+
+
+def _accepts_no_mail(domain: str) -> str:
+    return f"the domain {domain} accepts no mail (no MX or address record, or a null MX)"
 
 
 def _too_long(first: str, last: str, company: str) -> str:

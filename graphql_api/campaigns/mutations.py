@@ -59,7 +59,13 @@ class CampaignsMutation:
         return CampaignPayload(campaign=Campaign.from_row(row))
 
     @strawberry.mutation(extensions=allow(IsMember))
-    async def import_leads(self, info: Info, campaign_id: strawberry.ID, csv: str) -> ImportResult:
+    async def import_leads(
+        self,
+        info: Info,
+        campaign_id: strawberry.ID,
+        csv: str,
+        check_domains: bool | None = False,
+    ) -> ImportResult:
         try:
             async with info.context.tenant_session() as session:
                 report = await leads.import_leads(
@@ -67,6 +73,8 @@ class CampaignsMutation:
                     info.context.settings,
                     decode_id(campaign_id, "Campaign", "campaignId"),
                     csv,
+                    check_domains=bool(check_domains),
+                    redis=info.context.redis,
                 )
         except DomainError as e:
             return ImportResult(errors=user_errors(e))

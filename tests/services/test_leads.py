@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -15,6 +16,7 @@ from penguinmails.settings import Settings
 from services import statistics
 from services.errors import DomainError
 from services.leads import ImportReport, InvalidRow, import_leads
+from tests.dns_server import DnsServer
 from tests.factories import create_row, create_tenant, table
 
 
@@ -26,10 +28,15 @@ async def _tenant_with_campaign(db: Database) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 async def _import(
-    db: Database, settings: Settings, tenant: uuid.UUID, campaign: uuid.UUID, csv_text: str
+    db: Database,
+    settings: Settings,
+    tenant: uuid.UUID,
+    campaign: uuid.UUID,
+    csv_text: str,
+    **options,
 ) -> ImportReport:
     async with db.tenant_session(tenant) as s:
-        return await import_leads(s, settings, campaign, csv_text)
+        return await import_leads(s, settings, campaign, csv_text, **options)
 
 
 async def _refused(
@@ -197,6 +204,68 @@ async def test_addresses_suppressed_for_the_tenant_are_skipped(
 
     assert report == ImportReport(imported=1, duplicates=0, suppressed=2, invalid=[])
     assert set(await _leads(db, tenant, campaign)) == {"ada@example.com"}
+
+
+async def test_with_the_domain_check_rows_at_domains_that_accept_no_mail_are_invalid(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    tenant, campaign = await _tenant_with_campaign(db)
+    zone = dns_server.zone
+    mx, address_only, null_mx, missing, failing = (
+        f"l{uuid.uuid4().hex[:10]}.example" for _ in range(5)
+    )
+    zone.add(mx, "MX", (10, f"mx.{mx}"))
+    zone.add(address_only, "A", "192.0.2.1")
+    zone.add(null_mx, "MX", (0, "."))
+    zone.servfail.add(f"{failing}.")
+    csv_text = "\n".join(
+        [
+            "email",
+            f"ada@{mx}",
+            f"bob@{missing}",  # row 2
+            f"cy@{address_only}",
+            f"dee@{null_mx}",  # row 4
+            f"eve@{failing}",  # unknown: taken
+            f"fay@{mx.upper()}",
+            f"Gus@{missing.upper()}",  # row 7
+            "ivy@under_score.example",  # row 8: invalid as written, never looked up
+        ]
+    )
+    redis = Redis.from_url(resolving.redis_url)
+    try:
+        report = await _import(
+            db, resolving, tenant, campaign, csv_text, check_domains=True, redis=redis
+        )
+    finally:
+        zone.servfail.discard(f"{failing}.")
+        await redis.aclose()
+
+    no_mail = "the domain {} accepts no mail (no MX or address record, or a null MX)"
+    assert report.invalid[:3] == [
+        InvalidRow(2, no_mail.format(missing)),
+        InvalidRow(4, no_mail.format(null_mx)),
+        InvalidRow(7, no_mail.format(missing)),
+    ]
+    assert [row.row for row in report.invalid[3:]] == [8]
+    assert (report.imported, report.unchecked_domains) == (4, 1)
+    assert set(await _leads(db, tenant, campaign)) == {
+        f"ada@{mx}", f"cy@{address_only}", f"eve@{failing}", f"fay@{mx}"
+    }  # fmt: skip
+    asked = [(name, type_) for name, type_ in zone.queries if name == f"{missing}."]
+    assert sorted(asked) == [(f"{missing}.", t) for t in ("A", "AAAA", "MX")]  # once per domain
+    assert not any("under_score" in name for name, _ in zone.queries)
+
+
+async def test_without_the_domain_check_no_domain_is_looked_up(
+    db: Database, resolving: Settings, dns_server: DnsServer
+) -> None:
+    tenant, campaign = await _tenant_with_campaign(db)
+    missing = f"l{uuid.uuid4().hex[:10]}.example"
+
+    report = await _import(db, resolving, tenant, campaign, f"email\nada@{missing}\n")
+
+    assert report == ImportReport(imported=1, duplicates=0, suppressed=0, invalid=[])
+    assert not any(missing in name for name, _ in dns_server.zone.queries)
 
 
 async def test_a_csv_over_the_size_limit_is_refused_and_nothing_is_written(
