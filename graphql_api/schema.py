@@ -13,6 +13,7 @@ from strawberry.tools import merge_types
 from strawberry.types import Info
 from strawberry.types.graphql import OperationType
 
+from graphql_api.admin.mutations import AdminMutation
 from graphql_api.admin.queries import AdminQuery
 from graphql_api.analytics.queries import AnalyticsQuery
 from graphql_api.billing.mutations import BillingMutation
@@ -56,7 +57,8 @@ Query = merge_types(
     ),
 )
 Mutation = merge_types(
-    "Mutation", (TenancyMutation, InfrastructureMutation, CampaignsMutation, BillingMutation)
+    "Mutation",
+    (TenancyMutation, InfrastructureMutation, CampaignsMutation, BillingMutation, AdminMutation),
 )
 bound_mutations(Mutation)
 

@@ -6,7 +6,16 @@ from __future__ import annotations
 import uuid
 
 from jobs.registry import JobContext, batch_handler, handler
-from services import deliverability_events, dns, domains, planning, replies, sending, statistics
+from services import (
+    deliverability_events,
+    dns,
+    domains,
+    guards,
+    planning,
+    replies,
+    sending,
+    statistics,
+)
 
 
 @handler("noop")
@@ -53,3 +62,10 @@ async def verify_domain(job: JobContext) -> None:
         done = await dns.verify(session, job.settings, uuid.UUID(job.payload["domain_id"]))
     if done is not None and done.event is not None:
         await deliverability_events.publish(job.redis, [done.event])
+
+
+@handler(guards.EVALUATE_KIND)
+async def evaluate_guards(job: JobContext) -> None:
+    """The tenant's reputation scores and sending guards; changes published once committed."""
+    events = await guards.evaluate(job.db, job.settings, job.tenant_id)
+    await deliverability_events.publish(job.redis, events)

@@ -119,6 +119,14 @@ async def check_blocklists(settings: Settings) -> int:
     return len(events)
 
 
+@periodic(seconds=lambda settings: settings.guard_check_seconds)
+async def evaluate_guards(settings: Settings) -> int:
+    """Every tenant's reputation scores and sending guards, through the queue."""
+    from services import guards
+
+    return await _in_system_session(settings, lambda s: guards.queue_evaluations(s, settings))
+
+
 @periodic(seconds=lambda settings: settings.pipeline_interval_seconds)
 async def run_pipelines(settings: Settings) -> dict[str, str]:
     """Every analytics pipeline, one after another, each under its own lock: one that another

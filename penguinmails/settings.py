@@ -189,6 +189,17 @@ class Settings(BaseSettings):
     # in each zone (comma-separated) this often.
     dnsbl_zones: str = "zen.spamhaus.org,dbl.spamhaus.org,b.barracudacentral.org,bl.spamcop.net"
     dnsbl_check_seconds: float = 3600.0
+    # Reputation scores and sending guards (services/guards.py), from each domain's, IP's and
+    # account's last 7 days, evaluated this often. Below guard_min_sends sends in the window a
+    # rate is no verdict (one complaint on ten sends): the guards wait and the score counts the
+    # rates in proportion to the volume.
+    guard_check_seconds: float = 300.0
+    guard_min_sends: int = Field(default=1000, ge=1)
+    guard_complaint_throttle: float = 0.001  # 0.10 %: half rate, and an alert
+    guard_complaint_pause: float = 0.003  # 0.30 %: paused
+    guard_bounce_throttle: float = 0.05  # hard bounces 5 %: half rate
+    guard_bounce_alert: float = 0.15  # hard bounces 15 %: an alert
+    guard_clean_days: float = 7.0  # a guard lifts after this long under every threshold
 
     @field_validator("dns_nameservers")
     @classmethod

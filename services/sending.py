@@ -57,6 +57,7 @@ from models.infrastructure import (
     Domain,
     DomainStatus,
     EmailAccount,
+    Guard,
     IpStatus,
     SmtpIpAddress,
 )
@@ -71,8 +72,10 @@ from services.planning import USABLE_ACCOUNTS, send_key
 log = logging.getLogger("penguinmails.sending")
 
 ACCOUNT_PAUSED_RETRY_SECONDS = 900
-# A failed domain's or listed IP's sends wait this long before they are tried again.
+# A failed domain's, a listed IP's or a paused sender's sends wait this long before they are
+# tried again.
 SENDER_HELD_RETRY_SECONDS = 900
+THROTTLED_SHARE = 0.5  # of the usual rates, for the sends of a throttled domain or IP
 CUT_GRACE_SECONDS = 5.0  # a cut batch waits this long for replies to the end of DATA under way
 CUT_RETRY_SECONDS = 2.0
 BUILD_AT_ONCE = 8  # messages built before the event loop is given back to the connections
@@ -113,6 +116,7 @@ class Send:
     server: smtp.Server | None = None
     sender: str = ""  # the VERP return path
     ip_key: str = ""
+    rate_share: float = 1.0  # of the usual rates: half while its domain or IP is throttled
     delivery: smtp.Delivery | None = None
 
     @property
@@ -439,6 +443,11 @@ def _check(world: World, send: Send) -> str | BaseException:
     if ip is not None and ip.status == IpStatus.BLACKLISTED:  # services/reputation.py
         listed = ", ".join(ip.blacklisted_on)
         return DeferJob(SENDER_HELD_RETRY_SECONDS, f"IP {ip.address} is listed on {listed}")
+    guarded = [s for s in (domain, ip) if s is not None and s.guard != Guard.NONE]
+    for sender in guarded:  # services/guards.py
+        if sender.guard == Guard.PAUSED:
+            return DeferJob(SENDER_HELD_RETRY_SECONDS, sender.guard_reason or "sends paused")
+    send.rate_share = THROTTLED_SHARE if guarded else 1.0
     return "send"
 
 
@@ -473,8 +482,11 @@ async def _take_rate_slots(redis: Redis, settings: Settings, sends: list[Send]) 
         redis,
         [
             [
-                (f"rate:account:{send.account_id}", settings.account_sends_per_minute),
-                (f"rate:ip:{send.ip_key}", settings.ip_sends_per_minute),
+                (
+                    f"rate:account:{send.account_id}",
+                    _share(settings.account_sends_per_minute, send.rate_share),
+                ),
+                (f"rate:ip:{send.ip_key}", _share(settings.ip_sends_per_minute, send.rate_share)),
             ]
             for send in sends
         ],
@@ -484,6 +496,11 @@ async def _take_rate_slots(redis: Redis, settings: Settings, sends: list[Send]) 
         if wait:
             send.result = DeferJob(wait, "send rate full")
     return [send for send, wait in zip(sends, waits, strict=True) if not wait]
+
+
+def _share(limit: int, share: float) -> int:
+    """A share of a rate limit, at least one a window."""
+    return max(1, int(limit * share)) if share < 1 else limit
 
 
 def _built(settings: Settings, world: World, send: Send) -> bool:

@@ -17,6 +17,12 @@ DomainStatus = strawberry.enum(infra.DomainStatus, name="DomainStatus")
 VpsStatus = strawberry.enum(infra.VpsStatus, name="VpsStatus")
 IpStatus = strawberry.enum(infra.IpStatus, name="IpStatus")
 AccountStatus = strawberry.enum(infra.AccountStatus, name="AccountStatus")
+SendingGuard = strawberry.enum(
+    infra.Guard,
+    name="SendingGuard",
+    description="What a domain's or IP's 7-day complaint and hard-bounce rates put it under: "
+    "NONE, THROTTLED (half rate) or PAUSED.",
+)
 
 
 @strawberry.enum
@@ -52,6 +58,10 @@ class Domain(Node):
     records: list[DnsRecord]
     last_checked_at: datetime | None
     created_at: datetime
+    reputation_score: int = strawberry.field(description="0–100, from the last 7 days.")
+    blacklisted_on: list[str]
+    guard: SendingGuard
+    guard_reason: str | None
 
     @classmethod
     def from_row(cls, row: infra.Domain) -> Domain:
@@ -75,6 +85,10 @@ class Domain(Node):
             ],
             last_checked_at=row.last_checked_at,
             created_at=row.created_at,
+            reputation_score=row.reputation_score,
+            blacklisted_on=list(row.blacklisted_on),
+            guard=infra.Guard(row.guard),
+            guard_reason=row.guard_reason,
         )
 
 
@@ -108,6 +122,14 @@ class SendingIp(Node):
     )
     def ptr_status(self) -> DnsRecordStatus:
         return DnsRecordStatus(self.row.ptr_status)
+
+    @strawberry.field
+    def guard(self) -> SendingGuard:
+        return infra.Guard(self.row.guard)
+
+    @strawberry.field
+    def guard_reason(self) -> str | None:
+        return self.row.guard_reason
 
     @strawberry.field
     async def vps(self, info: Info) -> VpsInstance | None:
@@ -170,6 +192,10 @@ class EmailAccount(Node):
             daily_limit=row.daily_limit,
             row=row,
         )
+
+    @strawberry.field(description="0–100, from its last 7 days and its domain's and IP's listings.")
+    def reputation_score(self) -> int:
+        return self.row.reputation_score
 
     @strawberry.field(description="Why its sends wait: paused, or its domain stopped verifying.")
     def paused_reason(self) -> str | None:

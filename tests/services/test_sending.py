@@ -429,35 +429,92 @@ async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
         assert await s.scalar(select(func.count()).select_from(EmailMessage)) == 0
 
 
-async def test_the_sends_of_a_domain_that_stopped_verifying_wait_for_it(
-    db: Database, settings: Settings, sink
+async def _hold(db: Database, tenant, domain_id, how: str) -> None:
+    """The tenant's domain (or a sending IP given to its accounts) put in the state `how`."""
+    from models.infrastructure import DomainStatus, Guard, IpStatus, SmtpIpAddress
+
+    async with db.tenant_session(tenant) as s:
+        if how == "domain failed":
+            values = {"status": DomainStatus.FAILED}
+        elif how.startswith("domain"):
+            values = {"guard": Guard(how.split()[1].upper()), "guard_reason": f"the {how}"}
+        if how.startswith("domain"):
+            await s.execute(update(Domain).where(Domain.id == domain_id).values(**values))
+            return
+        listed = how == "ip blacklisted"
+        ip = SmtpIpAddress(
+            tenant_id=tenant, address=".".join(["10", *(str(b) for b in domain_id.bytes[:3])]),
+            status=IpStatus.BLACKLISTED if listed else IpStatus.ACTIVE,
+            blacklisted_on=["zen.example"] if listed else [],
+            guard=Guard.NONE if listed else Guard(how.split()[1].upper()), guard_reason=f"the {how}",
+        )  # fmt: skip
+        s.add(ip)
+        await s.flush()
+        await s.execute(update(EmailAccount).values(ip_id=ip.id))
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("domain failed", "stopped verifying"),
+        ("ip blacklisted", "is listed on zen.example"),
+        ("domain paused", "the domain paused"),
+        ("ip paused", "the ip paused"),
+    ],
+)
+async def test_the_sends_of_a_held_sender_wait_for_it(
+    db: Database, settings: Settings, sink, how: str, reason: str
 ) -> None:
-    """A FAILED domain's sends are deferred with the reason (services/dns.py); nothing of theirs
+    """A FAILED domain (services/dns.py), a listed IP (services/reputation.py), a paused domain
+    or IP (services/guards.py): their sends are deferred with the reason; nothing of theirs
     reaches the server, another tenant's batch-mates go out."""
     from jobs.registry import DeferJob
-    from models.infrastructure import DomainStatus
 
     handler, port = sink
     good, good_campaign, _ = await sending_campaign(
         db, settings, lead_count=2, steps=1, accounts_n=1
     )
-    failed, failed_campaign, domain_id = await sending_campaign(
+    held, held_campaign, domain_id = await sending_campaign(
         db, settings, lead_count=2, steps=1, accounts_n=1
     )
-    async with db.tenant_session(failed) as s:
-        await s.execute(
-            update(Domain).where(Domain.id == domain_id).values(status=DomainStatus.FAILED)
-        )
+    await _hold(db, held, domain_id, how)
     jobs = [
         (tenant, payload, True)
-        for tenant, campaign_id in ((good, good_campaign), (failed, failed_campaign))
+        for tenant, campaign_id in ((good, good_campaign), (held, held_campaign))
         for payload in await _send_payloads(db, tenant, campaign_id)
     ]
     results = await _send_batch(db, settings, port, jobs)
 
     assert results[:2] == ["sent"] * 2
-    assert all(isinstance(r, DeferJob) and "stopped verifying" in str(r) for r in results[2:])
+    assert all(isinstance(r, DeferJob) and reason in str(r) for r in results[2:]), results
     assert len(handler.messages) == 2
+
+
+@pytest.mark.parametrize("how", ["domain throttled", "ip throttled"])
+async def test_a_throttled_sender_sends_at_half_its_rates(
+    db: Database, settings: Settings, sink, how: str
+) -> None:
+    """With 4 sends a minute per account, a throttled domain's or IP's account gets 2 of its 4
+    sends through; the others wait for room in the window."""
+    from jobs.registry import DeferJob
+
+    handler, port = sink
+    tenant, campaign_id, domain_id = await sending_campaign(
+        db, settings, lead_count=4, steps=1, accounts_n=1
+    )
+    await _hold(db, tenant, domain_id, how)
+    jobs = [(tenant, p, True) for p in await _send_payloads(db, tenant, campaign_id)]
+    limited = settings.model_copy(update={"account_sends_per_minute": 4})
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        results = await sending.send_batch(
+            db, limited.model_copy(update={"smtp_relay_port": port}), redis, jobs
+        )
+    finally:
+        await redis.aclose()
+
+    assert results.count("sent") == 2 and len(handler.messages) == 2
+    assert all(isinstance(r, DeferJob) and "rate full" in str(r) for r in results if r != "sent")
 
 
 async def test_a_policy_refusal_at_rcpt_is_a_bounce_that_does_not_suppress_the_address(
