@@ -143,9 +143,17 @@ class Settings(BaseSettings):
     # `penguinmails inbound`: receives DSNs, complaint reports and mailto unsubscribes.
     inbound_host: str = "127.0.0.1"
     inbound_port: int = 2526
-    # Sliding-window send rates (Redis), per email account and per sending IP (or relay).
-    account_sends_per_minute: int = 60
-    ip_sends_per_minute: int = 600
+    # Sliding-window send rates (Redis), sends per minute, nested (services/send_limits.py): per
+    # tenant, sending domain, sending IP (or relay), email account, and recipient provider per
+    # sending IP (gmail, outlook, yahoo, other; JSON in the environment). Halved for a throttled
+    # domain or IP.
+    tenant_sends_per_minute: int = Field(default=3000, ge=0)
+    domain_sends_per_minute: int = Field(default=1200, ge=0)
+    ip_sends_per_minute: int = Field(default=600, ge=0)
+    account_sends_per_minute: int = Field(default=60, ge=0)
+    provider_sends_per_minute: dict[str, int] = Field(
+        default_factory=lambda: {"gmail": 300, "outlook": 300, "yahoo": 150, "other": 600}
+    )
     account_failures_before_pause: int = 10  # consecutive SMTP failures (4xx, connection)
     # Reply detection: the inbox of every account with an IMAP server is read this often; a
     # connection or IMAP command taking longer than the timeout fails that poll (it is retried).

@@ -64,7 +64,17 @@ from models.infrastructure import (
 from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings, Tier
-from services import accounts, bounces, inbound, planning, ratelimit, smtp, templates, tracking
+from services import (
+    accounts,
+    bounces,
+    inbound,
+    planning,
+    ratelimit,
+    send_limits,
+    smtp,
+    templates,
+    tracking,
+)
 from services.errors import DomainError
 from services.group_write import GroupWrites
 from services.planning import USABLE_ACCOUNTS, send_key
@@ -75,7 +85,6 @@ ACCOUNT_PAUSED_RETRY_SECONDS = 900
 # A failed domain's, a listed IP's or a paused sender's sends wait this long before they are
 # tried again.
 SENDER_HELD_RETRY_SECONDS = 900
-THROTTLED_SHARE = 0.5  # of the usual rates, for the sends of a throttled domain or IP
 CUT_GRACE_SECONDS = 5.0  # a cut batch waits this long for replies to the end of DATA under way
 CUT_RETRY_SECONDS = 2.0
 BUILD_AT_ONCE = 8  # messages built before the event loop is given back to the connections
@@ -116,7 +125,9 @@ class Send:
     server: smtp.Server | None = None
     sender: str = ""  # the VERP return path
     ip_key: str = ""
-    rate_share: float = 1.0  # of the usual rates: half while its domain or IP is throttled
+    domain_id: uuid.UUID | None = None  # the sending domain's
+    recipient_domain: str = ""
+    rate_share: float = 1.0  # of the usual rates: less while its domain or IP is throttled
     delivery: smtp.Delivery | None = None
 
     @property
@@ -447,7 +458,7 @@ def _check(world: World, send: Send) -> str | BaseException:
     for sender in guarded:  # services/guards.py
         if sender.guard == Guard.PAUSED:
             return DeferJob(SENDER_HELD_RETRY_SECONDS, sender.guard_reason or "sends paused")
-    send.rate_share = THROTTLED_SHARE if guarded else 1.0
+    send.rate_share = send_limits.THROTTLED_SHARE if guarded else 1.0
     return "send"
 
 
@@ -470,37 +481,33 @@ def _route(settings: Settings, world: World, sends: list[Send]) -> list[Send]:
             send.result = route
         else:
             send.server, send.ip_key = route
+            send.domain_id = world.accounts[send.account_id].domain_id
+            send.recipient_domain = world.leads[send.lead_id].email.rpartition("@")[2].lower()
     return [send for send in sends if send.result is None]
 
 
 async def _take_rate_slots(redis: Redis, settings: Settings, sends: list[Send]) -> list[Send]:
-    """One slot of the account's and of its sending IP's per-minute rate for each send, in one
-    Redis call; a send that gets none is deferred until its window has room."""
+    """One slot in each of a send's nested rate windows (services/send_limits.py) for each send,
+    in one Redis call; a send that gets none is deferred until its windows have room."""
     if not sends:
         return []
+    providers = await send_limits.providers(settings, redis, {s.recipient_domain for s in sends})
     waits = await ratelimit.acquire_many(
         redis,
         [
-            [
-                (
-                    f"rate:account:{send.account_id}",
-                    _share(settings.account_sends_per_minute, send.rate_share),
-                ),
-                (f"rate:ip:{send.ip_key}", _share(settings.ip_sends_per_minute, send.rate_share)),
-            ]
+            send_limits.windows(
+                settings, tenant=send.tenant_id, domain=send.domain_id, ip_key=send.ip_key,
+                account=send.account_id, provider=providers.get(send.recipient_domain, "other"),
+                share=send.rate_share,
+            )
             for send in sends
         ],
-        60,
-    )
+        send_limits.WINDOW_SECONDS,
+    )  # fmt: skip
     for send, wait in zip(sends, waits, strict=True):
         if wait:
             send.result = DeferJob(wait, "send rate full")
     return [send for send, wait in zip(sends, waits, strict=True) if not wait]
-
-
-def _share(limit: int, share: float) -> int:
-    """A share of a rate limit, at least one a window."""
-    return max(1, int(limit * share)) if share < 1 else limit
 
 
 def _built(settings: Settings, world: World, send: Send) -> bool:

@@ -29,7 +29,7 @@ from models.content import EmailMessage
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
-from tests.factories import Sent
+from tests.factories import UNLIMITED_RATES, Sent
 from tests.graphql_api.conftest import Account, Api, sign_up
 from tests.graphql_api.flows import (
     ADD_DOMAIN,
@@ -54,7 +54,7 @@ TARGET = "https://shop.example.com/pricing"  # the step's one link
 # Four accounts, so round robin sends all four leads at once (one account spaces its sends a
 # minute apart); and per-minute rates that never hold a send back.
 ACCOUNTS = 4
-FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
+FAST = UNLIMITED_RATES
 
 COUNTS = ("sent", "delivered", "opened", "clicked", "replied", "bounced", "complained",
           "unsubscribed")  # fmt: skip

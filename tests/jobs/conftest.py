@@ -35,7 +35,7 @@ def _env(settings: Settings, **overrides) -> dict[str, str]:
     env = {**os.environ}
     for key, value in {**QUEUE_SETTINGS, **overrides}.items():
         env[f"PENGUINMAILS_{key.upper()}"] = (
-            json.dumps(value) if isinstance(value, list) else str(value)
+            json.dumps(value) if isinstance(value, list | dict) else str(value)
         )
     return env
 

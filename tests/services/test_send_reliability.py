@@ -18,7 +18,7 @@ from models.queue import JobLog, JobStatus
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import smtp
-from tests.factories import sending_campaign
+from tests.factories import UNLIMITED_RATES, sending_campaign
 from tests.jobs.conftest import QUEUE_SETTINGS
 from tests.jobs.helpers import (
     LEASE_EXPIRED,
@@ -29,7 +29,7 @@ from tests.jobs.helpers import (
 )
 from tests.smtp import running_sink
 
-FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
+FAST = UNLIMITED_RATES
 
 
 # --- the outcome rule ------------------------------------------------------------------------

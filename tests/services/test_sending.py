@@ -22,7 +22,7 @@ from models.infrastructure import Domain, EmailAccount
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import planning, sandbox, sending, tracking
-from tests.factories import sending_campaign
+from tests.factories import UNLIMITED_RATES, sending_campaign
 from tests.jobs.conftest import QUEUE_SETTINGS
 from tests.jobs.helpers import (
     all_sent,
@@ -36,7 +36,7 @@ from tests.smtp import running_sink
 from tests.template_bombs import BOMBS, SLOW
 
 LEADS, STEPS = 200, 3  # the issue's campaign: 3 steps x 200 leads across 3 accounts
-FAST = {"account_sends_per_minute": 100_000, "ip_sends_per_minute": 100_000}
+FAST = UNLIMITED_RATES
 
 
 @pytest.fixture
@@ -515,6 +515,63 @@ async def test_a_throttled_sender_sends_at_half_its_rates(
 
     assert results.count("sent") == 2 and len(handler.messages) == 2
     assert all(isinstance(r, DeferJob) and "rate full" in str(r) for r in results if r != "sent")
+
+
+@pytest.mark.parametrize("level", ["tenant", "domain", "ip", "account"])
+async def test_each_level_of_the_nested_limits_holds_across_a_batch(
+    db: Database, settings: Settings, sink, level: str
+) -> None:
+    """Five leads, two accounts of one domain on the relay, 3 sends a minute at one level and
+    every other level high: 3 go out (for the account level, 3 per account: all 5)."""
+    handler, port = sink
+    tenant, campaign_id, _ = await sending_campaign(
+        db, settings, lead_count=5, steps=1, accounts_n=2
+    )
+    jobs = [(tenant, p, True) for p in await _send_payloads(db, tenant, campaign_id)]
+    limits = {**FAST, f"{level}_sends_per_minute": 3}
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        results = await sending.send_batch(
+            db, settings.model_copy(update={"smtp_relay_port": port, **limits}), redis, jobs
+        )
+    finally:
+        await redis.aclose()
+
+    expected = 5 if level == "account" else 3
+    assert results.count("sent") == len(handler.messages) == expected
+
+
+async def test_the_provider_limit_holds_per_recipient_provider_within_one_batch(
+    db: Database, resolving: Settings, dns_server, sink
+) -> None:
+    """Four leads at a domain whose mail Google receives, three at one with no MX (other): with
+    2 sends a minute to gmail from the relay, one batch sends 2 + 3 and defers the other two
+    gmail sends; every other level's limit is high."""
+    from jobs.registry import DeferJob
+
+    handler, port = sink
+    tenant, campaign_id, _ = await sending_campaign(
+        db, resolving, lead_count=7, steps=1, accounts_n=1
+    )
+    gmail, other = f"g-{tenant.hex[:8]}.example", f"o-{tenant.hex[:8]}.example"
+    dns_server.zone.add(gmail, "MX", (5, "gmail-smtp-in.l.google.com"))
+    async with db.tenant_session(tenant) as s:
+        for n, lead in enumerate(await s.scalars(select(Lead).order_by(Lead.email))):
+            lead.email = f"lead{n}@{gmail if n < 4 else other}"
+    jobs = [(tenant, p, True) for p in await _send_payloads(db, tenant, campaign_id)]
+    limits = {**FAST, "provider_sends_per_minute": {"gmail": 2, "other": 100_000}}
+    redis = Redis.from_url(resolving.redis_url)
+    try:
+        results = await sending.send_batch(
+            db, resolving.model_copy(update={"smtp_relay_port": port, **limits}), redis, jobs
+        )
+    finally:
+        await redis.aclose()
+
+    received = sorted(rcpts[0].partition("@")[2] for _, rcpts, _ in handler.messages)
+    assert received == [gmail] * 2 + [other] * 3
+    deferred = [r for r in results if r != "sent"]
+    assert len(deferred) == 2 and all(isinstance(r, DeferJob) for r in deferred)
 
 
 async def test_a_policy_refusal_at_rcpt_is_a_bounce_that_does_not_suppress_the_address(

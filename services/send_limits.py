@@ -1,0 +1,77 @@
+"""The send rate limits, nested: tenant → sending domain → sending IP (or the relay) → email
+account → recipient provider. Each is a sliding window of sends per minute in Redis
+(services/ratelimit.py); a send takes a slot in all of its windows or in none, and a batch's
+sends take theirs in one Redis call. The recipient-provider window is per sending IP and
+provider (gmail, outlook, yahoo, other: services/recipients.py), as the providers count mail
+per connecting IP.
+
+A throttled domain or IP (services/guards.py) sends at THROTTLED_SHARE of every limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable
+
+from redis.asyncio import Redis
+
+from penguinmails.settings import Settings
+from services import recipients
+
+log = logging.getLogger("penguinmails.send_limits")
+
+WINDOW_SECONDS = 60
+THROTTLED_SHARE = 0.5
+# A batch waits this long for the providers of recipient domains it has not seen before; the
+# lookups go on after it, and are kept for the next batches (those sends count as "other").
+PROVIDER_WAIT_SECONDS = 0.5
+_lookups: set[asyncio.Task] = set()  # lookups still running after their batch moved on
+
+
+def windows(
+    settings: Settings,
+    *,
+    tenant: uuid.UUID,
+    domain: uuid.UUID,
+    ip_key: str,
+    account: uuid.UUID,
+    provider: str,
+    share: float = 1.0,
+) -> list[tuple[str, int]]:
+    """The (key, sends per minute) windows one send takes a slot in."""
+    provider_limit = settings.provider_sends_per_minute.get(
+        provider, settings.provider_sends_per_minute.get("other", settings.ip_sends_per_minute)
+    )
+    levels = [
+        (f"rate:tenant:{tenant}", settings.tenant_sends_per_minute),
+        (f"rate:domain:{domain}", settings.domain_sends_per_minute),
+        (f"rate:ip:{ip_key}", settings.ip_sends_per_minute),
+        (f"rate:account:{account}", settings.account_sends_per_minute),
+        (f"rate:provider:{ip_key}:{provider}", provider_limit),
+    ]
+    return [(key, _share(limit, share)) for key, limit in levels]
+
+
+def _share(limit: int, share: float) -> int:
+    """A share of a limit, at least one send a window."""
+    return max(1, int(limit * share)) if share < 1 else limit
+
+
+async def providers(settings: Settings, redis: Redis, domains: Iterable[str]) -> dict[str, str]:
+    """The provider of each recipient domain: from Redis when known (one round trip); a domain
+    not looked up yet is waited for up to PROVIDER_WAIT_SECONDS, then counted as "other" while
+    its lookup finishes in the background."""
+    lookup = asyncio.ensure_future(recipients.providers(settings, redis, domains))
+    try:
+        return await asyncio.wait_for(asyncio.shield(lookup), PROVIDER_WAIT_SECONDS)
+    except TimeoutError:
+        _lookups.add(lookup)
+        lookup.add_done_callback(_finished)
+        return {}
+
+
+def _finished(lookup: asyncio.Task) -> None:
+    _lookups.discard(lookup)
+    if not lookup.cancelled() and lookup.exception() is not None:
+        log.warning("recipient providers could not be looked up", exc_info=lookup.exception())
