@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import secrets
@@ -89,7 +90,13 @@ from services.secrets import encrypt as encrypt_secret
 PROCESSES = 2
 ACCOUNTS = 4
 TIMEOUT_SECONDS = 600
-HIGH_RATE = "10000000"
+HIGH_RATE = 10_000_000
+# Every level of the nested send limits (services/send_limits.py) on, with its cap set high.
+HIGH_RATES = {
+    "tenant_sends_per_minute": HIGH_RATE, "domain_sends_per_minute": HIGH_RATE,
+    "ip_sends_per_minute": HIGH_RATE, "account_sends_per_minute": HIGH_RATE,
+    "provider_sends_per_minute": {p: HIGH_RATE for p in ("gmail", "outlook", "yahoo", "other")},
+}  # fmt: skip
 # Made in main(), not on import: the (c) processes are spawned, so each imports this module.
 LOGS: Path
 
@@ -293,8 +300,7 @@ async def platform_run(settings: Settings, counter: SinkCounter, port: int, args
     try:
         scratch = settings.model_copy(update={
             "database_url": with_database(server_url, name), "redis_namespace": namespace,
-            "smtp_relay_host": "127.0.0.1", "smtp_relay_port": port,
-            "account_sends_per_minute": int(HIGH_RATE), "ip_sends_per_minute": int(HIGH_RATE),
+            "smtp_relay_host": "127.0.0.1", "smtp_relay_port": port, **HIGH_RATES,
         })  # fmt: skip
         await asyncio.to_thread(migrations.upgrade, scratch)
         db = Database(scratch)
@@ -305,7 +311,8 @@ async def platform_run(settings: Settings, counter: SinkCounter, port: int, args
 
         env = platform_env(
             scratch.database_url, settings.redis_url, namespace, smtp_relay_host="127.0.0.1",
-            smtp_relay_port=port, account_sends_per_minute=HIGH_RATE, ip_sends_per_minute=HIGH_RATE,
+            smtp_relay_port=port,
+            **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in HIGH_RATES.items()},
         )  # fmt: skip
         wargs = [sys.executable, "-m", "penguinmails", "worker", "--processes", str(PROCESSES)]
         if args.threads:
