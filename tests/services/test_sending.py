@@ -504,14 +504,7 @@ async def test_a_throttled_sender_sends_at_half_its_rates(
     )
     await _hold(db, tenant, domain_id, how)
     jobs = [(tenant, p, True) for p in await _send_payloads(db, tenant, campaign_id)]
-    limited = settings.model_copy(update={"account_sends_per_minute": 4})
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        results = await sending.send_batch(
-            db, limited.model_copy(update={"smtp_relay_port": port}), redis, jobs
-        )
-    finally:
-        await redis.aclose()
+    results = await _send_batch(db, settings, port, jobs, {**FAST, "account_sends_per_minute": 4})
 
     assert results.count("sent") == 2 and len(handler.messages) == 2
     assert all(isinstance(r, DeferJob) and "rate full" in str(r) for r in results if r != "sent")
@@ -528,14 +521,7 @@ async def test_each_level_of_the_nested_limits_holds_across_a_batch(
         db, settings, lead_count=5, steps=1, accounts_n=2
     )
     jobs = [(tenant, p, True) for p in await _send_payloads(db, tenant, campaign_id)]
-    limits = {**FAST, f"{level}_sends_per_minute": 3}
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        results = await sending.send_batch(
-            db, settings.model_copy(update={"smtp_relay_port": port, **limits}), redis, jobs
-        )
-    finally:
-        await redis.aclose()
+    results = await _send_batch(db, settings, port, jobs, {**FAST, f"{level}_sends_per_minute": 3})
 
     expected = 5 if level == "account" else 3
     assert results.count("sent") == len(handler.messages) == expected
@@ -560,13 +546,7 @@ async def test_the_provider_limit_holds_per_recipient_provider_within_one_batch(
             lead.email = f"lead{n}@{gmail if n < 4 else other}"
     jobs = [(tenant, p, True) for p in await _send_payloads(db, tenant, campaign_id)]
     limits = {**FAST, "provider_sends_per_minute": {"gmail": 2, "other": 100_000}}
-    redis = Redis.from_url(resolving.redis_url)
-    try:
-        results = await sending.send_batch(
-            db, resolving.model_copy(update={"smtp_relay_port": port, **limits}), redis, jobs
-        )
-    finally:
-        await redis.aclose()
+    results = await _send_batch(db, resolving, port, jobs, limits)
 
     received = sorted(rcpts[0].partition("@")[2] for _, rcpts, _ in handler.messages)
     assert received == [gmail] * 2 + [other] * 3
@@ -603,12 +583,15 @@ async def test_a_policy_refusal_at_rcpt_is_a_bounce_that_does_not_suppress_the_a
     assert len(handler.messages) == 1
 
 
-async def _send_batch(db: Database, settings: Settings, port: int, jobs: list) -> list:
-    """`jobs` sent as one batch to the sink on `port`, rates out of the way."""
+async def _send_batch(
+    db: Database, settings: Settings, port: int, jobs: list, limits: dict = FAST
+) -> list:
+    """`jobs` sent as one batch to the sink on `port`, with these send limits (by default out of
+    the way)."""
     redis = Redis.from_url(settings.redis_url)
     try:
         return await sending.send_batch(
-            db, settings.model_copy(update={"smtp_relay_port": port, **FAST}), redis, jobs
+            db, settings.model_copy(update={"smtp_relay_port": port, **limits}), redis, jobs
         )
     finally:
         await redis.aclose()
