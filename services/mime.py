@@ -52,8 +52,10 @@ class OutgoingMessage:
     # The VERP address is the envelope MAIL FROM, not a header: the receiving MTA writes
     # Return-Path from the envelope (RFC 5321 §4.4), and a sender's own copy would be replaced.
     return_path: str
-    list_unsubscribe_url: str  # https, one-click (RFC 8058)
-    list_unsubscribe_mailto: str  # "mailto:unsubscribe+<token>@domain"
+    # https, one-click (RFC 8058), and "mailto:unsubscribe+<token>@domain"; None for mail from
+    # one person to another (warm-up), which has no list to leave.
+    list_unsubscribe_url: str | None
+    list_unsubscribe_mailto: str | None
     in_reply_to: str | None = None
     references: Sequence[str] = ()
     open_url: str | None = None  # the open pixel, appended to the HTML
@@ -62,6 +64,8 @@ class OutgoingMessage:
     # Feedback-ID (Gmail's feedback loop): "<campaign>:<tenant>:<kind>:<sender>", so complaint
     # rates come back per campaign, tenant, kind of mail and sending account.
     feedback_id: str | None = None
+    # Further header fields, as (name, ASCII value): the warm-up tag.
+    headers: Sequence[tuple[str, str]] = ()
 
 
 def build(message: OutgoingMessage) -> bytes:
@@ -76,6 +80,7 @@ def build(message: OutgoingMessage) -> bytes:
             raise ValueError(f"{name} must be in angle brackets: {value!r}")
     fields = [m.from_address, m.from_name, m.to_address, m.subject, m.message_id, m.in_reply_to]
     fields += [m.list_unsubscribe_url, m.list_unsubscribe_mailto, m.feedback_id, *m.references]
+    fields += [part for header in m.headers for part in header]
     if any(v and ("\r" in v or "\n" in v) for v in fields):
         raise ValueError("a line break in a header value")  # header injection
 
@@ -90,12 +95,16 @@ def build(message: OutgoingMessage) -> bytes:
         headers.append(_header("In-Reply-To", m.in_reply_to))
     if m.references:
         headers.append(_header("References", " ".join(m.references)))
-    headers += [
-        _header("List-Unsubscribe", f"<{m.list_unsubscribe_url}>, <{m.list_unsubscribe_mailto}>"),
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-    ]
+    if m.list_unsubscribe_url and m.list_unsubscribe_mailto:
+        headers += [
+            _header(
+                "List-Unsubscribe", f"<{m.list_unsubscribe_url}>, <{m.list_unsubscribe_mailto}>"
+            ),
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        ]
     if m.feedback_id:
         headers.append(_header("Feedback-ID", m.feedback_id))
+    headers += [_header(name, value) for name, value in m.headers]
     headers.append("MIME-Version: 1.0")
 
     parts = []

@@ -183,6 +183,24 @@ def test_the_list_unsubscribe_headers_are_exact():
     assert _raw_header(raw, "List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
 
 
+def test_mail_of_no_list_has_no_unsubscribe_headers_and_carries_its_own():
+    raw = build(
+        _message(
+            list_unsubscribe_url=None, list_unsubscribe_mailto=None,
+            headers=[("X-PenguinMails-Warmup", "0f" * 16)],
+        )
+    )  # fmt: skip
+    parsed = _parse(raw)
+
+    assert parsed["List-Unsubscribe"] is None and parsed["List-Unsubscribe-Post"] is None
+    assert _raw_header(raw, "X-PenguinMails-Warmup") == "0f" * 16
+
+
+def test_a_line_break_in_a_further_header_is_refused():
+    with pytest.raises(ValueError):
+        build(_message(headers=[("X-Tag", "a\r\nBcc: victim@example.com")]))
+
+
 def test_the_identifying_headers_are_written():
     raw = build(_message())
     parsed = _parse(raw)
