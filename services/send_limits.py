@@ -16,8 +16,9 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
+from models.infrastructure import SmtpIpAddress
 from penguinmails.settings import Settings
-from services import recipients
+from services import recipients, smtp
 
 log = logging.getLogger("penguinmails.send_limits")
 
@@ -51,6 +52,11 @@ def windows(
         (f"rate:provider:{ip_key}:{provider}", provider_limit),
     ]
     return [(key, _share(limit, share)) for key, limit in levels]
+
+
+def ip_key(server: smtp.Server, ip: SmtpIpAddress | None) -> str:
+    """Whose IP windows a send takes: its sending IP's, or (without one) its relay's."""
+    return str(ip.address) if ip else f"relay:{server.host}:{server.port}"
 
 
 def _share(limit: int, share: float) -> int:

@@ -314,6 +314,20 @@ class Lane:
         )  # fmt: skip
 
 
+async def cut_short(deliveries: list[Delivery], grace: float) -> None:
+    """Cuts the deliveries short (see Delivery.cut) and waits until each one is done, however
+    often the wait itself is cancelled: a claimed message must be released or have its result
+    recorded by its live process, never be left SENDING."""
+    for delivery in deliveries:
+        delivery.cut(grace)
+    waiting = asyncio.ensure_future(asyncio.gather(*(d.done.wait() for d in deliveries)))
+    while not waiting.done():
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            continue
+
+
 RECORD_RETRIES = (0.2, 1.0, 3.0)  # seconds before each new try to commit a known result
 
 
