@@ -15,6 +15,7 @@ from services import (
     replies,
     sending,
     statistics,
+    warmup,
 )
 
 
@@ -69,3 +70,17 @@ async def evaluate_guards(job: JobContext) -> None:
     """The tenant's reputation scores and sending guards; changes published once committed."""
     events = await guards.evaluate(job.db, job.settings, job.tenant_id)
     await deliverability_events.publish(job.redis, events)
+
+
+@handler(warmup.TICK_KIND)
+async def warmup_tick(job: JobContext) -> None:
+    """Moves the tenant's warm-up ramps on to today and plans today's warm-up mail."""
+    await warmup.tick(job.db, job.settings, job.tenant_id)
+
+
+@handler(warmup.SEND_KIND)
+async def warmup_send(job: JobContext) -> None:
+    """Sends one warm-up message or reply (never twice: its row is claimed first)."""
+    await warmup.send(
+        job.db, job.settings, job.redis, job.tenant_id, uuid.UUID(job.payload["message_id"])
+    )

@@ -127,6 +127,15 @@ async def evaluate_guards(settings: Settings) -> int:
     return await _in_system_session(settings, lambda s: guards.queue_evaluations(s, settings))
 
 
+@periodic(seconds=lambda settings: settings.warmup_tick_seconds)
+async def tick_warmups(settings: Settings) -> int:
+    """Every tenant with warm-up on gets a tick job per interval; each account ticks once a
+    day."""
+    from services import warmup
+
+    return await _in_system_session(settings, lambda s: warmup.queue_ticks(s, settings))
+
+
 @periodic(seconds=lambda settings: settings.pipeline_interval_seconds)
 async def run_pipelines(settings: Settings) -> dict[str, str]:
     """Every analytics pipeline, one after another, each under its own lock: one that another

@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     LargeBinary,
@@ -212,12 +213,18 @@ class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
 
 
 class WarmupState(TenantOwned, Timestamps, Base):
-    """Warm-up ramp of one email account: the day of the ramp and today's send target."""
+    """Warm-up ramp of one email account (services/warmup.py): its shape (start, daily_increase,
+    max, reply_rate), the day of the ramp and today's target, and how many more days a ramp
+    stepped back by a bounce or complaint holds before it grows again."""
 
     __tablename__ = "warmup_states"
     __table_args__ = (
         CheckConstraint("day >= 0 AND today_target >= 0", name="counters_not_negative"),
-        CheckConstraint("reputation BETWEEN 0 AND 100", name="reputation_range"),
+        CheckConstraint("start >= 1", name="start_positive"),
+        CheckConstraint("daily_increase >= 0", name="increase_not_negative"),
+        CheckConstraint("max >= start", name="max_not_below_start"),
+        CheckConstraint("reply_rate BETWEEN 0 AND 1", name="reply_rate_range"),
+        CheckConstraint("hold_days >= 0", name="hold_not_negative"),
         Index("ix_warmup_states_tenant_id_enabled", "tenant_id", "enabled"),
         {"schema": "app"},
     )
@@ -229,6 +236,67 @@ class WarmupState(TenantOwned, Timestamps, Base):
     enabled: Mapped[bool] = mapped_column(default=False, server_default="false")
     day: Mapped[int] = mapped_column(default=0, server_default="0")
     today_target: Mapped[int] = mapped_column(default=0, server_default="0")
-    reputation: Mapped[int] = mapped_column(default=50, server_default="50")
     started_on: Mapped[date | None] = mapped_column(Date)
     last_tick_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    start: Mapped[int] = mapped_column(default=10, server_default="10")
+    daily_increase: Mapped[int] = mapped_column(default=2, server_default="2")
+    max: Mapped[int] = mapped_column(default=40, server_default="40")
+    reply_rate: Mapped[float] = mapped_column(Double, default=0.3, server_default="0.3")
+    hold_days: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class WarmupMessageStatus(enum.StrEnum):
+    PLANNED = "PLANNED"  # its warmup_send job is queued
+    SENDING = "SENDING"  # committed just before the SMTP transaction: never sent twice
+    SENT = "SENT"
+    BOUNCED = "BOUNCED"  # refused for good during the transaction
+    CANCELLED = "CANCELLED"  # its sender could not send it when its time came
+
+
+class WarmupMessage(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
+    """One warm-up message between two accounts of a tenant, or a reply to one (reply_to_id).
+    The receiving mailbox recognises it by its token (the X-PenguinMails-Warmup header)."""
+
+    __tablename__ = "warmup_messages"
+    __table_args__ = (
+        CheckConstraint("from_account_id <> to_account_id", name="not_to_itself"),
+        Index("ix_warmup_messages_tenant_id_day", "tenant_id", "day"),
+        Index(
+            "ix_warmup_messages_tenant_id_from_account_id_sent_at",
+            "tenant_id",
+            "from_account_id",
+            "sent_at",
+        ),
+        Index(
+            "ix_warmup_messages_tenant_id_to_account_id_received_at",
+            "tenant_id",
+            "to_account_id",
+            "received_at",
+        ),
+        {"schema": "app"},
+    )
+
+    from_account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.email_accounts.id", ondelete="CASCADE")
+    )
+    to_account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.email_accounts.id", ondelete="CASCADE")
+    )
+    # A reply names the message it answers; a message has one reply at most.
+    reply_to_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.warmup_messages.id", ondelete="CASCADE"), unique=True
+    )
+    day: Mapped[date] = mapped_column(Date)  # the sender's local day it was planned for
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    message_id_header: Mapped[str] = mapped_column(String(255), unique=True)
+    subject: Mapped[str] = mapped_column(Text)
+    status: Mapped[WarmupMessageStatus] = mapped_column(
+        enum_column(WarmupMessageStatus, "warmup_message_status"),
+        default=WarmupMessageStatus.PLANNED, server_default=WarmupMessageStatus.PLANNED.value,
+    )  # fmt: skip
+    send_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When its SMTP transaction ended (sent or refused), and the server's reply.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    smtp_response: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # reply planned

@@ -166,6 +166,19 @@ class Settings(BaseSettings):
     # written; the message row and its events stay (services/retention.py, hourly).
     content_retention_days: int = 90
 
+    # Warm-up (services/warmup.py). Each tenant with warm-up on gets a tick this often; a tick
+    # acts once per account per local day (the tenant's time zone), so a later one that day is
+    # a no-op. Warm-up mail is spread over [start hour, end hour) local time; a reply to one
+    # waits up to warmup_reply_delay_seconds after its message was found (as a person's would).
+    # A hard bounce or complaint halves the account's target, then the ramp holds that many
+    # days before it grows again. Warm-up messages are kept this many days, then deleted.
+    warmup_tick_seconds: float = Field(default=900.0, gt=0)
+    warmup_start_hour: int = Field(default=8, ge=0, le=23)
+    warmup_end_hour: int = Field(default=18, ge=1, le=24)
+    warmup_reply_delay_seconds: float = Field(default=3600.0, ge=0)
+    warmup_hold_days: int = Field(default=2, ge=0)
+    warmup_retention_days: int = Field(default=30, ge=1)
+
     # The DNS records a tenant publishes for a sending domain: SPF includes the platform's
     # senders; the return-path (bounces) and tracking hosts are CNAMEs under the tenant's domain
     # pointing at the platform's own hosts.
@@ -224,6 +237,12 @@ class Settings(BaseSettings):
     def _no_dev_secret_in_production(self) -> Settings:
         if self.environment == "production" and self.secret_key.get_secret_value() == DEV_SECRET:
             raise ValueError("set PENGUINMAILS_SECRET_KEY: the development default is public")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_hours_in_order(self) -> Settings:
+        if self.warmup_start_hour >= self.warmup_end_hour:
+            raise ValueError("PENGUINMAILS_WARMUP_START_HOUR must be before _END_HOUR")
         return self
 
     def require_database_url(self) -> str:

@@ -1,16 +1,15 @@
-"""Email accounts (the addresses a tenant sends from) and switching their warm-up on and off."""
+"""Email accounts: the addresses a tenant sends from (their warm-up: services/warmup.py)."""
 
 from __future__ import annotations
 
 import unicodedata
 import uuid
-from datetime import UTC, datetime
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.infrastructure import AccountStatus, Domain, EmailAccount, WarmupState
+from models.infrastructure import Domain, EmailAccount, WarmupState
 from penguinmails.settings import Settings
 from services import plans, secrets
 from services.errors import DomainError
@@ -59,45 +58,6 @@ async def create_email_account(
     session.add(account)
     await session.flush()
     session.add(WarmupState(tenant_id=tenant_id, account_id=account.id, enabled=False))
-    await session.flush()
-    return account
-
-
-async def set_warmup(
-    session: AsyncSession, tenant_id: uuid.UUID, account_id: uuid.UUID, enabled: bool
-) -> EmailAccount:
-    """Start or stop the account's warm-up ramp.
-
-    Starting (again) begins the ramp at day 1 today: volume sent before a pause says little
-    about the reputation now. The warm-up tick sets each day's target. A paused or disabled
-    account keeps its status: whatever reactivates it should resume WARMING_UP while warm-up
-    is on.
-    """
-    account = await session.scalar(
-        select(EmailAccount).where(
-            EmailAccount.id == account_id, EmailAccount.tenant_id == tenant_id
-        )
-    )
-    if account is None:
-        raise DomainError("NOT_FOUND", "No such email account.", "accountId")
-    warmup = await session.get(WarmupState, account.id)
-    if warmup is None:  # an account inserted without one, not through create_email_account
-        warmup = WarmupState(tenant_id=tenant_id, account_id=account.id)
-        session.add(warmup)
-
-    if enabled and not warmup.enabled:
-        warmup.enabled = True
-        warmup.day = 1
-        warmup.today_target = 0
-        warmup.started_on = datetime.now(UTC).date()
-        warmup.last_tick_at = None
-    elif not enabled:
-        warmup.enabled = False
-
-    if enabled and account.status == AccountStatus.ACTIVE:
-        account.status = AccountStatus.WARMING_UP
-    elif not enabled and account.status == AccountStatus.WARMING_UP:
-        account.status = AccountStatus.ACTIVE
     await session.flush()
     return account
 

@@ -5,6 +5,10 @@ campaign's usable accounts, each account sending at most its daily limit per loc
 `send_spacing_seconds` between its sends, always inside the window. Step N+1 is planned by the
 send of step N (`plan_follow_ups`), `delay_days` later, from the same account (so it threads),
 and never for a lead who replied, bounced, complained or unsubscribed.
+
+A WARMING_UP account's daily limit is its warm-up ramp's target today (services/warmup.py),
+never above its own. The days planned ahead get today's target too: below the ramp's, which
+only grows unless a bounce or complaint steps it back.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.queue import enqueue, enqueue_many
@@ -27,7 +31,7 @@ from models.campaigns import (
     Lead,
     LeadStatus,
 )
-from models.infrastructure import AccountStatus, EmailAccount
+from models.infrastructure import AccountStatus, EmailAccount, WarmupState
 from services import statistics, usage
 from services.errors import DomainError
 
@@ -120,9 +124,10 @@ async def plan_campaign(
     if len(leads) > used.emails_left:
         leads = leads[: used.emails_left]
         campaign.status_reason = f"{used.emails_left} sends left this period on the plan; the rest wait for the next period"
+    limits = await _daily_limits(session, senders)
     per_account = campaign.daily_limit or None
     streams = [
-        slots(campaign, now, min(a.daily_limit, per_account) if per_account else a.daily_limit)
+        slots(campaign, now, min(limits[a.id], per_account) if per_account else limits[a.id])
         for a in senders
     ]
     payloads, times = [], []
@@ -156,6 +161,21 @@ async def plan_campaign(
             session, campaign.tenant_id, "content.email_messages", after_seconds=5
         )
     return planned
+
+
+async def _daily_limits(session: AsyncSession, senders: list[EmailAccount]) -> dict[uuid.UUID, int]:
+    """Each account's daily limit: its own, or for a WARMING_UP account with warm-up on, its
+    ramp's target today when that is lower (its start before the first tick). Warm-up mail does
+    not count against it (services/warmup.py says why)."""
+    warming = [a.id for a in senders if a.status == AccountStatus.WARMING_UP]
+    target = func.coalesce(func.nullif(WarmupState.today_target, 0), WarmupState.start)
+    rows = await session.execute(
+        select(WarmupState.account_id, target).where(
+            WarmupState.account_id.in_(warming), WarmupState.enabled
+        )
+    )
+    targets = dict(rows.all())
+    return {a.id: min(a.daily_limit, targets.get(a.id, a.daily_limit)) for a in senders}
 
 
 def send_key(campaign_id: str, lead_id: str, step: int) -> str:

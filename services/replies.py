@@ -7,8 +7,8 @@ How the inbox is read:
 - Log-in: the account's SMTP credentials (username, else the address; the stored password).
   Port 993 (the default) is IMAPS; any other port is plain IMAP upgraded with STARTTLS, and a
   server that does not offer it is refused unless IMAP_ALLOW_PLAINTEXT is set (a local server).
-  Certificates are verified. The mailbox is opened read-only and only BODY.PEEK is fetched, so
-  nothing is marked seen or changed in the user's mail.
+  Certificates are verified. For replies the inbox is opened read-only and only BODY.PEEK is
+  fetched, so nothing is marked seen or changed in the user's mail.
 - imaplib blocks, so each call runs on a thread of IMAP_THREADS, a pool of the replies' own:
   a server slow to answer (up to IMAP_TIMEOUT_SECONDS a call) holds one of its threads, never
   the event loop's default pool or another poll. A poll cut short (time limit, shutdown) keeps
@@ -25,6 +25,16 @@ read twice) changes nothing. Automatic answers (RFC 3834 Auto-Submitted other th
 X-Autoreply / X-Autorespond, Precedence auto_reply/bulk/junk/list, delivery reports, and
 "Automatic reply:" / "Out of office" subjects) are not replies: a vacation notice says nothing
 about interest, and the sequence goes on. Mail from the account itself is not a reply either.
+Nor is warm-up mail (tagged X-PenguinMails-Warmup), whatever it names.
+
+Warm-up mail (services/warmup.py): when warm-up mail sent to the account lately has not been
+found yet, the same connection then looks for it by its tag, read-write, in the Junk folder
+(the mailbox with SPECIAL-USE \\Junk, else one named Junk, Spam or Junk E-mail) and in INBOX
+(there only what is not yet flagged). What is the tenant's is marked \\Seen and \\Flagged
+(important) and moved out of Junk to INBOX (UID MOVE, or COPY, \\Deleted and EXPUNGE where the
+server has no MOVE); services/warmup.py records it and plans the replies. It is recorded before
+the mailbox is changed, so a poll that fails half-way does the rest next time, and nothing
+twice.
 """
 
 from __future__ import annotations
@@ -56,7 +66,7 @@ from models.content import EmailEvent, EmailMessage, EventKind, InboundKind, Inb
 from models.infrastructure import AccountStatus, EmailAccount
 from models.sessions import Database
 from penguinmails.settings import Settings
-from services import accounts, stopping, tracking
+from services import accounts, stopping, tracking, warmup
 
 log = logging.getLogger("penguinmails.replies")
 
@@ -70,7 +80,7 @@ MAX_STORED_BYTES = 1024 * 1024  # of a reply kept in inbound_messages: its text,
 MAX_REFERENCES = 10  # the most recent ids of References tried; ours is among the last
 HEADER_FIELDS = (
     "MESSAGE-ID", "IN-REPLY-TO", "REFERENCES", "FROM", "SUBJECT", "CONTENT-TYPE",
-    "AUTO-SUBMITTED", "PRECEDENCE", "X-AUTOREPLY", "X-AUTORESPOND",
+    "AUTO-SUBMITTED", "PRECEDENCE", "X-AUTOREPLY", "X-AUTORESPOND", warmup.TAG_HEADER.upper(),
 )  # fmt: skip
 # A reply moves a lead on from these; a bounced, complained or unsubscribed lead keeps its status.
 REPLIABLE = (LeadStatus.ACTIVE, LeadStatus.CONTACTED, LeadStatus.FINISHED)
@@ -79,9 +89,13 @@ AUTOMATIC_SUBJECTS = (
     "automatic reply:", "auto:", "autoreply:", "auto-reply:", "auto reply:", "out of office",
     "out-of-office",
 )  # fmt: skip
+# Where a provider puts what it takes for spam, when the server does not say (SPECIAL-USE).
+JUNK_NAMES = ("junk", "spam", "junk e-mail")
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _UID = re.compile(rb"\bUID (\d+)")
+# A LIST response: (attributes) "delimiter" name, the name quoted or an atom.
+_LISTED = re.compile(r'\((?P<attributes>[^)]*)\) (?:NIL|"(?:[^"\\]|\\.)*") (?P<name>.+)')
 
 
 class ImapError(Exception):
@@ -124,6 +138,9 @@ class PollResult:
     repeated: int = 0  # replies to a message that has its reply already
     automatic: int = 0  # auto-replies to our messages, not counted
     unmatched: int = 0  # naming none of the tenant's messages (or from the account itself)
+    warmup: int = 0  # warm-up mail, never a reply
+    warmup_found: int = 0  # warm-up mail to the account found, marked read and important
+    warmup_rescued: int = 0  # of it, moved out of Junk
     last_uid: int | None = None
     more: bool = False  # more new mail than one poll reads
     renumbered: bool = False  # UIDs were reset (UIDVALIDITY changed): read again from the start
@@ -152,6 +169,8 @@ async def poll_account(
     mailbox = Mailbox(_server(settings, account))
     try:
         result = await _read(db, redis, account, mailbox)
+        if await warmup.expecting(db, account):
+            await _receive_warmup(db, settings, account, mailbox, result)
     finally:
         await _blocking(mailbox.close)
     log.log(
@@ -210,6 +229,9 @@ async def _apply(
 ) -> None:
     result.read += 1
     fields = header.fields
+    if fields.get(warmup.TAG_HEADER) is not None:
+        result.warmup += 1
+        return
     found = next((sent[i] for i in replied_to(fields) if i in sent), None)
     sender = parseaddr(fields.get("From", ""))[1].lower()
     if found is None or sender in (account.address, found.message.from_address.lower()):
@@ -232,6 +254,22 @@ async def _apply(
     else:
         result.repeated += 1
     found.replied = True
+
+
+async def _receive_warmup(
+    db: Database, settings: Settings, account: EmailAccount, mailbox: Mailbox, result: PollResult
+) -> None:
+    """Warm-up mail in Junk, then new warm-up mail in INBOX: recorded (services/warmup.py), then
+    marked read and important, and moved out of Junk."""
+    junk = await _blocking(mailbox.junk)
+    for folder in ([junk] if junk else []) + ["INBOX"]:
+        tagged = await _blocking(mailbox.tagged, folder, folder == "INBOX")
+        ours = await warmup.received(db, settings, account, set(tagged.values()))
+        uids = [uid for uid, token in tagged.items() if token in ours]
+        if uids:
+            await _blocking(mailbox.keep, folder, uids)
+            result.warmup_found += len(uids)
+            result.warmup_rescued += len(uids) if folder != "INBOX" else 0
 
 
 async def _sent_messages(
@@ -407,6 +445,58 @@ class Mailbox:
             data = _ok(self.imap.uid("FETCH", str(uid), f"(UID BODY.PEEK[]<0.{MAX_STORED_BYTES}>)"))
         return _literals(data).get(uid, b"")
 
+    # The warm-up pass: read-write, in INBOX and Junk.
+
+    def junk(self) -> str | None:
+        """The Junk folder (see junk_folder), or None."""
+        with self._failing("LIST on"):
+            return junk_folder(_ok(self.imap.list()))
+
+    def tagged(self, folder: str, unflagged_only: bool) -> dict[int, str]:
+        """The warm-up mail in `folder` (opened read-write), by UID: its tag's token."""
+        tag = warmup.TAG_HEADER
+        with self._failing(f"SELECT {folder} on"):
+            _ok(self.imap.select(_quoted(folder)))
+        with self._failing("UID SEARCH on"):
+            criteria = ("UNFLAGGED",) if unflagged_only else ()
+            data = _ok(self.imap.uid("SEARCH", *criteria, "HEADER", tag, '""'))
+        uids = sorted(int(x) for x in (data[0] or b"").split())
+        if not uids:
+            return {}
+        with self._failing("UID FETCH on"):
+            data = _ok(
+                self.imap.uid(
+                    "FETCH", ",".join(map(str, uids)), f"(UID BODY.PEEK[HEADER.FIELDS ({tag})])"
+                )
+            )
+        found = {
+            uid: email.message_from_bytes(raw).get(tag, "") for uid, raw in _literals(data).items()
+        }
+        return {uid: " ".join(str(token).split()) for uid, token in found.items() if token}
+
+    def keep(self, folder: str, uids: list[int]) -> None:
+        """Marks the messages of the selected `folder` \\Seen and \\Flagged, and moves them to
+        INBOX unless they are there (the flags go with them)."""
+        listed = ",".join(map(str, uids))
+        with self._failing("UID STORE on"):
+            _ok(self.imap.uid("STORE", listed, "+FLAGS.SILENT", "(\\Seen \\Flagged)"))
+        if folder == "INBOX":
+            return
+        with self._failing("CAPABILITY on"):
+            capabilities = set(_ok(self.imap.capability())[0].upper().split())
+        with self._failing(f"moving messages from {folder} to INBOX on"):
+            if b"MOVE" in capabilities:
+                _ok(self.imap.uid("MOVE", listed, "INBOX"))
+                return
+            _ok(self.imap.uid("COPY", listed, "INBOX"))
+            _ok(self.imap.uid("STORE", listed, "+FLAGS.SILENT", "(\\Deleted)"))
+            # UID EXPUNGE (UIDPLUS) removes only these; plain EXPUNGE, every \\Deleted one.
+            _ok(
+                self.imap.uid("EXPUNGE", listed)
+                if b"UIDPLUS" in capabilities
+                else self.imap.expunge()
+            )
+
     def close(self) -> None:
         if self.imap is not None:
             try:
@@ -428,6 +518,37 @@ class Mailbox:
                 f"IMAP {doing} {self.server.host}:{self.server.port} failed: "
                 f"{str(reason) or type(e).__name__}"
             ) from e
+
+
+def junk_folder(listed: list) -> str | None:
+    """The Junk folder's name as the server writes it, from its LIST response: the folder with
+    SPECIAL-USE \\Junk, else one named as in JUNK_NAMES; None when there is neither."""
+    folders = [f for f in (_listed(line) for line in listed if line) if f is not None]
+    special = next((name for name, attributes in folders if "\\junk" in attributes), None)
+    named = (name for name, _ in folders if _unquoted(name).lower() in JUNK_NAMES)
+    return special or next(named, None)
+
+
+def _listed(line: bytes | tuple) -> tuple[str, str] | None:
+    """(name as the server writes it, attributes in lower case) of a LIST response line."""
+    if isinstance(line, tuple):  # a name sent as a literal
+        name = line[1].replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        line = line[0].rsplit(b"{", 1)[0] + b'"' + name + b'"'
+    match = _LISTED.match(line.decode(errors="replace"))
+    return (match["name"], match["attributes"].lower()) if match else None
+
+
+def _unquoted(name: str) -> str:
+    if name.startswith('"') and name.endswith('"'):
+        return re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name
+
+
+def _quoted(name: str) -> str:
+    """A mailbox name for a command: quoted, unless the server wrote it quoted already."""
+    if name.startswith('"'):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _number(data: list | None) -> int | None:

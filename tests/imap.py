@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 from penguinmails.embedded import dovecot_binary
 
 HOST = "127.0.0.1"
+JUNK = "Bulk Mail"
 _APPENDUID = re.compile(rb"APPENDUID \d+ (\d+)")
 
 # Dovecot 2.3. Processes run as dovecot's own users when started as root (mail as `nobody`:
@@ -47,6 +48,15 @@ default_login_user = {login_user}
 first_valid_uid = {mail_uid}
 first_valid_gid = {mail_gid}
 mail_location = maildir:~/Maildir
+# A Junk folder whose name is none of the usual ones: found only by its SPECIAL-USE.
+namespace inbox {{
+  inbox = yes
+  mailbox "{junk}" {{
+    special_use = \\Junk
+    auto = create
+  }}
+}}
+{capability}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {root}/users/%u
@@ -84,18 +94,35 @@ class Dovecot:
         users.write_text(f"{username}:{{PLAIN}}{password}::::::\n")
         users.chmod(0o644)
 
-    def append(self, username: str, password: str, raw: bytes) -> int:
-        """Puts a message into the user's INBOX with IMAP APPEND; its UID."""
+    def append(self, username: str, password: str, raw: bytes, folder: str = "INBOX") -> int:
+        """Puts a message into one of the user's folders with IMAP APPEND, as delivery would;
+        its UID."""
         imap = imaplib.IMAP4(self.host, self.port, timeout=10)
         try:
             imap.login(username, password)
-            status, data = imap.append("INBOX", None, None, raw)
+            status, data = imap.append(f'"{folder}"', None, None, raw)
             assert status == "OK", data
         finally:
             imap.logout()
         found = _APPENDUID.search(data[0])
         assert found, data
         return int(found.group(1))
+
+    def folder(self, username: str, password: str, folder: str) -> list[tuple[set[str], bytes]]:
+        """Each message in the folder: its flags and its bytes (read without changing them)."""
+        imap = imaplib.IMAP4(self.host, self.port, timeout=10)
+        try:
+            imap.login(username, password)
+            status, data = imap.select(f'"{folder}"', readonly=True)
+            assert status == "OK", data
+            status, data = imap.fetch("1:*", "(FLAGS BODY.PEEK[])") if int(data[0]) else ("OK", [])
+            assert status == "OK", data
+        finally:
+            imap.logout()
+        return [
+            ({flag.decode() for flag in imaplib.ParseFlags(prefix)}, raw)
+            for prefix, raw in (item for item in data if isinstance(item, tuple))
+        ]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -112,9 +139,10 @@ class Dovecot:
         return "\n".join(p.read_text(errors="replace") for p in logs if p.exists())
 
 
-def start_dovecot(*, tls: bool = False) -> Dovecot:
+def start_dovecot(*, tls: bool = False, capabilities: str | None = None) -> Dovecot:
     """A server on a free port; with `tls`, it offers STARTTLS with a certificate for 127.0.0.1
-    that no one trusts unless told to (`Dovecot.certificate`)."""
+    that no one trusts unless told to (`Dovecot.certificate`); with `capabilities`, it announces
+    only those once logged in (a server without MOVE, say)."""
     binary = dovecot_binary()
     root = Path(tempfile.mkdtemp(prefix="pm-dovecot-"))
     root.chmod(0o755)  # dovecot's unprivileged processes read the users file and the mail
@@ -148,6 +176,8 @@ def start_dovecot(*, tls: bool = False) -> Dovecot:
             mail_gid=mail_gid,
             chroot=chroot,
             ssl=ssl,
+            junk=JUNK,
+            capability=f"imap_capability = {capabilities}" if capabilities else "",
             **users,
         )
     )

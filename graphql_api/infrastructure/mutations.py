@@ -16,6 +16,7 @@ from graphql_api.infrastructure.types import (
     SendingIpPayload,
     VpsInstance,
     VpsPayload,
+    WarmupRampInput,
 )
 from graphql_api.input_limits import (
     DomainName,
@@ -25,7 +26,7 @@ from graphql_api.input_limits import (
     OptionalShort,
 )
 from graphql_api.permissions import IsAdmin, IsMember, allow
-from services import accounts, domains, infrastructure
+from services import accounts, domains, infrastructure, warmup
 from services.errors import DomainError
 
 
@@ -120,18 +121,27 @@ class InfrastructureMutation:
             return EmailAccountPayload(errors=user_errors(e))
         return EmailAccountPayload(email_account=EmailAccount.from_row(row))
 
-    @strawberry.mutation(extensions=allow(IsMember))
+    @strawberry.mutation(
+        extensions=allow(IsMember),
+        description="Warm-up on or off; `ramp` sets its shape (kept when left out). Switching it "
+        "on starts the ramp at day 1.",
+    )
     async def set_warmup(
-        self, info: Info, account_id: strawberry.ID, enabled: bool
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        enabled: bool,
+        ramp: WarmupRampInput | None = None,
     ) -> EmailAccountPayload:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
-                row = await accounts.set_warmup(
+                row = await warmup.set_warmup(
                     session,
                     access.tenant_id,
                     decode_id(account_id, "EmailAccount", "accountId"),
                     enabled,
+                    ramp.to_ramp() if ramp else None,
                 )
         except DomainError as e:
             return EmailAccountPayload(errors=user_errors(e))

@@ -12,6 +12,7 @@ from graphql_api.errors import UserError
 from graphql_api.ids import encode_id
 from graphql_api.node import Node
 from models import infrastructure as infra
+from services.warmup import Ramp
 
 DomainStatus = strawberry.enum(infra.DomainStatus, name="DomainStatus")
 VpsStatus = strawberry.enum(infra.VpsStatus, name="VpsStatus")
@@ -169,8 +170,44 @@ class VpsInstance(Node):
 class WarmupState:
     enabled: bool
     day: int
-    today_target: int
-    reputation: int
+    today_target: int = strawberry.field(
+        description="The most campaign mail the account sends today, and about as much "
+        "warm-up mail to the tenant's other warm-up accounts."
+    )
+    reputation: int = strawberry.field(description="The account's reputation score, 0–100.")
+    start: int
+    daily_increase: int
+    max: int
+    reply_rate: float = strawberry.field(
+        description="The share of the account's warm-up mail its partners answer."
+    )
+
+    @classmethod
+    def from_row(cls, row: infra.WarmupState | None, account: infra.EmailAccount) -> WarmupState:
+        ramp = Ramp.of(row) if row is not None else Ramp()
+        return cls(
+            enabled=row.enabled if row else False,
+            day=row.day if row else 0,
+            today_target=row.today_target if row else 0,
+            reputation=account.reputation_score,
+            start=ramp.start,
+            daily_increase=ramp.daily_increase,
+            max=ramp.max,
+            reply_rate=ramp.reply_rate,
+        )
+
+
+@strawberry.input(
+    description="A warm-up ramp: day d's target is min(max, start + (d - 1) × dailyIncrease)."
+)
+class WarmupRampInput:
+    start: int
+    daily_increase: int
+    max: int
+    reply_rate: float
+
+    def to_ramp(self) -> Ramp:
+        return Ramp(self.start, self.daily_increase, self.max, self.reply_rate)
 
 
 @strawberry.type
@@ -208,14 +245,7 @@ class EmailAccount(Node):
     @strawberry.field
     async def warmup(self, info: Info) -> WarmupState:
         state = await info.context.loaders.warmup_by_account.load(self.row.id)
-        if state is None:
-            return WarmupState(enabled=False, day=0, today_target=0, reputation=50)
-        return WarmupState(
-            enabled=state.enabled,
-            day=state.day,
-            today_target=state.today_target,
-            reputation=state.reputation,
-        )
+        return WarmupState.from_row(state, self.row)
 
 
 @strawberry.type

@@ -16,8 +16,9 @@ from models.infrastructure import AccountStatus, Domain, EmailAccount, WarmupSta
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
-from services.accounts import create_email_account, set_warmup, smtp_password
+from services.accounts import create_email_account, smtp_password
 from services.errors import DomainError
+from services.warmup import set_warmup
 from tests.factories import create_tenant
 
 

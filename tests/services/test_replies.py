@@ -33,13 +33,6 @@ from tests.jobs.helpers import quiet_queue
 PASSWORD = "correct horse battery staple"
 
 
-@pytest.fixture
-async def redis(settings: Settings):
-    client = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
-    yield client
-    await client.aclose()
-
-
 # --- arranging: a sent message, the sending account's inbox, mail in it ---------------------
 
 
@@ -322,6 +315,21 @@ async def test_an_auto_reply_does_not_count_as_a_reply(
     assert await stored(db, box) == []
     assert await lead_status(db, box) == LeadStatus.ACTIVE
     assert await job_statuses(db, jobs) == [JobStatus.QUEUED, JobStatus.QUEUED]
+    assert await last_uid(db, box) == uid
+
+
+async def test_warmup_mail_is_never_a_reply_whatever_it_names(
+    db: Database, settings: Settings, redis: Redis, dovecot: Dovecot
+) -> None:
+    box = await inbox(db, settings, dovecot)
+    ours = box.sent.message.message_id_header
+    uid = box.receive(reply(box, in_reply_to=ours, headers={"X-PenguinMails-Warmup": "f00d"}))
+
+    result = await poll(db, settings, redis, box)
+
+    assert (result.warmup, result.replies, result.unmatched) == (1, 0, 0)
+    assert await events(db, box.sent.message.id) == []
+    assert await lead_status(db, box) == LeadStatus.ACTIVE
     assert await last_uid(db, box) == uid
 
 
