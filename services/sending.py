@@ -461,12 +461,12 @@ def _route(settings: Settings, world: World, sends: list[Send]) -> list[Send]:
     routes: dict[uuid.UUID, tuple[smtp.Server, str] | Exception] = {}
     for account in {world.accounts[send.account_id] for send in sends}:
         try:
-            server = _server(settings, account)
+            server = server_for(settings, account)
         except Exception as e:
             routes[account.id] = e
             continue
         ip = world.ips.get(account.ip_id) if account.ip_id else None
-        routes[account.id] = server, str(ip.address) if ip else f"relay:{server.host}:{server.port}"
+        routes[account.id] = server, send_limits.ip_key(server, ip)
     for send in sends:
         route = routes[send.account_id]
         if isinstance(route, Exception):
@@ -707,9 +707,6 @@ def server_for(settings: Settings, account: EmailAccount) -> smtp.Server:
         settings.smtp_pool_size,
         _timeouts(settings),
     )
-
-
-_server = server_for  # the campaign path's name for it
 
 
 def _timeouts(settings: Settings) -> smtp.Timeouts:
