@@ -74,8 +74,10 @@ async def evaluate_guards(job: JobContext) -> None:
 
 @handler(warmup.TICK_KIND)
 async def warmup_tick(job: JobContext) -> None:
-    """Moves the tenant's warm-up ramps on to today and plans today's warm-up mail."""
-    await warmup.tick(job.db, job.settings, job.tenant_id)
+    """Moves the tenant's warm-up ramps on to today and plans today's warm-up mail; a ramp
+    stepped back is published once committed."""
+    done = await warmup.tick(job.db, job.settings, job.tenant_id)
+    await deliverability_events.publish(job.redis, done.events)
 
 
 @handler(warmup.SEND_KIND)

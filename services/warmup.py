@@ -45,7 +45,7 @@ import logging
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
@@ -74,6 +74,7 @@ from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
 from services import dkim_signing, mime, ratelimit, send_limits, sending, smtp
+from services.deliverability_events import Event
 from services.errors import DomainError
 from services.planning import USABLE_ACCOUNTS
 
@@ -133,10 +134,10 @@ class Ramp:
              f"at least start and at most {MAX_PER_DAY}"),
             ("replyRate", 0 <= self.reply_rate <= 1, "between 0 and 1"),
         )  # fmt: skip
-        for field, ok, rule in rules:
+        for name, ok, rule in rules:
             if not ok:
                 raise DomainError(
-                    "WARMUP_RAMP_INVALID", f"The ramp's {field} must be {rule}.", f"ramp.{field}"
+                    "WARMUP_RAMP_INVALID", f"The ramp's {name} must be {rule}.", f"ramp.{name}"
                 )
 
 
@@ -213,6 +214,7 @@ class TickResult:
     stepped_back: int = 0  # of them, stepped back by a bounce or complaint
     planned: int = 0  # warm-up messages planned for today
     alone: int = 0  # accounts with no partner to exchange warm-up mail with
+    events: list[Event] = field(default_factory=list)  # to publish once committed
 
 
 async def queue_ticks(
@@ -256,9 +258,15 @@ async def tick(
         troubled = await _troubled(db, tenant_id, due, now)
         for state in due:
             if state.account_id in troubled:
+                before = state.today_target
                 state.day = Ramp.of(state).stepped_back(state.day)
                 state.hold_days = settings.warmup_hold_days
                 result.stepped_back += 1
+                result.events.append(Event(
+                    tenant_id, "warmup_stepped_back", "EmailAccount", state.account_id,
+                    f"a hard bounce or complaint stepped the warm-up back from {before} to "
+                    f"{Ramp.of(state).target(state.day)} a day", now,
+                ))  # fmt: skip
             elif state.last_tick_at is None:
                 pass  # day 1 is the day warm-up was switched on
             elif state.hold_days:

@@ -203,6 +203,9 @@ async def test_a_hard_bounce_steps_the_ramp_back_and_a_soft_one_does_not(
 
     after = await states(db, tenant)
     assert result.stepped_back == 1
+    [event] = result.events
+    assert (event.kind, event.subject_id) == ("warmup_stepped_back", anna.id)
+    assert "from 35 to 15 a day" in event.message
     assert (after[anna.id].day, after[anna.id].today_target, after[anna.id].hold_days) == (
         2, 15, settings.warmup_hold_days,
     )  # fmt: skip
