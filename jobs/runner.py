@@ -201,8 +201,9 @@ class Runner:
             task.cancel()
             await asyncio.wait([task])
             raise
-        finally:
+        finally:  # neither waiter may outlive this call (a pending task left to the collector)
             stopping.cancel()
+            losing.cancel()
         reason: BaseException | None = None
         if not task.done():
             reason = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 
@@ -10,6 +11,7 @@ from sqlalchemy import func, select, text
 from jobs.queue import enqueue, enqueue_many
 from models.queue import Job, JobLog, JobStatus
 from models.sessions import Database
+from penguinmails.settings import Settings
 from tests.factories import create_tenant
 from tests.jobs.helpers import statuses, wait_for
 
@@ -107,3 +109,21 @@ async def test_a_deferred_job_runs_again_later_without_using_an_attempt(
         ]
     assert job.attempts == 1  # max_attempts 1, yet it ran twice: the deferral was free
     assert logs == [(1, "queued"), (1, "succeeded")]
+
+
+async def test_a_job_that_ends_leaves_none_of_the_runners_waiters_pending(
+    settings: Settings,
+) -> None:
+    """A job's run waits on the worker stopping and on its lease being lost; once the job ends
+    neither wait may be left pending (a pending task dropped by the collector is an asyncio
+    error in the worker's log)."""
+    from jobs.runner import Runner
+
+    runner = Runner(settings)
+    runner._stopping = asyncio.Event()
+    result = await runner._cut_short(asyncio.sleep(0, result=7), asyncio.Event())
+    await asyncio.sleep(0)  # cancelled waiters finish on the next turn
+
+    assert result == (7, None)
+    waiting = [t for t in asyncio.all_tasks() if "Event.wait" in repr(t.get_coro())]
+    assert waiting == []
