@@ -225,3 +225,57 @@ def test_the_score_counts_rates_and_listings() -> None:
     assert guards.score(settings, clean, listings=3) == 70  # listings cost at most 30
     worst = guards.Signals(sent=5000, hard_bounces=5000, complaints=5000)
     assert guards.score(settings, worst, listings=2) == 0
+
+
+async def test_every_tenant_with_a_domain_gets_one_evaluation_per_interval(
+    db: Database, settings: Settings
+) -> None:
+    from models.queue import Job
+
+    who = await sender(db, settings)
+    now = datetime(2031, 6, 1, 12, 0, tzinfo=UTC)
+    for at in (now, now + timedelta(seconds=10), now + timedelta(seconds=300)):
+        async with db.system_session() as s:
+            await guards.queue_evaluations(s, settings, at)
+
+    async with db.tenant_session(who.tenant, tier="queue") as s:
+        kinds = list(await s.scalars(select(Job.kind).where(Job.kind == guards.EVALUATE_KIND)))
+    assert kinds == [guards.EVALUATE_KIND] * 2  # the second tick fell in the first interval
+
+
+async def test_a_worker_evaluates_the_guards_and_publishes_what_changed(
+    db: Database, redis: Redis, settings: Settings, start_worker, run_queuer
+) -> None:
+    """The evaluate_guards job through the real queue and a worker process: the domain and IP
+    paused, and their events on the tenant's deliverability channel."""
+    import json
+    import time
+
+    from jobs.queue import enqueue
+    from services import deliverability_events
+    from tests.jobs.helpers import wait_for
+
+    who = await sender(db, settings)
+    await sends(db, who, 1000)
+    for lead in who.leads[:3]:
+        await complain(db, redis, settings, who, lead)
+    listener = redis.pubsub()
+    await listener.subscribe(deliverability_events.channel(who.tenant))
+    start_worker(processes=1, threads=2)
+    run_queuer()
+    async with db.tenant_session(who.tenant, tier="queue") as s:
+        await enqueue(s, guards.EVALUATE_KIND, {}, tenant_id=who.tenant)
+
+    async def paused() -> bool:
+        domain, ip, *_ = await state(db, who)
+        return domain.guard == ip.guard == Guard.PAUSED
+
+    await wait_for(paused)
+    published, deadline = [], time.monotonic() + 30
+    while len(published) < 2 and time.monotonic() < deadline:
+        # None for the subscription's own confirmation, or after a second with nothing.
+        message = await listener.get_message(ignore_subscribe_messages=True, timeout=1)
+        if message is not None:
+            published.append(json.loads(message["data"])["kind"])
+    await listener.aclose()
+    assert sorted(published) == ["domain_paused", "ip_paused"]
