@@ -178,3 +178,20 @@ async def build_estate(api: Api, db: Database, account: Account, prefix: str) ->
     )["sendingIp"]
     estate.invitation = await invite(api, account, f"{prefix}-invitee@example.com")
     return estate
+
+
+async def sending_account(api: Api, db: Database, prefix: str) -> tuple[Account, str, str]:
+    """A new owner on the growth plan with a domain `<prefix>.example` and its account hello@:
+    (owner, domain id, account id)."""
+    from tests.graphql_api.conftest import sign_up
+
+    owner = await sign_up(api, prefix)
+    await put_on_plan(db, owner, "growth")
+    domain = (
+        await call(api, owner, ADD_DOMAIN, {"name": f"{prefix.lower()}.example"}, "addDomain")
+    )["domain"]
+    created = await call(
+        api, owner, CREATE_ACCOUNT, {"domainId": domain["id"], "localPart": "hello"},
+        "createEmailAccount",
+    )  # fmt: skip
+    return owner, domain["id"], created["emailAccount"]["id"]

@@ -9,8 +9,8 @@ from sqlalchemy import update
 from graphql_api.ids import parse_id
 from models.infrastructure import EmailAccount
 from models.sessions import Database
-from tests.graphql_api.conftest import Api, sign_up
-from tests.graphql_api.flows import ADD_DOMAIN, CREATE_ACCOUNT, call, put_on_plan
+from tests.graphql_api.conftest import Api
+from tests.graphql_api.flows import call, sending_account
 
 SET_WARMUP = """mutation($id: ID!, $enabled: Boolean!, $ramp: WarmupRampInput) {
   setWarmup(accountId: $id, enabled: $enabled, ramp: $ramp) {
@@ -21,16 +21,8 @@ RAMP = {"start": 15, "dailyIncrease": 3, "max": 45, "replyRate": 0.5}
 
 
 async def _account(api: Api, db: Database, prefix: str):
-    owner = await sign_up(api, prefix)
-    await put_on_plan(db, owner, "growth")
-    domain = (
-        await call(api, owner, ADD_DOMAIN, {"name": f"{prefix.lower()}.example"}, "addDomain")
-    )["domain"]
-    created = await call(
-        api, owner, CREATE_ACCOUNT, {"domainId": domain["id"], "localPart": "hello"},
-        "createEmailAccount",
-    )  # fmt: skip
-    return owner, created["emailAccount"]["id"]
+    owner, _, account_id = await sending_account(api, db, prefix)
+    return owner, account_id
 
 
 async def test_set_warmup_with_a_ramp_starts_it_at_its_start_and_shows_the_accounts_reputation(
