@@ -117,6 +117,14 @@ class EmailEvent(UUIDPrimaryKey, TenantTagged, Base):
             "occurred_at",
         ),
         Index("ix_email_events_tenant_id_message_id", "tenant_id", "message_id"),
+        # A recipient's recent bounces (three soft ones in seven days suppress the address:
+        # services/inbound.py), without reading the tenant's other events.
+        Index(
+            "ix_email_events_tenant_id_occurred_at_bounces",
+            "tenant_id",
+            "occurred_at",
+            postgresql_where=text("kind = 'BOUNCE'"),
+        ),
         {"schema": "content"},
     )
 
