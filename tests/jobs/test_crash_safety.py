@@ -159,14 +159,21 @@ async def test_a_worker_killed_with_sigkill_mid_run_loses_no_job_and_repeats_onl
     began = time.monotonic()
     worker = start_worker(processes=PROCESSES, threads=THREADS)
     run_queuer(**QUEUER, queue_lease_seconds=Settings().queue_lease_seconds)
-    await wait_for(succeeded_at_least(db, ids, 500, running=True), within=60, every=0.02)
-
-    worker.kill()  # the dramatiq parent and both worker processes, mid-batch
-    killed_at = await database_now(db)
-    at_kill = await statuses(db, ids)
+    # A batch seen running may end in the moment before the kill (on a loaded machine): then
+    # nothing was cut, and the worker is started again and killed again, up to three times.
+    for attempt in range(1, 4):
+        await wait_for(
+            succeeded_at_least(db, ids, 500 * attempt, running=True), within=60, every=0.02
+        )
+        worker.kill()  # the dramatiq parent and both worker processes, mid-batch
+        killed_at = await database_now(db)
+        at_kill = await statuses(db, ids)
+        if at_kill.get("running", 0) > 0:
+            break
+        worker = start_worker(processes=PROCESSES, threads=THREADS)
     orphans = await held_jobs(db, ids)
     assert at_kill.get("succeeded", 0) < JOBS, "the run ended before the kill: nothing tested"
-    assert at_kill.get("running", 0) > 0, "no batch was mid-run at the kill: nothing tested"
+    assert at_kill.get("running", 0) > 0, "no batch was mid-run at any kill: nothing tested"
     start_worker(processes=PROCESSES, threads=THREADS)
     recovery = await seconds_until_started_again(db, orphans, killed_at)
     print(
@@ -181,7 +188,8 @@ async def test_a_worker_killed_with_sigkill_mid_run_loses_no_job_and_repeats_onl
         db, ids, keys, max_repeats=PROCESSES * PREFETCH * QUEUER["queue_jobs_per_message"]
     )
     print(
-        f"kill -9 at {at_kill}; {repeated} repeated side effects; {time.monotonic() - began:.1f}s"
+        f"kill -9 at {at_kill} (attempt {attempt}); {repeated} repeated side effects; "
+        f"{time.monotonic() - began:.1f}s"
     )
 
 
