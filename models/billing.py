@@ -43,18 +43,23 @@ class Plan(UUIDPrimaryKey, Timestamps, Base):
         {"schema": "app"},
     )
 
-    code: Mapped[str] = mapped_column(String(32), unique=True)  # stable: seeds and Stripe map to it
+    # The catalogue's key for the plan, and its Stripe price's lookup key.
+    code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     price_cents: Mapped[int] = mapped_column()
     currency: Mapped[str] = mapped_column(String(3), default="usd", server_default="usd")
     interval: Mapped[str] = mapped_column(String(8), default="month", server_default="month")
+    # The price checkout sells and its product, kept in step by services/plan_catalogue.py.
     stripe_price_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    stripe_product_id: Mapped[str | None] = mapped_column(String(64))
     emails_per_month: Mapped[int] = mapped_column(BigInteger)
     max_domains: Mapped[int] = mapped_column()
     max_ips: Mapped[int] = mapped_column()
     max_email_accounts: Mapped[int] = mapped_column()
     max_seats: Mapped[int] = mapped_column()
     active: Mapped[bool] = mapped_column(default=True, server_default="true")
+    # Listed by the `plans` query and open to sign-up; a private plan is assigned by the platform.
+    public: Mapped[bool] = mapped_column(default=True, server_default="true")
 
 
 class Subscription(UUIDPrimaryKey, TenantOwned, Timestamps, Base):

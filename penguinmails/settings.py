@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     worker_prefetch: int = 0
     worker_metrics_port: int = 0  # Prometheus exposition from the workers; 0 = off
 
+    # The plans sold (services/plan_catalogue.py): applied by `penguinmails plans sync`, and by
+    # `migrate` and `up` to the database. Default: the file shipped in this package.
+    plan_catalogue: Path = Path(__file__).resolve().parent / "plans.toml"
+    # Unset: no Stripe; `plans sync` then applies the catalogue to the database only.
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None  # tests point the real client at a local server
     stripe_webhook_secret: SecretStr | None = None

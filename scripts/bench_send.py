@@ -83,8 +83,17 @@ from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails import migrations
 from penguinmails.settings import PROJECT_ROOT, Settings
-from services import accounts, campaigns, dkim_signing, domains, leads, mime, templates, tracking
-from services.demo import seed_plans
+from services import (
+    accounts,
+    campaigns,
+    dkim_signing,
+    domains,
+    leads,
+    mime,
+    plan_catalogue,
+    templates,
+    tracking,
+)
 from services.secrets import encrypt as encrypt_secret
 
 PROCESSES = 2
@@ -379,7 +388,7 @@ async def platform_run(settings: Settings, counter: SinkCounter, port: int, args
 
 async def setup_campaign(db: Database, settings: Settings, lead_count: int):
     async with db.system_session() as s:
-        await seed_plans(s)
+        await plan_catalogue.apply(s, plan_catalogue.load(settings.plan_catalogue))
         tenant = uuid.uuid4()
         await s.execute(insert(Tenant).values(id=tenant, name="Bench", slug=f"t-{tenant.hex[:12]}"))
         plan = await s.scalar(select(Plan.id).where(Plan.code == "scale"))

@@ -164,7 +164,7 @@ async def _create_tenant(
 ) -> Tenant:
     name = _checked_tenant_name(name)
     entry_plan = await session.scalar(
-        select(Plan).where(Plan.active).order_by(Plan.price_cents).limit(1)
+        select(Plan).where(Plan.active, Plan.public).order_by(Plan.price_cents).limit(1)
     )
     tenant = Tenant(
         id=tenant_id, name=name, slug=_slug(name, tenant_id),

@@ -1,4 +1,4 @@
-"""The plan catalogue and a demo tenant (user, domain, account, small campaign with leads).
+"""A demo tenant (user, domain, account, small campaign with leads) on a plan of the catalogue.
 
 Idempotent: every row is found by its natural key first, so running it again changes nothing.
 """
@@ -16,16 +16,12 @@ from models.campaigns import Campaign, CampaignAccount, CampaignSequenceStep, Ca
 from models.infrastructure import Domain, EmailAccount, WarmupState
 from models.tenancy import Role, Tenant, TenantUser, User
 from penguinmails.settings import Settings
-from services import campaigns, domains
+from services import campaigns, domains, plan_catalogue
 from services.passwords import hash_password
 
-PLANS = [
-    # code, name, price (cents/month), emails/month, domains, IPs, accounts, seats
-    ("starter", "Starter", 4_900, 10_000, 3, 0, 5, 2),
-    ("growth", "Growth", 19_900, 100_000, 15, 2, 50, 10),
-    ("scale", "Scale", 79_900, 1_000_000, 100, 10, 500, 50),
-]
-
+# The demo tenant's plan, from the packaged catalogue; with another catalogue that lacks it, the
+# cheapest active plan.
+DEMO_PLAN = "growth"
 DEMO_TENANT_SLUG = "demo"
 DEMO_EMAIL = "demo@penguinmails.local"
 DEMO_PASSWORD = "penguin-demo-password"
@@ -70,30 +66,21 @@ class DemoSeed:
     leads: int
 
 
-async def seed_plans(session: AsyncSession) -> None:
-    rows = [
-        dict(
-            code=code, name=name, price_cents=price, emails_per_month=emails, max_domains=domains,
-            max_ips=ips, max_email_accounts=accounts, max_seats=seats,
-        )
-        for code, name, price, emails, domains, ips, accounts, seats in PLANS
-    ]  # fmt: skip
-    await session.execute(insert(Plan).values(rows).on_conflict_do_nothing(index_elements=["code"]))
-
-
 async def seed_demo(session: AsyncSession, settings: Settings) -> DemoSeed:
     """Runs on a system session: it creates a tenant, which no tenant session may do for another."""
-    await seed_plans(session)
-    growth = await session.scalar(select(Plan).where(Plan.code == "growth"))
-    assert growth is not None
+    await plan_catalogue.apply(session, plan_catalogue.load(settings.plan_catalogue))
+    plan = await session.scalar(
+        select(Plan).where(Plan.active).order_by(Plan.code != DEMO_PLAN, Plan.price_cents).limit(1)
+    )
+    assert plan is not None  # the catalogue has at least one plan
 
     tenant = await session.scalar(select(Tenant).where(Tenant.slug == DEMO_TENANT_SLUG))
     if tenant is None:
-        tenant = Tenant(name="Demo Agency", slug=DEMO_TENANT_SLUG, plan_id=growth.id)
+        tenant = Tenant(name="Demo Agency", slug=DEMO_TENANT_SLUG, plan_id=plan.id)
         session.add(tenant)
         await session.flush()
         session.add(
-            Subscription(tenant_id=tenant.id, plan_id=growth.id, status=SubscriptionStatus.TRIALING)
+            Subscription(tenant_id=tenant.id, plan_id=plan.id, status=SubscriptionStatus.TRIALING)
         )
 
     user = await session.scalar(select(User).where(User.email == DEMO_EMAIL))
@@ -172,5 +159,5 @@ async def seed_demo(session: AsyncSession, settings: Settings) -> DemoSeed:
     )
     if campaign.status == CampaignStatus.DRAFT:  # it sends to the local sink of `up`
         await campaigns.launch(session, campaign.id)
-    plans = await session.scalar(select(func.count()).select_from(Plan))
+    plans = await session.scalar(select(func.count()).select_from(Plan).where(Plan.active))
     return DemoSeed(tenant.id, DEMO_EMAIL, DEMO_PASSWORD, plans or 0, leads or 0)

@@ -39,18 +39,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DATABASE_URL"] = _with_database(server_url, name)
     get_settings.cache_clear()
     migrations.upgrade(get_settings())
-    asyncio.run(_seed_plans())
+    asyncio.run(_apply_plan_catalogue())
 
 
-async def _seed_plans() -> None:
-    """The plan catalogue is reference data every tenant needs (sign-up puts tenants on the
-    entry plan)."""
-    from services.demo import seed_plans
+async def _apply_plan_catalogue() -> None:
+    """The plans are reference data every tenant needs (sign-up puts tenants on the entry plan);
+    `penguinmails migrate` applies them the same way."""
+    from services import plan_catalogue
 
-    db = Database(get_settings())
+    settings = get_settings()
+    db = Database(settings)
     try:
         async with db.system_session() as session:
-            await seed_plans(session)
+            await plan_catalogue.apply(session, plan_catalogue.load(settings.plan_catalogue))
     finally:
         await db.dispose()
 

@@ -19,7 +19,9 @@ class BillingQuery:
         """The public plan catalogue."""
         async with info.context.db.anonymous_session() as session:
             rows = await session.scalars(
-                select(billing.Plan).where(billing.Plan.active).order_by(billing.Plan.price_cents)
+                select(billing.Plan)
+                .where(billing.Plan.active, billing.Plan.public)
+                .order_by(billing.Plan.price_cents)
             )
             return [Plan.from_row(row) for row in rows]
 

@@ -5,51 +5,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qs
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import insert, select, update
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from graphql_api.ids import encode_id, parse_id
 from models.billing import Payment, PaymentStatus, Plan, Subscription
 from models.sessions import Database
 from penguinmails.settings import Settings
-from tests.graphql_api.conftest import Api, running, serve, sign_up
-
-
-class FakeStripe:
-    """Answers the two calls the platform makes, and remembers what it was sent."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, dict, str]] = []
-
-    async def checkout(self, request: Request) -> JSONResponse:
-        form = parse_qs((await request.body()).decode())
-        self.requests.append(("POST", request.url.path, form, request.headers["authorization"]))
-        return JSONResponse({"id": "cs_test_1", "object": "checkout.session",
-                             "url": "https://checkout.stripe.test/pay/cs_test_1"})  # fmt: skip
-
-    async def cancel(self, request: Request) -> JSONResponse:
-        self.requests.append(("DELETE", request.url.path, {}, request.headers["authorization"]))
-        return JSONResponse(
-            {"id": request.path_params["id"], "object": "subscription", "status": "canceled"}
-        )
+from tests.graphql_api.conftest import Api, serve, sign_up
+from tests.stripe_server import FakeStripe, running_stripe
 
 
 @pytest.fixture
 async def stripe_api() -> AsyncIterator[tuple[str, FakeStripe]]:
-    fake = FakeStripe()
-    app = Starlette(routes=[
-        Route("/v1/checkout/sessions", fake.checkout, methods=["POST"]),
-        Route("/v1/subscriptions/{id}", fake.cancel, methods=["DELETE"]),
-    ])  # fmt: skip
-    async with running(app) as url:
-        yield url, fake
+    async with running_stripe() as served:
+        yield served
 
 
 CHECKOUT = (

@@ -20,8 +20,8 @@ from models.queue import Job
 from models.sessions import Database
 from models.tenancy import Role, TenantUser, User
 from penguinmails.settings import Settings
-from services import planning, sending, tracking
-from services.demo import DEMO_EMAIL, DEMO_LEADS, DEMO_PASSWORD, PLANS, seed_demo
+from services import plan_catalogue, planning, sending, tracking
+from services.demo import DEMO_EMAIL, DEMO_LEADS, DEMO_PASSWORD, seed_demo
 from services.passwords import verify_password
 from services.sink import start_sink
 from tests.jobs.helpers import quiet_queue
@@ -53,7 +53,8 @@ async def test_seed_demo_loads_plans_and_a_working_demo_tenant_and_is_idempotent
     }  # fmt: skip
     async with db.anonymous_session() as s:
         codes = set(await s.scalars(select(Plan.code)))
-    assert {code for code, *_ in PLANS} <= codes and len(PLANS) >= 3
+    catalogue = plan_catalogue.load(db.settings.plan_catalogue)
+    assert {plan.code for plan in catalogue} <= codes and len(catalogue) >= 3
     async with db.tenant_session(first.tenant_id) as s:
         member = (await s.execute(select(User, TenantUser.role).join(TenantUser))).one()
     assert member.User.email == DEMO_EMAIL and member.role == Role.OWNER

@@ -1,0 +1,182 @@
+"""A local stand-in for Stripe's API, for the real stripe client (`PENGUINMAILS_STRIPE_API_BASE`).
+
+It speaks the request and response shapes of the calls the platform makes — form-encoded bodies
+in, JSON objects and Stripe's error shape out — keeps the products and prices it was given, and
+records every request for the tests to read.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.graphql_api.conftest import running
+
+
+class Received(NamedTuple):
+    method: str
+    path: str
+    form: dict[str, list[str]]  # the body's fields, or a GET's query, as parse_qs gives them
+    authorization: str
+
+
+class FakeStripe:
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.products: dict[str, dict[str, Any]] = {}
+        self.prices: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v1/checkout/sessions", self.create_checkout_session, methods=["POST"]),
+            Route("/v1/subscriptions/{id}", self.cancel_subscription, methods=["DELETE"]),
+            Route("/v1/products", self.create_product, methods=["POST"]),
+            Route("/v1/products/{id}", self.retrieve_product, methods=["GET"]),
+            Route("/v1/products/{id}", self.update_product, methods=["POST"]),
+            Route("/v1/prices", self.list_prices, methods=["GET"]),
+            Route("/v1/prices", self.create_price, methods=["POST"]),
+            Route("/v1/prices/{id}", self.update_price, methods=["POST"]),
+        ])  # fmt: skip
+
+    def writes(self) -> list[Received]:
+        """The requests that could change something (all but GETs)."""
+        return [r for r in self.requests if r.method != "GET"]
+
+    async def _receive(self, request: Request) -> dict[str, list[str]]:
+        raw = request.url.query if request.method == "GET" else (await request.body()).decode()
+        form = parse_qs(raw)
+        self.requests.append(
+            Received(request.method, request.url.path, form, request.headers["authorization"])
+        )
+        return form
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids)}"
+
+    async def create_checkout_session(self, request: Request) -> JSONResponse:
+        await self._receive(request)
+        return JSONResponse({"id": "cs_test_1", "object": "checkout.session",
+                             "url": "https://checkout.stripe.test/pay/cs_test_1"})  # fmt: skip
+
+    async def cancel_subscription(self, request: Request) -> JSONResponse:
+        await self._receive(request)
+        return JSONResponse(
+            {"id": request.path_params["id"], "object": "subscription", "status": "canceled"}
+        )
+
+    async def create_product(self, request: Request) -> JSONResponse:
+        form = await self._receive(request)
+        return JSONResponse(self._new_product(_one(form, "name"), _fields(form, "metadata")))
+
+    def _new_product(self, name: str | None, metadata: dict[str, str]) -> dict[str, Any]:
+        product = {"id": self._id("prod"), "object": "product", "name": name, "active": True,
+                   "metadata": metadata}  # fmt: skip
+        self.products[product["id"]] = product
+        return product
+
+    async def retrieve_product(self, request: Request) -> JSONResponse:
+        await self._receive(request)
+        product = self.products.get(request.path_params["id"])
+        return JSONResponse(product) if product else _missing("product", request)
+
+    async def update_product(self, request: Request) -> JSONResponse:
+        form = await self._receive(request)
+        product = self.products.get(request.path_params["id"])
+        if product is None:
+            return _missing("product", request)
+        if "name" in form:
+            product["name"] = _one(form, "name")
+        if "active" in form:
+            product["active"] = _one(form, "active") == "true"
+        return JSONResponse(product)
+
+    async def list_prices(self, request: Request) -> JSONResponse:
+        form = await self._receive(request)
+        keys = _listed(form, "lookup_keys")
+        expand = "data.product" in _listed(form, "expand")
+        found = [p for p in self.prices.values() if not keys or p["lookup_key"] in keys]
+        data = [{**p, "product": self.products[p["product"]]} if expand else p for p in found]
+        return JSONResponse({"object": "list", "url": "/v1/prices", "has_more": False,
+                             "data": data[: int(_one(form, "limit") or 10)]})  # fmt: skip
+
+    async def create_price(self, request: Request) -> JSONResponse:
+        form = await self._receive(request)
+        if "product_data[name]" in form:
+            product_id = self._new_product(
+                _one(form, "product_data[name]"), _fields(form, "product_data[metadata]")
+            )["id"]
+        else:
+            product_id = _one(form, "product")
+            if product_id not in self.products:
+                return _error(400, "resource_missing", f"No such product: '{product_id}'")
+        key = _one(form, "lookup_key")
+        holder = next((p for p in self.prices.values() if key and p["lookup_key"] == key), None)
+        if holder is not None:
+            if _one(form, "transfer_lookup_key") != "true":
+                return _error(400, "lookup_key_in_use",
+                              f"A price ({holder['id']}) already uses that lookup key.")  # fmt: skip
+            holder["lookup_key"] = None
+        price = {
+            "id": self._id("price"), "object": "price", "active": True,
+            "currency": _one(form, "currency"), "unit_amount": int(_one(form, "unit_amount")),
+            "recurring": {"interval": _one(form, "recurring[interval]"), "interval_count": 1,
+                          "usage_type": "licensed"},
+            "lookup_key": key, "product": product_id, "metadata": _fields(form, "metadata"),
+            "type": "recurring",
+        }  # fmt: skip
+        self.prices[price["id"]] = price
+        return JSONResponse(price)
+
+    async def update_price(self, request: Request) -> JSONResponse:
+        form = await self._receive(request)
+        price = self.prices.get(request.path_params["id"])
+        if price is None:
+            return _missing("price", request)
+        if "active" in form:
+            price["active"] = _one(form, "active") == "true"
+        return JSONResponse(price)
+
+
+def _one(form: dict[str, list[str]], key: str) -> str | None:
+    values = form.get(key)
+    return values[0] if values else None
+
+
+def _listed(form: dict[str, list[str]], name: str) -> list[str]:
+    """A list parameter, which the client sends as `name[0]=…&name[1]=…`."""
+    return [v for key, values in form.items() if key.startswith(f"{name}[") for v in values]
+
+
+def _fields(form: dict[str, list[str]], name: str) -> dict[str, str]:
+    """A hash parameter, which the client sends as `name[key]=…`."""
+    start = f"{name}["
+    return {
+        key[len(start) : -1]: values[0] for key, values in form.items() if key.startswith(start)
+    }
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"type": "invalid_request_error", "code": code, "message": message}}, status
+    )
+
+
+def _missing(kind: str, request: Request) -> JSONResponse:
+    return _error(404, "resource_missing", f"No such {kind}: '{request.path_params['id']}'")
+
+
+@asynccontextmanager
+async def running_stripe() -> AsyncIterator[tuple[str, FakeStripe]]:
+    """The fake served on a free loopback port: (its base URL, the fake)."""
+    fake = FakeStripe()
+    async with running(fake.app()) as url:
+        yield url, fake
