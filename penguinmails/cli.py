@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from datetime import UTC, date, datetime
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,11 +16,16 @@ from rich.console import Console
 from penguinmails import embedded, migrations
 from penguinmails.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from services.plan_catalogue import Change
+
 app = typer.Typer(no_args_is_help=True, help="PenguinMails backend processes and tools.")
 embedded_app = typer.Typer(no_args_is_help=True, help="The project's own PostgreSQL and Redis.")
 app.add_typer(embedded_app, name="embedded")
 pipelines_app = typer.Typer(no_args_is_help=True, help="The analytics pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
+plans_app = typer.Typer(no_args_is_help=True, help="The plan catalogue (penguinmails/plans.toml).")
+app.add_typer(plans_app, name="plans")
 console = Console(stderr=True)
 
 
@@ -35,13 +40,21 @@ def migrate(
     revision: str = typer.Argument("head", help="Alembic revision to move to."),
     down: bool = typer.Option(False, "--down", help="Downgrade to REVISION (e.g. base)."),
 ) -> None:
-    """Apply the schema migrations (to every database the tiers live on)."""
+    """Apply the schema migrations (to every database the tiers live on), then, at head, the
+    plan catalogue to the database."""
     settings = get_settings()
     if down:
         migrations.downgrade(settings, revision)
     else:
         migrations.upgrade(settings, revision)
-    console.print(f"[green]database at {'revision ' + revision if down else 'head'}[/]")
+    console.print(f"[green]database at {'revision ' + revision if down else revision}[/]")
+    if not down and revision == "head":
+        # The database only: a migration runs where Stripe may be out of reach or its key not
+        # given, and Stripe being down must not fail a schema change. `up` and `plans sync` go on
+        # to Stripe.
+        _apply_catalogue(settings, with_stripe=False)
+        if settings.stripe_api_key is not None:
+            console.print("Stripe not updated by migrate: run `penguinmails plans sync`")
 
 
 @app.command("seed-demo")
@@ -229,6 +242,7 @@ def up(
     code = 0
     try:
         migrations.upgrade(settings)
+        _apply_catalogue(settings, with_stripe=True)
         seed_demo()
         host, port = host or settings.api_host, port or settings.api_port
         console.print(
@@ -253,6 +267,79 @@ def up(
         if services.started:
             console.print(f"stopped embedded {', '.join(services.started)}")
     raise typer.Exit(code)
+
+
+@plans_app.command("sync")
+def plans_sync() -> None:
+    """Apply the plan catalogue to the database, and to Stripe's products and prices when a
+    Stripe key is set (all or nothing in the database); prints what changed."""
+    import stripe
+
+    from services.plan_catalogue import CatalogueError
+
+    settings = get_settings()
+    try:
+        changes = asyncio.run(
+            _sync_plans(settings, with_stripe=settings.stripe_api_key is not None)
+        )
+    except CatalogueError as e:
+        _refuse(str(e))
+    except stripe.StripeError as e:
+        print(
+            f"penguinmails: Stripe: {_one_line(e)}; the database is unchanged",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1) from None
+    _print_changes(changes)
+
+
+def _apply_catalogue(settings: Settings, *, with_stripe: bool) -> None:
+    """After migrating: the catalogue into the database (a bad catalogue stops here, exit 2),
+    then, asked and with a key, into Stripe. A Stripe failure is reported and does not stop the
+    platform: plans are then not for sale until `plans sync` succeeds."""
+    import stripe
+
+    from services.plan_catalogue import CatalogueError
+
+    try:
+        _print_changes(asyncio.run(_sync_plans(settings, with_stripe=False)))
+    except CatalogueError as e:
+        _refuse(str(e))
+    if not with_stripe or settings.stripe_api_key is None:
+        return
+    try:
+        _print_changes(asyncio.run(_sync_plans(settings, with_stripe=True)))
+    except stripe.StripeError as e:
+        console.print(
+            f"[bold yellow]Stripe not updated[/] ({_one_line(e)}): the plans cannot be "
+            "bought until `penguinmails plans sync` succeeds"
+        )
+
+
+async def _sync_plans(settings: Settings, *, with_stripe: bool) -> list[Change]:
+    from models.sessions import Database
+    from services import billing, plan_catalogue
+
+    catalogue = plan_catalogue.load(settings.plan_catalogue)
+    client = billing.stripe_client(settings) if with_stripe else None
+    db = Database(settings)
+    try:
+        async with db.system_session() as session:
+            return await plan_catalogue.sync(session, catalogue, client)
+    finally:
+        await db.dispose()
+
+
+def _one_line(error: Exception) -> str:
+    """A Stripe error's message, which the SDK spreads over lines."""
+    return " ".join(str(getattr(error, "user_message", None) or error).split())
+
+
+def _print_changes(changes: list[Change]) -> None:
+    for change in changes:
+        print(f"plan {change}")
+    if not changes:
+        print("plan catalogue: nothing to change")
 
 
 @embedded_app.command("start")
