@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -88,6 +88,18 @@ def create_database(prefix: str = "pm_scratch") -> str:
 def drop_database(url: str) -> None:
     name = make_url(url).database
     asyncio.run(_admin(_state["server_url"], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def own_database(settings: Settings) -> Iterator[Settings]:
+    """Settings for a migrated database of the test's own, with no plans; dropped after."""
+    url = create_database("pm_own")
+    own = settings.model_copy(update={"database_url": url})
+    migrations.upgrade(own)
+    try:
+        yield own
+    finally:
+        drop_database(url)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import enum
 import uuid
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -279,3 +280,24 @@ async def sending_campaign(
         await s.flush()
         await campaigns.launch(s, campaign.id)
     return tenant, campaign.id, domain.id
+
+
+# A catalogue of one plan (services/plan_catalogue.py), as text that tests edit into their case.
+SOLO_CATALOGUE = """
+[plans.solo]
+name = "Solo"
+price_cents = 1_000
+currency = "USD"
+interval = "month"
+emails_per_month = 1_000
+domains = 1
+ips = 0
+email_accounts = 1
+seats = 1
+"""
+
+
+def catalogue_file(directory: Path, text: str = SOLO_CATALOGUE) -> Path:
+    path = directory / "plans.toml"
+    path.write_text(text)
+    return path

@@ -14,43 +14,19 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from penguinmails import migrations
 from penguinmails.settings import Settings
 from tests.conftest import create_database, drop_database
+from tests.factories import SOLO_CATALOGUE, catalogue_file
 from tests.graphql_api.conftest import serve, sign_up
 from tests.graphql_api.flows import ADD_DOMAIN
 from tests.stripe_server import running_stripe
 
-SOLO = """
-[plans.solo]
-name = "Solo"
-price_cents = 1_000
-currency = "usd"
-interval = "month"
-emails_per_month = 1_000
-domains = 1
-ips = 0
-email_accounts = 1
-seats = 1
-"""
 
-
-@pytest.fixture
-def scratch(settings: Settings) -> Iterator[Settings]:
-    """A migrated database with no plans at all."""
-    url = create_database("pm_plans_cli")
-    own = settings.model_copy(update={"database_url": url})
-    migrations.upgrade(own)
-    try:
-        yield own
-    finally:
-        drop_database(url)
-
-
-async def _cli(settings: Settings, *args: str, **env: str) -> tuple[int, str, str]:
+async def _cli(settings: Settings, *args: str, **env: str | Path) -> tuple[int, str, str]:
     """Runs `penguinmails ARGS` against the settings' database (without waiting in a way that
     would stop this event loop: a Stripe test server may be serving in it)."""
-    environment = {**os.environ, "DATABASE_URL": settings.database_url, **env}
+    environment = {**os.environ, "DATABASE_URL": settings.database_url}
+    environment.update((name, str(value)) for name, value in env.items())
     if "PENGUINMAILS_STRIPE_API_KEY" not in env:
         environment.pop("PENGUINMAILS_STRIPE_API_KEY", None)
     proc = await asyncio.create_subprocess_exec(
@@ -74,60 +50,65 @@ async def _plans(settings: Settings) -> list[tuple]:
         await conn.close()
 
 
-def _catalogue(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "plans.toml"
-    path.write_text(text)
-    return str(path)
-
-
 async def test_plans_sync_applies_the_catalogue_and_says_what_changed(
-    scratch: Settings, tmp_path: Path
+    own_database: Settings, tmp_path: Path
 ) -> None:
-    catalogue = _catalogue(tmp_path, SOLO)
-    code, out, err = await _cli(scratch, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue)
+    catalogue = catalogue_file(tmp_path, SOLO_CATALOGUE)
+    code, out, err = await _cli(
+        own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue
+    )
     assert (code, out) == (0, "plan solo: added\n"), err
-    applied = await _plans(scratch)
+    applied = await _plans(own_database)
 
-    code, out, err = await _cli(scratch, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue)
+    code, out, err = await _cli(
+        own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue
+    )
     assert (code, out) == (0, "plan catalogue: nothing to change\n"), err
-    assert await _plans(scratch) == applied
+    assert await _plans(own_database) == applied
 
 
 async def test_plans_sync_refuses_a_bad_catalogue_with_one_line_and_exit_code_2(
-    scratch: Settings, tmp_path: Path
+    own_database: Settings, tmp_path: Path
 ) -> None:
-    await _cli(scratch, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=_catalogue(tmp_path, SOLO))
-    before = await _plans(scratch)
-    bad = _catalogue(tmp_path, SOLO.replace("seats = 1", "seats = 0").replace("1_000", "2_000"))
+    await _cli(
+        own_database,
+        "plans",
+        "sync",
+        PENGUINMAILS_PLAN_CATALOGUE=catalogue_file(tmp_path, SOLO_CATALOGUE),
+    )
+    before = await _plans(own_database)
+    bad = catalogue_file(
+        tmp_path, SOLO_CATALOGUE.replace("seats = 1", "seats = 0").replace("1_000", "2_000")
+    )
 
-    code, out, err = await _cli(scratch, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=bad)
+    code, out, err = await _cli(own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=bad)
 
     assert (code, out) == (2, "")
     assert err == (
         f"penguinmails: {bad}: plan 'solo': seats: Input should be greater than or equal to 1"
         " (got 0)\n"
     )
-    assert await _plans(scratch) == before
+    assert await _plans(own_database) == before
 
 
 async def test_plans_sync_with_a_stripe_key_makes_the_price_and_fails_whole(
-    scratch: Settings, tmp_path: Path
+    own_database: Settings, tmp_path: Path
 ) -> None:
-    catalogue = _catalogue(tmp_path, SOLO)
+    catalogue = catalogue_file(tmp_path, SOLO_CATALOGUE)
     unreachable = "http://127.0.0.1:9"  # discard: nothing listens
     code, _, err = await _cli(
-        scratch, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue,
+        own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue,
         PENGUINMAILS_STRIPE_API_KEY="sk_test_local", PENGUINMAILS_STRIPE_API_BASE=unreachable,
     )  # fmt: skip
     assert code == 1 and err.startswith("penguinmails: Stripe: ") and err.count("\n") == 1
-    assert "the database is unchanged" in err and await _plans(scratch) == []
+    assert "the database is unchanged" in err and await _plans(own_database) == []
 
     async with running_stripe() as (base, stripe):
         code, out, err = await _cli(
-            scratch, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue,
+            own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue,
             PENGUINMAILS_STRIPE_API_KEY="sk_test_local", PENGUINMAILS_STRIPE_API_BASE=base,
         )  # fmt: skip
-    [(_, _, _, _, price, _)] = await _plans(scratch)
+    [(_, _, _, _, price, _)] = await _plans(own_database)
     assert (code, out) == (0, f"plan solo: added\nplan solo: Stripe price {price} created\n"), err
     assert stripe.prices[price]["lookup_key"] == "solo"
 

@@ -3,7 +3,6 @@ real stripe client against tests/stripe_server.py), each test on a database of i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +12,12 @@ from sqlalchemy import select, update
 
 from models.billing import Plan
 from models.sessions import Database
-from penguinmails import migrations
 from penguinmails.settings import Settings
 from services import billing, plan_catalogue
 from services.plan_catalogue import CatalogueError, Change
-from tests.conftest import create_database, drop_database
+from tests.factories import SOLO_CATALOGUE, catalogue_file
 from tests.stripe_server import running_stripe
 
-SOLO = """
-[plans.solo]
-name = "Solo"
-price_cents = 1_000
-currency = "USD"
-interval = "month"
-emails_per_month = 1_000
-domains = 1
-ips = 0
-email_accounts = 1
-seats = 1
-"""
 TEAM = """
 [plans.team]
 name = "Team"
@@ -45,24 +31,6 @@ email_accounts = 10
 seats = 5
 public = false
 """
-
-
-@pytest.fixture
-def scratch(settings: Settings) -> Iterator[Settings]:
-    """A migrated database with no plans at all."""
-    url = create_database("pm_plans")
-    own = settings.model_copy(update={"database_url": url})
-    migrations.upgrade(own)
-    try:
-        yield own
-    finally:
-        drop_database(url)
-
-
-def _catalogue(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "plans.toml"
-    path.write_text(text)
-    return path
 
 
 async def _sync(settings: Settings, path: Path, stripe_base: str | None = None) -> list[Change]:
@@ -106,15 +74,15 @@ def test_the_packaged_catalogue_sells_three_public_monthly_plans(settings: Setti
 
 
 async def test_syncing_twice_changes_nothing_the_second_time(
-    scratch: Settings, tmp_path: Path
+    own_database: Settings, tmp_path: Path
 ) -> None:
-    path = _catalogue(tmp_path, SOLO + TEAM)
+    path = catalogue_file(tmp_path, SOLO_CATALOGUE + TEAM)
     async with running_stripe() as (base, stripe):
-        first = await _sync(scratch, path, base)
-        plans = await _plans(scratch)
+        first = await _sync(own_database, path, base)
+        plans = await _plans(own_database)
         writes = len(stripe.writes())
-        second = await _sync(scratch, path, base)
-        assert await _plans(scratch) == plans  # updated_at included: no UPDATE was issued
+        second = await _sync(own_database, path, base)
+        assert await _plans(own_database) == plans  # updated_at included: no UPDATE was issued
         assert stripe.writes()[writes:] == []
 
     assert second == []
@@ -141,15 +109,17 @@ async def test_syncing_twice_changes_nothing_the_second_time(
     ],
 )
 async def test_a_new_price_makes_a_new_stripe_price_and_archives_the_old(
-    scratch: Settings, tmp_path: Path, before: str, after: str
+    own_database: Settings, tmp_path: Path, before: str, after: str
 ) -> None:
     async with running_stripe() as (base, stripe):
-        await _sync(scratch, _catalogue(tmp_path, SOLO + TEAM), base)
-        old = await _plans(scratch)
+        await _sync(own_database, catalogue_file(tmp_path, SOLO_CATALOGUE + TEAM), base)
+        old = await _plans(own_database)
         changes = await _sync(
-            scratch, _catalogue(tmp_path, SOLO.replace(before, after) + TEAM), base
+            own_database,
+            catalogue_file(tmp_path, SOLO_CATALOGUE.replace(before, after) + TEAM),
+            base,
         )
-        new = await _plans(scratch)
+        new = await _plans(own_database)
 
     old_price, new_price = old["solo"]["stripe_price_id"], new["solo"]["stripe_price_id"]
     assert new_price != old_price
@@ -166,15 +136,17 @@ async def test_a_new_price_makes_a_new_stripe_price_and_archives_the_old(
 
 
 async def test_a_new_name_renames_the_stripe_product_and_keeps_the_price(
-    scratch: Settings, tmp_path: Path
+    own_database: Settings, tmp_path: Path
 ) -> None:
     async with running_stripe() as (base, stripe):
-        await _sync(scratch, _catalogue(tmp_path, SOLO), base)
-        old = await _plans(scratch)
+        await _sync(own_database, catalogue_file(tmp_path, SOLO_CATALOGUE), base)
+        old = await _plans(own_database)
         changes = await _sync(
-            scratch, _catalogue(tmp_path, SOLO.replace('"Solo"', '"Solo+"')), base
+            own_database,
+            catalogue_file(tmp_path, SOLO_CATALOGUE.replace('"Solo"', '"Solo+"')),
+            base,
         )
-        new = await _plans(scratch)
+        new = await _plans(own_database)
 
     product = old["solo"]["stripe_product_id"]
     assert _said(changes, "solo") == [
@@ -186,15 +158,15 @@ async def test_a_new_name_renames_the_stripe_product_and_keeps_the_price(
 
 
 async def test_a_plan_left_out_is_retired_and_its_price_archived_and_can_come_back(
-    scratch: Settings, tmp_path: Path
+    own_database: Settings, tmp_path: Path
 ) -> None:
     async with running_stripe() as (base, stripe):
-        await _sync(scratch, _catalogue(tmp_path, SOLO + TEAM), base)
-        price = (await _plans(scratch))["team"]["stripe_price_id"]
-        retired = await _sync(scratch, _catalogue(tmp_path, SOLO), base)
-        plans = await _plans(scratch)
-        again = await _sync(scratch, _catalogue(tmp_path, SOLO), base)
-        back = await _sync(scratch, _catalogue(tmp_path, SOLO + TEAM), base)
+        await _sync(own_database, catalogue_file(tmp_path, SOLO_CATALOGUE + TEAM), base)
+        price = (await _plans(own_database))["team"]["stripe_price_id"]
+        retired = await _sync(own_database, catalogue_file(tmp_path, SOLO_CATALOGUE), base)
+        plans = await _plans(own_database)
+        again = await _sync(own_database, catalogue_file(tmp_path, SOLO_CATALOGUE), base)
+        back = await _sync(own_database, catalogue_file(tmp_path, SOLO_CATALOGUE + TEAM), base)
 
     assert retired == [
         Change("team", "retired (no longer in the catalogue)"),
@@ -210,52 +182,54 @@ async def test_a_plan_left_out_is_retired_and_its_price_archived_and_can_come_ba
 
 
 async def test_a_price_stripe_already_has_for_the_plan_is_adopted_not_made_again(
-    scratch: Settings, tmp_path: Path
+    own_database: Settings, tmp_path: Path
 ) -> None:
     """As after a run that created the price in Stripe, then failed before it committed."""
-    path = _catalogue(tmp_path, SOLO)
+    path = catalogue_file(tmp_path, SOLO_CATALOGUE)
     async with running_stripe() as (base, stripe):
-        await _sync(scratch, path, base)
-        made = await _plans(scratch)
-        db = Database(scratch)
+        await _sync(own_database, path, base)
+        made = await _plans(own_database)
+        db = Database(own_database)
         async with db.system_session() as session:
             await session.execute(update(Plan).values(stripe_price_id=None, stripe_product_id=None))
         await db.dispose()
         writes = len(stripe.writes())
-        assert await _sync(scratch, path, base) == []
+        assert await _sync(own_database, path, base) == []
         assert stripe.writes()[writes:] == []
 
-    adopted = (await _plans(scratch))["solo"]
+    adopted = (await _plans(own_database))["solo"]
     assert adopted["stripe_price_id"] == made["solo"]["stripe_price_id"]
     assert adopted["stripe_product_id"] == made["solo"]["stripe_product_id"]
 
 
-async def test_without_stripe_only_the_database_changes(scratch: Settings, tmp_path: Path) -> None:
-    changes = await _sync(scratch, _catalogue(tmp_path, SOLO + TEAM))
+async def test_without_stripe_only_the_database_changes(
+    own_database: Settings, tmp_path: Path
+) -> None:
+    changes = await _sync(own_database, catalogue_file(tmp_path, SOLO_CATALOGUE + TEAM))
     assert changes == [Change("solo", "added"), Change("team", "added")]
-    assert {p["stripe_price_id"] for p in (await _plans(scratch)).values()} == {None}
+    assert {p["stripe_price_id"] for p in (await _plans(own_database)).values()} == {None}
 
 
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        (SOLO.replace("1_000\ncurrency", "-1\ncurrency"), "plan 'solo': price_cents: Input should be greater than or equal to 0 (got -1)"),
-        (SOLO.replace('"USD"', '"dollars"'), "plan 'solo': currency: String should match pattern"),
-        (SOLO.replace('"month"', '"week"'), "plan 'solo': interval: Input should be 'month' or 'year' (got 'week')"),
-        (SOLO.replace("seats = 1", "seats = 0"), "plan 'solo': seats: Input should be greater than or equal to 1"),
-        (SOLO.replace("1_000\ncurrency", '"1000"\ncurrency'), "plan 'solo': price_cents: Input should be a valid integer"),
-        (SOLO.replace("seats = 1", "seat = 1"), "plan 'solo': seat: Extra inputs are not permitted (got 1) (and 1 more problem)"),
-        (SOLO.replace("seats = 1\n", ""), "plan 'solo': seats: Field required"),
-        (SOLO.replace("[plans.solo]", '[plans."Solo Plan"]'), "plan 'Solo Plan': code: String should match pattern"),
-        (SOLO.replace("seats = 1", "seats = "), "not a TOML file: Invalid value (at line 11, column 9)"),
-        (SOLO.replace("[plans.solo]", "[plan.solo]"), "unknown key 'plan'; plans are [plans.CODE] tables"),
+        (SOLO_CATALOGUE.replace("1_000\ncurrency", "-1\ncurrency"), "plan 'solo': price_cents: Input should be greater than or equal to 0 (got -1)"),
+        (SOLO_CATALOGUE.replace('"USD"', '"dollars"'), "plan 'solo': currency: String should match pattern"),
+        (SOLO_CATALOGUE.replace('"month"', '"week"'), "plan 'solo': interval: Input should be 'month' or 'year' (got 'week')"),
+        (SOLO_CATALOGUE.replace("seats = 1", "seats = 0"), "plan 'solo': seats: Input should be greater than or equal to 1"),
+        (SOLO_CATALOGUE.replace("1_000\ncurrency", '"1000"\ncurrency'), "plan 'solo': price_cents: Input should be a valid integer"),
+        (SOLO_CATALOGUE.replace("seats = 1", "seat = 1"), "plan 'solo': seat: Extra inputs are not permitted (got 1) (and 1 more problem)"),
+        (SOLO_CATALOGUE.replace("seats = 1\n", ""), "plan 'solo': seats: Field required"),
+        (SOLO_CATALOGUE.replace("[plans.solo]", '[plans."Solo Plan"]'), "plan 'Solo Plan': code: String should match pattern"),
+        (SOLO_CATALOGUE.replace("seats = 1", "seats = "), "not a TOML file: Invalid value (at line 11, column 9)"),
+        (SOLO_CATALOGUE.replace("[plans.solo]", "[plan.solo]"), "unknown key 'plan'; plans are [plans.CODE] tables"),
         ("", "no plans; write each one as a [plans.CODE] table"),
     ],
 )  # fmt: skip
 def test_a_bad_catalogue_is_one_line_naming_the_file_the_plan_and_the_field(
     tmp_path: Path, text: str, says: str
 ) -> None:
-    path = _catalogue(tmp_path, text)
+    path = catalogue_file(tmp_path, text)
     with pytest.raises(CatalogueError) as refused:
         plan_catalogue.load(path)
     message = str(refused.value)
