@@ -43,6 +43,7 @@ from models.sqlfiles import statement
 from penguinmails.settings import Settings
 from services.alerts import raise_alert, resolve_alerts
 from services.deliverability_events import Event
+from services.errors import DomainError
 
 EVALUATE_KIND = "evaluate_guards"
 EVALUATE_PRIORITY = 60
@@ -211,6 +212,21 @@ async def _guard(
         events.append(_lift(subject, message, now))
         await resolve_alerts(session, subject.tenant_id, GUARD_ALERT, name, now)
     return events
+
+
+GUARDED = {"Domain": Domain, "SendingIp": SmtpIpAddress}  # by API type
+
+
+async def lift_by_id(
+    session: AsyncSession, subject_type: str, subject_id: uuid.UUID, staff: str
+) -> Event:
+    """`lift` for the domain or sending IP named by its API type and key (a staff session: any
+    tenant's); NOT_FOUND for anything else."""
+    model = GUARDED.get(subject_type)
+    subject = await session.get(model, subject_id) if model else None
+    if subject is None:
+        raise DomainError("NOT_FOUND", "no domain or sending IP with this id", "id")
+    return await lift(session, subject, staff)
 
 
 async def lift(session: AsyncSession, subject: Domain | SmtpIpAddress, staff: str) -> Event:

@@ -9,11 +9,8 @@ from graphql_api.admin.queries import IsStaff
 from graphql_api.errors import user_errors
 from graphql_api.ids import parse_id
 from graphql_api.tenancy.types import OkPayload
-from models.infrastructure import Domain, SmtpIpAddress
 from services import deliverability_events, guards
 from services.errors import DomainError
-
-GUARDED = {"Domain": Domain, "SendingIp": SmtpIpAddress}
 
 
 @strawberry.type
@@ -25,15 +22,13 @@ class AdminMutation:
     )
     async def lift_sending_guard(self, info: Info, id: strawberry.ID) -> OkPayload:
         user_id = await info.context.user_id()
-        parsed = parse_id(id)
-        model = GUARDED.get(parsed[0]) if parsed else None
-        async with info.context.db.staff_session(
-            user_id, "guard.lift", details={"subject": str(id)}
-        ) as session:
-            subject = await session.get(model, parsed[1]) if model else None
-            if subject is None:
-                error = DomainError("NOT_FOUND", "no domain or sending IP with this id", "id")
-                return OkPayload(errors=user_errors(error))
-            event = await guards.lift(session, subject, str(user_id))
+        subject_type, subject_id = parse_id(id) or ("", None)
+        try:
+            async with info.context.db.staff_session(
+                user_id, "guard.lift", details={"subject": str(id)}
+            ) as session:
+                event = await guards.lift_by_id(session, subject_type, subject_id, str(user_id))
+        except DomainError as e:
+            return OkPayload(errors=user_errors(e))
         await deliverability_events.publish(info.context.redis, [event])
         return OkPayload(ok=True)
