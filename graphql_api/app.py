@@ -1,4 +1,5 @@
-"""The Starlette application: `/graphql` (Strawberry, with subscriptions), health checks."""
+"""The Starlette application: `/graphql` (Strawberry, with subscriptions), health checks,
+tracking and the Stripe webhook."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
-from graphql_api import health, tracking
+from graphql_api import health, tracking, webhooks
 from graphql_api.context import Context
 from graphql_api.schema import build_schema
 from models.sessions import Database
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/health/queue", health.health_queue),
             Route("/health/email", health.health_email),
             *tracking.routes,
+            *webhooks.routes,
         ],
         middleware=[
             Middleware(RequestLimits, max_bytes=settings.max_request_bytes),

@@ -7,7 +7,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -80,6 +89,8 @@ class Subscription(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     grace_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Stripe ends it at current_period_end; until then it stays as it is.
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False, server_default="false")
     # The Stripe event time that last changed this row: older events arriving late are ignored.
     stripe_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -100,13 +111,19 @@ class Payment(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     status: Mapped[PaymentStatus] = mapped_column(enum_column(PaymentStatus, "payment_status"))
     stripe_invoice_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
+    # The Stripe event time that last changed this row: older events arriving late are ignored.
+    stripe_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StripeEvent(Base):
     """Every Stripe webhook event applied, by its id: a redelivered event is applied once."""
 
     __tablename__ = "stripe_events"
-    __table_args__ = {"schema": "app"}
+    __table_args__ = (
+        Index("ix_stripe_events_stripe_created_at", "stripe_created_at"),
+        {"schema": "app"},
+    )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_… id
     type: Mapped[str] = mapped_column(String(100))

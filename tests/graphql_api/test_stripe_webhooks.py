@@ -1,0 +1,280 @@
+"""`POST /webhooks/stripe` over real HTTP, with events signed by the stripe SDK's own scheme."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import stripe
+from pydantic import SecretStr
+from sqlalchemy import func, select, update
+
+from graphql_api.ids import parse_id
+from models.billing import Payment, PaymentStatus, Plan, StripeEvent, Subscription
+from models.sessions import Database
+from models.tenancy import Tenant
+from penguinmails.settings import Settings
+from tests.graphql_api.conftest import Account, Api, serve, sign_up
+
+SECRET = "whsec_local_test"
+BILLING = """{ billing { subscription { status plan { name } }
+  payments(first: 10) { edges { node { amountCents currency status } } } } }"""
+
+
+@pytest.fixture(scope="module")
+async def hooks(settings: Settings) -> AsyncIterator[Api]:
+    async for api in serve(
+        settings.model_copy(update={"stripe_webhook_secret": SecretStr(SECRET)})
+    ):
+        yield api
+
+
+def _event(type_: str, obj: dict[str, Any], created: int | None = None) -> dict[str, Any]:
+    return {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "object": "event",
+        "api_version": stripe.api_version,
+        "type": type_,
+        "created": created or int(time.time()),
+        "data": {"object": obj},
+    }
+
+
+async def _post(
+    api: Api, body: dict | str, *, secret: str = SECRET, timestamp: int | None = None,
+    tamper: bool = False,
+) -> int:  # fmt: skip
+    payload = body if isinstance(body, str) else json.dumps(body)
+    header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)
+    if tamper:
+        payload = payload.replace('"type": "', '"type": "x')
+    response = await api.http.post(
+        f"{api.url}/webhooks/stripe",
+        content=payload.encode(),
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+    )
+    return response.status_code
+
+
+async def _customer(db: Database, account: Account) -> str:
+    """Makes the account's tenant a Stripe customer, as a completed checkout would."""
+    customer = f"cus_{uuid.uuid4().hex[:12]}"
+    async with db.system_session() as s:
+        await s.execute(
+            update(Tenant)
+            .where(Tenant.id == parse_id(account.tenant)[1])
+            .values(stripe_customer_id=customer)
+        )
+    return customer
+
+
+async def _priced_plan(db: Database, code: str) -> tuple[uuid.UUID, str]:
+    price = f"price_{code}_{uuid.uuid4().hex[:6]}"
+    async with db.system_session() as s:
+        plan_id = await s.scalar(select(Plan.id).where(Plan.code == code))
+        await s.execute(update(Plan).where(Plan.id == plan_id).values(stripe_price_id=price))
+    return plan_id, price
+
+
+def _subscription(sub_id: str, customer: str, price: str, status: str, **more: Any) -> dict:
+    return {
+        "id": sub_id, "object": "subscription", "customer": customer, "status": status,
+        "cancel_at_period_end": False,
+        "items": {"data": [{"price": {"id": price}, "current_period_start": 1_800_000_000,
+                            "current_period_end": 1_802_592_000}]},
+        **more,
+    }  # fmt: skip
+
+
+async def _stored(db: Database, event_id: str) -> StripeEvent | None:
+    async with db.system_session() as s:
+        return await s.get(StripeEvent, event_id)
+
+
+async def test_a_completed_checkout_makes_the_tenant_a_paying_customer(
+    hooks: Api, db: Database
+) -> None:
+    account = await sign_up(hooks)
+    tenant_id = parse_id(account.tenant)[1]
+    plan_id, _ = await _priced_plan(db, "growth")
+    checkout = {
+        "id": "cs_test_1", "object": "checkout.session", "mode": "subscription",
+        "customer": f"cus_{uuid.uuid4().hex[:12]}", "subscription": f"sub_{uuid.uuid4().hex[:12]}",
+        "client_reference_id": str(tenant_id), "payment_status": "paid",
+        "metadata": {"tenant_id": str(tenant_id), "plan_id": str(plan_id)},
+    }  # fmt: skip
+    event = _event("checkout.session.completed", checkout)
+
+    assert await _post(hooks, event) == 200
+
+    billing = (await hooks.gql(BILLING, token=account.token))["data"]["billing"]
+    assert billing["subscription"] == {"status": "ACTIVE", "plan": {"name": "Growth"}}
+    async with db.system_session() as s:
+        tenant = await s.get(Tenant, tenant_id)
+        subscriptions = (
+            await s.scalars(select(Subscription).where(Subscription.tenant_id == tenant_id))
+        ).all()
+    assert tenant.stripe_customer_id == checkout["customer"]
+    assert [x.stripe_subscription_id for x in subscriptions] == [checkout["subscription"]]
+    assert (await _stored(db, event["id"])).tenant_id == tenant_id
+
+
+async def test_an_update_delivered_before_the_creation_is_not_overwritten_by_it(
+    hooks: Api, db: Database
+) -> None:
+    account = await sign_up(hooks)
+    customer = await _customer(db, account)
+    _, price = await _priced_plan(db, "growth")
+    sub_id = f"sub_{uuid.uuid4().hex[:12]}"
+    now = int(time.time())
+    updated = _subscription(sub_id, customer, price, "active", cancel_at_period_end=True)
+    created = _subscription(sub_id, customer, price, "trialing")
+
+    assert await _post(hooks, _event("customer.subscription.updated", updated, now)) == 200
+    assert await _post(hooks, _event("customer.subscription.created", created, now - 10)) == 200
+
+    billing = (await hooks.gql(BILLING, token=account.token))["data"]["billing"]
+    assert billing["subscription"] == {"status": "ACTIVE", "plan": {"name": "Growth"}}
+    async with db.system_session() as s:
+        row = await s.scalar(
+            select(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+        )
+    assert row.cancel_at_period_end and row.current_period_end.timestamp() == 1_802_592_000
+
+
+async def test_a_replayed_event_is_acknowledged_and_changes_nothing(
+    hooks: Api, db: Database
+) -> None:
+    account = await sign_up(hooks)
+    customer = await _customer(db, account)
+    _, price = await _priced_plan(db, "growth")
+    sub_id = f"sub_{uuid.uuid4().hex[:12]}"
+    event = _event(
+        "customer.subscription.updated", _subscription(sub_id, customer, price, "past_due")
+    )
+    assert await _post(hooks, event) == 200
+    async with db.system_session() as s:  # something else happened since, here
+        await s.execute(
+            update(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+            .values(status="ACTIVE", stripe_updated_at=None)
+        )  # fmt: skip
+
+    assert await _post(hooks, event) == 200
+
+    billing = (await hooks.gql(BILLING, token=account.token))["data"]["billing"]
+    assert billing["subscription"]["status"] == "ACTIVE"
+    async with db.system_session() as s:
+        stored = await s.scalar(select(func.count()).where(StripeEvent.id == event["id"]))
+    assert stored == 1
+
+
+async def test_a_deleted_subscription_is_canceled(hooks: Api, db: Database) -> None:
+    account = await sign_up(hooks)
+    customer = await _customer(db, account)
+    _, price = await _priced_plan(db, "growth")
+    sub_id = f"sub_{uuid.uuid4().hex[:12]}"
+    now = int(time.time())
+    active = _subscription(sub_id, customer, price, "active")
+    canceled = _subscription(sub_id, customer, price, "canceled", ended_at=now)
+    assert await _post(hooks, _event("customer.subscription.created", active, now - 5)) == 200
+    assert await _post(hooks, _event("customer.subscription.deleted", canceled, now)) == 200
+
+    async with db.system_session() as s:
+        row = await s.scalar(
+            select(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+        )
+    assert row.status == "CANCELED" and row.canceled_at.timestamp() == now
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["another secret", "no signature", "expired timestamp", "tampered body", "not JSON"],
+)
+async def test_a_request_stripe_did_not_sign_as_sent_is_refused(
+    hooks: Api, db: Database, how: str
+) -> None:
+    event = _event("customer.tax_id.created", {"id": "txi_1", "customer": "cus_x"})
+    if how == "another secret":
+        status = await _post(hooks, event, secret="whsec_someone_else")
+    elif how == "no signature":
+        response = await hooks.http.post(f"{hooks.url}/webhooks/stripe", json=event)
+        status = response.status_code
+    elif how == "expired timestamp":
+        status = await _post(hooks, event, timestamp=int(time.time()) - 600)
+    elif how == "tampered body":
+        status = await _post(hooks, event, tamper=True)
+    else:
+        status = await _post(hooks, "{not json " + event["id"])
+
+    assert status == 400
+    assert await _stored(db, event["id"]) is None
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_a_body_over_a_megabyte_is_refused_unread(hooks: Api, declared: bool) -> None:
+    body = b"{" + b" " * (10 * 1024 * 1024) + b"}"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    response = await hooks.http.post(
+        f"{hooks.url}/webhooks/stripe",
+        content=body if declared else chunks(),
+        headers={"Stripe-Signature": "t=1,v1=0"},
+    )
+    assert response.status_code == 413
+
+
+async def test_an_unknown_type_or_customer_is_stored_and_acknowledged(
+    hooks: Api, db: Database
+) -> None:
+    unknown_type = _event("customer.tax_id.created", {"id": "txi_1", "customer": "cus_x"})
+    sub_id = f"sub_{uuid.uuid4().hex[:12]}"
+    unknown_customer = _event(
+        "customer.subscription.updated", _subscription(sub_id, "cus_nobody", "price_x", "active")
+    )
+
+    assert await _post(hooks, unknown_type) == 200
+    assert await _post(hooks, unknown_customer) == 200
+
+    assert (await _stored(db, unknown_type["id"])).type == "customer.tax_id.created"
+    assert (await _stored(db, unknown_customer["id"])).tenant_id is None
+    async with db.system_session() as s:
+        assert await s.scalar(
+            select(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+        ) is None  # fmt: skip
+
+
+async def test_a_failed_then_paid_invoice_is_one_payment_with_the_final_status(
+    hooks: Api, db: Database
+) -> None:
+    account = await sign_up(hooks)
+    customer = await _customer(db, account)
+    invoice_id = f"in_{uuid.uuid4().hex[:12]}"
+    now = int(time.time())
+    invoice = {
+        "id": invoice_id, "object": "invoice", "customer": customer, "currency": "usd",
+        "amount_due": 14900, "amount_paid": 0,
+        "hosted_invoice_url": f"https://invoice.stripe.test/{invoice_id}",
+    }  # fmt: skip
+    paid = {**invoice, "amount_paid": 14900, "status_transitions": {"paid_at": now}}
+
+    assert await _post(hooks, _event("invoice.finalized", invoice, now - 20)) == 200
+    assert await _post(hooks, _event("invoice.payment_failed", invoice, now - 10)) == 200
+    assert await _post(hooks, _event("invoice.paid", paid, now)) == 200
+    # A failure delivered late does not undo the payment.
+    assert await _post(hooks, _event("invoice.payment_failed", invoice, now - 5)) == 200
+
+    billing = (await hooks.gql(BILLING, token=account.token))["data"]["billing"]
+    assert [e["node"] for e in billing["payments"]["edges"]] == [
+        {"amountCents": 14900, "currency": "usd", "status": "SUCCEEDED"}
+    ]
+    async with db.system_session() as s:
+        payment = await s.scalar(select(Payment).where(Payment.stripe_invoice_id == invoice_id))
+    assert payment.status == PaymentStatus.SUCCEEDED and payment.paid_at.timestamp() == now
+    assert payment.hosted_invoice_url == invoice["hosted_invoice_url"]
