@@ -47,7 +47,8 @@ async def start_checkout(
     plan = await session.get(Plan, plan_id)
     if plan is None or not plan.active:
         raise DomainError("NOT_FOUND", "no such plan", "planId")
-    if not plan.stripe_price_id:
+    # A private plan is one the platform assigns (the catalogue's `public = false`), never sold.
+    if not plan.stripe_price_id or not plan.public:
         raise DomainError("PLAN_NOT_PURCHASABLE", f"{plan.name} cannot be bought online", "planId")
     client = stripe_client(settings)
     tenant = await session.get(Tenant, tenant_id)

@@ -14,6 +14,7 @@ from graphql_api.ids import encode_id, parse_id
 from models.billing import Payment, PaymentStatus, Plan, Subscription
 from models.sessions import Database
 from penguinmails.settings import Settings
+from tests.factories import create_row, table
 from tests.graphql_api.conftest import Api, serve, sign_up
 from tests.stripe_server import FakeStripe, running_stripe
 
@@ -97,6 +98,18 @@ async def test_start_checkout_asks_stripe_for_a_session_of_the_plans_price(
         starter = await _plan_id(db, "starter", None)
         refused = await api.gql(CHECKOUT, {"planId": starter}, token=account.token)
         assert refused["data"]["startCheckout"]["errors"] == [
+            {"code": "PLAN_NOT_PURCHASABLE", "field": "planId"}
+        ]
+        async with db.system_session() as s:  # a private plan, even with a Stripe price
+            private = await create_row(s, table("app.plans"), None)
+            await s.execute(
+                update(Plan).where(Plan.id == private["id"]).values(stripe_price_id="price_p")
+            )
+        assert private["public"] is False
+        hidden = await api.gql(
+            CHECKOUT, {"planId": encode_id("Plan", private["id"])}, token=account.token
+        )
+        assert hidden["data"]["startCheckout"]["errors"] == [
             {"code": "PLAN_NOT_PURCHASABLE", "field": "planId"}
         ]
         unknown = await api.gql(
