@@ -173,6 +173,17 @@ async def drop_old_message_bodies(settings: Settings) -> int:
     return dropped.bodies
 
 
+@periodic(seconds=lambda settings: settings.billing_reconcile_seconds)
+async def reconcile_stripe_events(settings: Settings) -> int:
+    """The Stripe events a webhook outage lost, from Stripe's list; nothing without a key."""
+    from services import billing, stripe_events
+
+    if settings.stripe_api_key is None:
+        return 0
+    client = billing.stripe_client(settings)
+    return await _with_database(settings, lambda db: stripe_events.reconcile(db, client))
+
+
 async def _in_system_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """`work` in one system-session transaction, on a Database of this run only."""
 

@@ -26,6 +26,8 @@ pipelines_app = typer.Typer(no_args_is_help=True, help="The analytics pipelines.
 app.add_typer(pipelines_app, name="pipelines")
 plans_app = typer.Typer(no_args_is_help=True, help="The plan catalogue (penguinmails/plans.toml).")
 app.add_typer(plans_app, name="plans")
+billing_app = typer.Typer(no_args_is_help=True, help="Billing: Stripe's events.")
+app.add_typer(billing_app, name="billing")
 console = Console(stderr=True)
 
 
@@ -326,6 +328,34 @@ async def _sync_plans(settings: Settings, *, with_stripe: bool) -> list[Change]:
     try:
         async with db.system_session() as session:
             return await plan_catalogue.sync(session, catalogue, client)
+    finally:
+        await db.dispose()
+
+
+@billing_app.command("reconcile")
+def billing_reconcile() -> None:
+    """Apply the Stripe events not yet stored (a webhook outage's), from Stripe's list of the
+    last 30 days; prints how many were applied."""
+    import stripe
+
+    settings = get_settings()
+    if settings.stripe_api_key is None:
+        _refuse("no Stripe key (PENGUINMAILS_STRIPE_API_KEY): nothing to reconcile")
+    try:
+        applied = asyncio.run(_reconcile(settings))
+    except stripe.StripeError as e:
+        print(f"penguinmails: Stripe: {_one_line(e)}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    print(f"stripe events: {applied} applied")
+
+
+async def _reconcile(settings: Settings) -> int:
+    from models.sessions import Database
+    from services import billing, stripe_events
+
+    db = Database(settings)
+    try:
+        return await stripe_events.reconcile(db, billing.stripe_client(settings))
     finally:
         await db.dispose()
 

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str | None = None  # tests point the real client at a local server
     stripe_webhook_secret: SecretStr | None = None
+    # Stripe's list of events is read this often (and by `penguinmails billing reconcile`) for
+    # the ones a webhook outage lost; skipped without a key.
+    billing_reconcile_seconds: float = Field(default=3600.0, gt=0)
 
     smtp_relay_host: str = "127.0.0.1"
     smtp_relay_port: int = 2525

@@ -1,13 +1,14 @@
 """Stripe webhook events applied to tenants, subscriptions and payments: each event once (its id
-stored in the same transaction as its effect), and never an older state over a newer one."""
+stored in the same transaction as its effect), and never an older state over a newer one; and
+the reconciliation that applies, from Stripe's list of events, the ones a webhook outage lost."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +22,11 @@ from models.billing import (
 )
 from models.tenancy import Tenant
 from services.billing import LIVE_STATUSES
+
+if TYPE_CHECKING:
+    import stripe
+
+    from models.sessions import Database
 
 Event = dict[str, Any]
 
@@ -71,6 +77,35 @@ async def apply_event(session: AsyncSession, event: Event) -> bool:
         record = await session.get(StripeEvent, event["id"])
         record.tenant_id = tenant.id
     return True
+
+
+# Stripe lists events for 30 days; events that reach it out of order may be stored after newer
+# ones, so the list is read again from a little before the newest stored.
+LISTED_FOR = timedelta(days=30)
+OVERLAP = timedelta(minutes=5)
+
+
+async def reconcile(db: Database, client: stripe.StripeClient, *, page_size: int = 100) -> int:
+    """Applies the events Stripe lists that are not stored (a webhook outage's), oldest first,
+    each in a transaction of its own; returns how many were new."""
+    async with db.system_session() as session:
+        newest = await session.scalar(select(func.max(StripeEvent.stripe_created_at)))
+    since = newest - OVERLAP if newest is not None else datetime.now(UTC) - LISTED_FOR
+    listed: list[Event] = []
+    params: dict[str, Any] = {"created": {"gt": int(since.timestamp())}, "limit": page_size}
+    while True:
+        page = await client.v1.events.list_async(params)  # type: ignore[arg-type]
+        listed.extend(event.to_dict(for_json=True) for event in page.data)
+        if not page.has_more or not page.data:
+            break
+        params = {**params, "starting_after": page.data[-1].id}
+    # Stripe lists newest first; applied in the order they happened (the same second: in the
+    # reverse of the list's order), a later state wins.
+    applied = 0
+    for event in sorted(reversed(listed), key=lambda e: e["created"]):
+        async with db.system_session() as session:
+            applied += await apply_event(session, event)
+    return applied
 
 
 async def _checkout_completed(
@@ -158,19 +193,21 @@ async def _invoice_changed(
         )
     ):
         return
-    if payment is None:
-        payment = Payment(tenant_id=tenant.id, stripe_invoice_id=invoice["id"])
-        session.add(payment)
     stripe_sub_id = invoice.get("subscription") or (
         ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
     )
-    if stripe_sub_id:
-        payment.subscription_id = await session.scalar(
-            select(Subscription.id).where(
-                Subscription.tenant_id == tenant.id,
-                Subscription.stripe_subscription_id == stripe_sub_id,
-            )
+    # Looked up before a new payment is added: the query would flush it half-filled.
+    subscription_id = stripe_sub_id and await session.scalar(
+        select(Subscription.id).where(
+            Subscription.tenant_id == tenant.id,
+            Subscription.stripe_subscription_id == stripe_sub_id,
         )
+    )
+    if payment is None:
+        payment = Payment(tenant_id=tenant.id, stripe_invoice_id=invoice["id"])
+        session.add(payment)
+    if stripe_sub_id:
+        payment.subscription_id = subscription_id
     paid = status == PaymentStatus.SUCCEEDED
     payment.amount_cents = invoice.get("amount_paid" if paid else "amount_due") or 0
     payment.currency = (invoice.get("currency") or "usd").lower()

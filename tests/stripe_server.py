@@ -2,7 +2,8 @@
 
 It speaks the request and response shapes of the calls the platform makes — form-encoded bodies
 in, JSON objects and Stripe's error shape out — keeps the products and prices it was given, and
-records every request for the tests to read.
+records every request for the tests to read. `events` is the list `GET /v1/events` serves, which
+a test fills.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ class FakeStripe:
         self.requests: list[Received] = []
         self.products: dict[str, dict[str, Any]] = {}
         self.prices: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
 
     def app(self) -> Starlette:
         return Starlette(routes=[
+            Route("/v1/events", self.list_events, methods=["GET"]),
             Route("/v1/checkout/sessions", self.create_checkout_session, methods=["POST"]),
             Route("/v1/subscriptions/{id}", self.cancel_subscription, methods=["DELETE"]),
             Route("/v1/products", self.create_product, methods=["POST"]),
@@ -72,6 +75,22 @@ class FakeStripe:
         return JSONResponse(
             {"id": request.path_params["id"], "object": "subscription", "status": "canceled"}
         )
+
+    async def list_events(self, request: Request) -> JSONResponse:
+        """Newest first, as Stripe lists them (the later-added first within a second)."""
+        form = await self._receive(request)
+        after = _one(form, "created[gt]")
+        found = [e for e in reversed(self.events) if after is None or e["created"] > int(after)]
+        found.sort(key=lambda e: e["created"], reverse=True)
+        start = _one(form, "starting_after")
+        if start is not None:
+            ids = [e["id"] for e in found]
+            if start not in ids:
+                return _error(400, "resource_missing", f"No such event: '{start}'")
+            found = found[ids.index(start) + 1 :]
+        limit = int(_one(form, "limit") or 10)
+        return JSONResponse({"object": "list", "url": "/v1/events",
+                             "has_more": len(found) > limit, "data": found[:limit]})  # fmt: skip
 
     async def create_product(self, request: Request) -> JSONResponse:
         form = await self._receive(request)
