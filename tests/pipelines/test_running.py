@@ -153,7 +153,7 @@ def test_a_run_killed_mid_way_leaves_tables_and_watermark_consistent(scratch) ->
     olap.bulk(tenants, 2_000, seed=0.8)
     pipelines.run(settings, "daily_analytics")
     tables, marks = _daily_table(olap), _watermarks(olap)
-    olap.bulk(tenants, 200_000, seed=0.9)
+    olap.bulk(tenants, 600_000, seed=0.9)  # a run of several seconds: the kills land mid-way
     env = {**os.environ, "DATABASE_URL": settings.database_url}
     for delay in (0.05, 0.4):
         run = subprocess.Popen([*CLI, "run", "daily_analytics"], env=env)
@@ -161,6 +161,7 @@ def test_a_run_killed_mid_way_leaves_tables_and_watermark_consistent(scratch) ->
         while not _lock_held(olap) and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(delay)
+        assert run.poll() is None, "the run ended before the kill: nothing tested"
         os.kill(run.pid, signal.SIGKILL)
         run.wait()
         assert _watermarks(olap) == marks  # nothing of the killed run committed
