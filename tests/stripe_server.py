@@ -3,17 +3,20 @@
 It speaks the request and response shapes of the calls the platform makes — form-encoded bodies
 in, JSON objects and Stripe's error shape out — keeps the products and prices it was given, and
 records every request for the tests to read. `events` is the list `GET /v1/events` serves, which
-a test fills.
+a test fills, with objects built by `event`, `subscription` and `invoice` (as a webhook gets them).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
+import stripe
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -199,3 +202,30 @@ async def running_stripe() -> AsyncIterator[tuple[str, FakeStripe]]:
     fake = FakeStripe()
     async with running(fake.app()) as url:
         yield url, fake
+
+
+def event(type_: str, obj: dict[str, Any], created: int | None = None) -> dict[str, Any]:
+    """A Stripe event about `obj`, created at `created` (now when not given)."""
+    return {
+        "id": f"evt_{uuid.uuid4().hex}", "object": "event", "api_version": stripe.api_version,
+        "type": type_, "created": created or int(time.time()), "data": {"object": obj},
+    }  # fmt: skip
+
+
+def subscription(sub_id: str, customer: str, price: str, status: str, **more: Any) -> dict:
+    """A subscription to one price, in its first period (the period sits on the item)."""
+    return {
+        "id": sub_id, "object": "subscription", "customer": customer, "status": status,
+        "cancel_at_period_end": False,
+        "items": {"object": "list", "data": [{"price": {"id": price},
+                                              "current_period_start": 1_800_000_000,
+                                              "current_period_end": 1_802_592_000}]},
+        **more,
+    }  # fmt: skip
+
+
+def invoice(invoice_id: str, customer: str, amount_due: int, amount_paid: int, **more: Any) -> dict:
+    return {
+        "id": invoice_id, "object": "invoice", "customer": customer, "currency": "usd",
+        "amount_due": amount_due, "amount_paid": amount_paid, **more,
+    }  # fmt: skip

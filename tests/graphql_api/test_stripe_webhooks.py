@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import stripe
@@ -19,6 +19,7 @@ from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
 from tests.graphql_api.conftest import Account, Api, serve, sign_up
+from tests.stripe_server import event, invoice, subscription
 
 SECRET = "whsec_local_test"
 BILLING = """{ billing { subscription { status plan { name } }
@@ -31,17 +32,6 @@ async def hooks(settings: Settings) -> AsyncIterator[Api]:
         settings.model_copy(update={"stripe_webhook_secret": SecretStr(SECRET)})
     ):
         yield api
-
-
-def _event(type_: str, obj: dict[str, Any], created: int | None = None) -> dict[str, Any]:
-    return {
-        "id": f"evt_{uuid.uuid4().hex}",
-        "object": "event",
-        "api_version": stripe.api_version,
-        "type": type_,
-        "created": created or int(time.time()),
-        "data": {"object": obj},
-    }
 
 
 async def _post(
@@ -80,14 +70,21 @@ async def _priced_plan(db: Database, code: str) -> tuple[uuid.UUID, str]:
     return plan_id, price
 
 
-def _subscription(sub_id: str, customer: str, price: str, status: str, **more: Any) -> dict:
-    return {
-        "id": sub_id, "object": "subscription", "customer": customer, "status": status,
-        "cancel_at_period_end": False,
-        "items": {"data": [{"price": {"id": price}, "current_period_start": 1_800_000_000,
-                            "current_period_end": 1_802_592_000}]},
-        **more,
-    }  # fmt: skip
+class Customer(NamedTuple):
+    account: Account
+    id: str  # its Stripe customer id
+    price: str  # the Stripe price of the Growth plan
+    sub_id: str  # its subscription, not yet heard of here
+
+    def subscription(self, status: str, **more: Any) -> dict[str, Any]:
+        return subscription(self.sub_id, self.id, self.price, status, **more)
+
+
+async def _growth_customer(api: Api, db: Database) -> Customer:
+    """A new account whose tenant is a Stripe customer, about to subscribe to Growth."""
+    account = await sign_up(api)
+    _, price = await _priced_plan(db, "growth")
+    return Customer(account, await _customer(db, account), price, f"sub_{uuid.uuid4().hex[:12]}")
 
 
 async def _stored(db: Database, event_id: str) -> StripeEvent | None:
@@ -107,9 +104,9 @@ async def test_a_completed_checkout_makes_the_tenant_a_paying_customer(
         "client_reference_id": str(tenant_id), "payment_status": "paid",
         "metadata": {"tenant_id": str(tenant_id), "plan_id": str(plan_id)},
     }  # fmt: skip
-    event = _event("checkout.session.completed", checkout)
+    completed = event("checkout.session.completed", checkout)
 
-    assert await _post(hooks, event) == 200
+    assert await _post(hooks, completed) == 200
 
     billing = (await hooks.gql(BILLING, token=account.token))["data"]["billing"]
     assert billing["subscription"] == {"status": "ACTIVE", "plan": {"name": "Growth"}}
@@ -120,28 +117,25 @@ async def test_a_completed_checkout_makes_the_tenant_a_paying_customer(
         ).all()
     assert tenant.stripe_customer_id == checkout["customer"]
     assert [x.stripe_subscription_id for x in subscriptions] == [checkout["subscription"]]
-    assert (await _stored(db, event["id"])).tenant_id == tenant_id
+    assert (await _stored(db, completed["id"])).tenant_id == tenant_id
 
 
 async def test_an_update_delivered_before_the_creation_is_not_overwritten_by_it(
     hooks: Api, db: Database
 ) -> None:
-    account = await sign_up(hooks)
-    customer = await _customer(db, account)
-    _, price = await _priced_plan(db, "growth")
-    sub_id = f"sub_{uuid.uuid4().hex[:12]}"
+    customer = await _growth_customer(hooks, db)
     now = int(time.time())
-    updated = _subscription(sub_id, customer, price, "active", cancel_at_period_end=True)
-    created = _subscription(sub_id, customer, price, "trialing")
+    updated = customer.subscription("active", cancel_at_period_end=True)
+    created = customer.subscription("trialing")
 
-    assert await _post(hooks, _event("customer.subscription.updated", updated, now)) == 200
-    assert await _post(hooks, _event("customer.subscription.created", created, now - 10)) == 200
+    assert await _post(hooks, event("customer.subscription.updated", updated, now)) == 200
+    assert await _post(hooks, event("customer.subscription.created", created, now - 10)) == 200
 
-    billing = (await hooks.gql(BILLING, token=account.token))["data"]["billing"]
+    billing = (await hooks.gql(BILLING, token=customer.account.token))["data"]["billing"]
     assert billing["subscription"] == {"status": "ACTIVE", "plan": {"name": "Growth"}}
     async with db.system_session() as s:
         row = await s.scalar(
-            select(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+            select(Subscription).where(Subscription.stripe_subscription_id == customer.sub_id)
         )
     assert row.cancel_at_period_end and row.current_period_end.timestamp() == 1_802_592_000
 
@@ -149,43 +143,35 @@ async def test_an_update_delivered_before_the_creation_is_not_overwritten_by_it(
 async def test_a_replayed_event_is_acknowledged_and_changes_nothing(
     hooks: Api, db: Database
 ) -> None:
-    account = await sign_up(hooks)
-    customer = await _customer(db, account)
-    _, price = await _priced_plan(db, "growth")
-    sub_id = f"sub_{uuid.uuid4().hex[:12]}"
-    event = _event(
-        "customer.subscription.updated", _subscription(sub_id, customer, price, "past_due")
-    )
-    assert await _post(hooks, event) == 200
+    customer = await _growth_customer(hooks, db)
+    updated = event("customer.subscription.updated", customer.subscription("past_due"))
+    assert await _post(hooks, updated) == 200
     async with db.system_session() as s:  # something else happened since, here
         await s.execute(
-            update(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+            update(Subscription).where(Subscription.stripe_subscription_id == customer.sub_id)
             .values(status="ACTIVE", stripe_updated_at=None)
         )  # fmt: skip
 
-    assert await _post(hooks, event) == 200
+    assert await _post(hooks, updated) == 200
 
-    billing = (await hooks.gql(BILLING, token=account.token))["data"]["billing"]
+    billing = (await hooks.gql(BILLING, token=customer.account.token))["data"]["billing"]
     assert billing["subscription"]["status"] == "ACTIVE"
     async with db.system_session() as s:
-        stored = await s.scalar(select(func.count()).where(StripeEvent.id == event["id"]))
+        stored = await s.scalar(select(func.count()).where(StripeEvent.id == updated["id"]))
     assert stored == 1
 
 
 async def test_a_deleted_subscription_is_canceled(hooks: Api, db: Database) -> None:
-    account = await sign_up(hooks)
-    customer = await _customer(db, account)
-    _, price = await _priced_plan(db, "growth")
-    sub_id = f"sub_{uuid.uuid4().hex[:12]}"
+    customer = await _growth_customer(hooks, db)
     now = int(time.time())
-    active = _subscription(sub_id, customer, price, "active")
-    canceled = _subscription(sub_id, customer, price, "canceled", ended_at=now)
-    assert await _post(hooks, _event("customer.subscription.created", active, now - 5)) == 200
-    assert await _post(hooks, _event("customer.subscription.deleted", canceled, now)) == 200
+    active = customer.subscription("active")
+    canceled = customer.subscription("canceled", ended_at=now)
+    assert await _post(hooks, event("customer.subscription.created", active, now - 5)) == 200
+    assert await _post(hooks, event("customer.subscription.deleted", canceled, now)) == 200
 
     async with db.system_session() as s:
         row = await s.scalar(
-            select(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+            select(Subscription).where(Subscription.stripe_subscription_id == customer.sub_id)
         )
     assert row.status == "CANCELED" and row.canceled_at.timestamp() == now
 
@@ -197,21 +183,21 @@ async def test_a_deleted_subscription_is_canceled(hooks: Api, db: Database) -> N
 async def test_a_request_stripe_did_not_sign_as_sent_is_refused(
     hooks: Api, db: Database, how: str
 ) -> None:
-    event = _event("customer.tax_id.created", {"id": "txi_1", "customer": "cus_x"})
+    sent = event("customer.tax_id.created", {"id": "txi_1", "customer": "cus_x"})
     if how == "another secret":
-        status = await _post(hooks, event, secret="whsec_someone_else")
+        status = await _post(hooks, sent, secret="whsec_someone_else")
     elif how == "no signature":
-        response = await hooks.http.post(f"{hooks.url}/webhooks/stripe", json=event)
+        response = await hooks.http.post(f"{hooks.url}/webhooks/stripe", json=sent)
         status = response.status_code
     elif how == "expired timestamp":
-        status = await _post(hooks, event, timestamp=int(time.time()) - 600)
+        status = await _post(hooks, sent, timestamp=int(time.time()) - 600)
     elif how == "tampered body":
-        status = await _post(hooks, event, tamper=True)
+        status = await _post(hooks, sent, tamper=True)
     else:
-        status = await _post(hooks, "{not json " + event["id"])
+        status = await _post(hooks, "{not json " + sent["id"])
 
     assert status == 400
-    assert await _stored(db, event["id"]) is None
+    assert await _stored(db, sent["id"]) is None
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
@@ -233,10 +219,10 @@ async def test_a_body_over_a_megabyte_is_refused_unread(hooks: Api, declared: bo
 async def test_an_unknown_type_or_customer_is_stored_and_acknowledged(
     hooks: Api, db: Database
 ) -> None:
-    unknown_type = _event("customer.tax_id.created", {"id": "txi_1", "customer": "cus_x"})
+    unknown_type = event("customer.tax_id.created", {"id": "txi_1", "customer": "cus_x"})
     sub_id = f"sub_{uuid.uuid4().hex[:12]}"
-    unknown_customer = _event(
-        "customer.subscription.updated", _subscription(sub_id, "cus_nobody", "price_x", "active")
+    unknown_customer = event(
+        "customer.subscription.updated", subscription(sub_id, "cus_nobody", "price_x", "active")
     )
 
     assert await _post(hooks, unknown_type) == 200
@@ -257,18 +243,17 @@ async def test_a_failed_then_paid_invoice_is_one_payment_with_the_final_status(
     customer = await _customer(db, account)
     invoice_id = f"in_{uuid.uuid4().hex[:12]}"
     now = int(time.time())
-    invoice = {
-        "id": invoice_id, "object": "invoice", "customer": customer, "currency": "usd",
-        "amount_due": 14900, "amount_paid": 0,
-        "hosted_invoice_url": f"https://invoice.stripe.test/{invoice_id}",
-    }  # fmt: skip
-    paid = {**invoice, "amount_paid": 14900, "status_transitions": {"paid_at": now}}
+    due = invoice(
+        invoice_id, customer, 14900, 0,
+        hosted_invoice_url=f"https://invoice.stripe.test/{invoice_id}",
+    )  # fmt: skip
+    paid = {**due, "amount_paid": 14900, "status_transitions": {"paid_at": now}}
 
-    assert await _post(hooks, _event("invoice.finalized", invoice, now - 20)) == 200
-    assert await _post(hooks, _event("invoice.payment_failed", invoice, now - 10)) == 200
-    assert await _post(hooks, _event("invoice.paid", paid, now)) == 200
+    assert await _post(hooks, event("invoice.finalized", due, now - 20)) == 200
+    assert await _post(hooks, event("invoice.payment_failed", due, now - 10)) == 200
+    assert await _post(hooks, event("invoice.paid", paid, now)) == 200
     # A failure delivered late does not undo the payment.
-    assert await _post(hooks, _event("invoice.payment_failed", invoice, now - 5)) == 200
+    assert await _post(hooks, event("invoice.payment_failed", due, now - 5)) == 200
 
     billing = (await hooks.gql(BILLING, token=account.token))["data"]["billing"]
     assert [e["node"] for e in billing["payments"]["edges"]] == [
@@ -277,4 +262,4 @@ async def test_a_failed_then_paid_invoice_is_one_payment_with_the_final_status(
     async with db.system_session() as s:
         payment = await s.scalar(select(Payment).where(Payment.stripe_invoice_id == invoice_id))
     assert payment.status == PaymentStatus.SUCCEEDED and payment.paid_at.timestamp() == now
-    assert payment.hosted_invoice_url == invoice["hosted_invoice_url"]
+    assert payment.hosted_invoice_url == due["hosted_invoice_url"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import stripe
 from pydantic import SecretStr
 from sqlalchemy import select, update
@@ -20,28 +22,9 @@ from penguinmails.settings import Settings
 from services import billing, plan_catalogue, stripe_events
 from tests.factories import catalogue_file, create_tenant
 from tests.penguinmails.test_plans import _cli
-from tests.stripe_server import FakeStripe, running_stripe
+from tests.stripe_server import FakeStripe, event, invoice, running_stripe, subscription
 
 HOUR_AGO = int(time.time()) - 3600
-
-
-def _event(type_: str, obj: dict[str, Any], created: int) -> dict[str, Any]:
-    return {
-        "id": f"evt_{uuid.uuid4().hex}", "object": "event", "api_version": stripe.api_version,
-        "type": type_, "created": created, "data": {"object": obj},
-    }  # fmt: skip
-
-
-def _subscription(customer: str, price: str, status: str) -> dict[str, Any]:
-    return {
-        "id": "sub_outage", "object": "subscription", "customer": customer, "status": status,
-        "cancel_at_period_end": False, "items": {"object": "list", "data": [{"price": {"id": price}}]},
-    }  # fmt: skip
-
-
-def _invoice(customer: str) -> dict[str, Any]:
-    return {"id": "in_outage", "object": "invoice", "customer": customer, "currency": "usd",
-            "amount_due": 1_000, "amount_paid": 1_000, "subscription": "sub_outage"}  # fmt: skip
 
 
 async def _customer_with_plan(db: Database, tmp_path: Path) -> tuple[str, str]:
@@ -59,16 +42,33 @@ async def _customer_with_plan(db: Database, tmp_path: Path) -> tuple[str, str]:
 
 def _outage(customer: str, price: str) -> list[dict[str, Any]]:
     """Five events, a minute apart: the first two delivered, the last three lost."""
+
+    def sub(status: str) -> dict[str, Any]:
+        return subscription("sub_outage", customer, price, status)
+
+    def inv() -> dict[str, Any]:
+        return invoice("in_outage", customer, 1_000, 1_000, subscription="sub_outage")
+
     return [
-        _event("customer.subscription.created", _subscription(customer, price, "trialing"),
-               HOUR_AGO),
-        _event("invoice.finalized", _invoice(customer), HOUR_AGO + 60),
-        _event("invoice.payment_failed", _invoice(customer), HOUR_AGO + 120),
-        _event("customer.subscription.updated", _subscription(customer, price, "past_due"),
-               HOUR_AGO + 180),
-        _event("customer.subscription.updated", _subscription(customer, price, "active"),
-               HOUR_AGO + 240),
-    ]  # fmt: skip
+        event("customer.subscription.created", sub("trialing"), HOUR_AGO),
+        event("invoice.finalized", inv(), HOUR_AGO + 60),
+        event("invoice.payment_failed", inv(), HOUR_AGO + 120),
+        event("customer.subscription.updated", sub("past_due"), HOUR_AGO + 180),
+        event("customer.subscription.updated", sub("active"), HOUR_AGO + 240),
+    ]
+
+
+@pytest.fixture
+async def own_db(own_database: Settings) -> AsyncIterator[Database]:
+    db = Database(own_database)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+async def outage(own_db: Database, tmp_path: Path) -> list[dict[str, Any]]:
+    """The outage's five events, about a tenant that is a Stripe customer with a priced plan."""
+    return _outage(*await _customer_with_plan(own_db, tmp_path))
 
 
 def _client(settings: Settings, base: str) -> stripe.StripeClient:
@@ -84,69 +84,52 @@ def _events_asked(fake: FakeStripe) -> list[dict[str, list[str]]]:
 
 
 async def test_reconcile_applies_exactly_the_events_an_outage_lost_in_the_order_they_happened(
-    own_database: Settings, tmp_path: Path
+    own_database: Settings, own_db: Database, outage: list[dict[str, Any]]
 ) -> None:
-    db = Database(own_database)
-    try:
-        customer, price = await _customer_with_plan(db, tmp_path)
-        events = _outage(customer, price)
-        for delivered in events[:2]:
-            async with db.system_session() as s:
-                assert await stripe_events.apply_event(s, delivered)
+    for delivered in outage[:2]:
+        async with own_db.system_session() as s:
+            assert await stripe_events.apply_event(s, delivered)
 
-        async with running_stripe() as (base, fake):
-            fake.events = events
-            client = _client(own_database, base)
-            assert await stripe_events.reconcile(db, client) == 3
-            assert await stripe_events.reconcile(db, client) == 0
+    async with running_stripe() as (base, fake):
+        fake.events = outage
+        client = _client(own_database, base)
+        assert await stripe_events.reconcile(own_db, client) == 3
+        assert await stripe_events.reconcile(own_db, client) == 0
 
-        [first, second] = _events_asked(fake)
-        # From the newest stored event minus 5 minutes: the delivered second, then the last.
-        assert first == {"created[gt]": [str(HOUR_AGO + 60 - 300)], "limit": ["100"]}
-        assert second == {"created[gt]": [str(HOUR_AGO + 240 - 300)], "limit": ["100"]}
-        async with db.system_session() as s:
-            subscription = await s.scalar(select(Subscription))
-            payment = await s.scalar(select(Payment))
-            stored = (await s.scalars(select(StripeEvent).order_by(StripeEvent.processed_at))).all()
-        assert subscription.status.name == "ACTIVE"
-        assert payment.status == PaymentStatus.FAILED
-        assert [e.id for e in stored] == [e["id"] for e in events]
-    finally:
-        await db.dispose()
+    [first, second] = _events_asked(fake)
+    # From the newest stored event minus 5 minutes: the delivered second, then the last.
+    assert first == {"created[gt]": [str(HOUR_AGO + 60 - 300)], "limit": ["100"]}
+    assert second == {"created[gt]": [str(HOUR_AGO + 240 - 300)], "limit": ["100"]}
+    async with own_db.system_session() as s:
+        subscription = await s.scalar(select(Subscription))
+        payment = await s.scalar(select(Payment))
+        stored = (await s.scalars(select(StripeEvent).order_by(StripeEvent.processed_at))).all()
+    assert subscription.status.name == "ACTIVE"
+    assert payment.status == PaymentStatus.FAILED
+    assert [e.id for e in stored] == [e["id"] for e in outage]
 
 
 async def test_reconcile_pages_through_the_list_with_nothing_stored_from_30_days_ago(
-    own_database: Settings, tmp_path: Path
+    own_database: Settings, own_db: Database, outage: list[dict[str, Any]]
 ) -> None:
-    db = Database(own_database)
-    try:
-        customer, price = await _customer_with_plan(db, tmp_path)
-        events = _outage(customer, price)
-        async with running_stripe() as (base, fake):
-            fake.events = events
-            before = int(time.time())
-            assert await stripe_events.reconcile(db, _client(own_database, base), page_size=2) == 5
+    async with running_stripe() as (base, fake):
+        fake.events = outage
+        before = int(time.time())
+        assert await stripe_events.reconcile(own_db, _client(own_database, base), page_size=2) == 5
 
-        asked = _events_asked(fake)
-        assert [a.get("starting_after") for a in asked] == [
-            None, [events[3]["id"]], [events[1]["id"]],
-        ]  # fmt: skip
-        since = int(asked[0]["created[gt]"][0])
-        assert before - 30 * 86_400 - 5 <= since <= before - 30 * 86_400
-        async with db.system_session() as s:
-            assert (await s.scalar(select(Subscription))).status.name == "ACTIVE"
-    finally:
-        await db.dispose()
+    asked = _events_asked(fake)
+    assert [a.get("starting_after") for a in asked] == [
+        None, [outage[3]["id"]], [outage[1]["id"]],
+    ]  # fmt: skip
+    since = int(asked[0]["created[gt]"][0])
+    assert before - 30 * 86_400 - 5 <= since <= before - 30 * 86_400
+    async with own_db.system_session() as s:
+        assert (await s.scalar(select(Subscription))).status.name == "ACTIVE"
 
 
 async def test_billing_reconcile_prints_how_many_were_applied_and_fails_in_one_line(
-    own_database: Settings, tmp_path: Path
+    own_database: Settings, outage: list[dict[str, Any]]
 ) -> None:
-    db = Database(own_database)
-    try:
-        customer, price = await _customer_with_plan(db, tmp_path)
-    finally:
-        await db.dispose()
     key = {"PENGUINMAILS_STRIPE_API_KEY": "sk_test_local"}
     code, _, err = await _cli(
         own_database, "billing", "reconcile", PENGUINMAILS_STRIPE_API_BASE="http://127.0.0.1:9",
@@ -155,7 +138,7 @@ async def test_billing_reconcile_prints_how_many_were_applied_and_fails_in_one_l
     assert code == 1 and err.startswith("penguinmails: Stripe: ") and err.count("\n") == 1
 
     async with running_stripe() as (base, fake):
-        fake.events = _outage(customer, price)
+        fake.events = outage
         code, out, err = await _cli(
             own_database, "billing", "reconcile", PENGUINMAILS_STRIPE_API_BASE=base, **key
         )
