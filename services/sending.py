@@ -440,18 +440,27 @@ def _check(world: World, send: Send) -> str | BaseException:
     if (send.campaign_id, send.step) not in world.steps or account.domain_id not in world.domains:
         return "skipped: step or domain gone"
     domain = world.domains[account.domain_id]
-    if domain.status == DomainStatus.FAILED:  # it stopped verifying (services/dns.py)
-        return DeferJob(SENDER_HELD_RETRY_SECONDS, f"domain {domain.name} stopped verifying")
     ip = world.ips.get(account.ip_id) if account.ip_id else None
-    if ip is not None and ip.status == IpStatus.BLACKLISTED:  # services/reputation.py
-        listed = ", ".join(ip.blacklisted_on)
-        return DeferJob(SENDER_HELD_RETRY_SECONDS, f"IP {ip.address} is listed on {listed}")
-    guarded = [s for s in (domain, ip) if s is not None and s.guard != Guard.NONE]
-    for sender in guarded:  # services/guards.py
-        if sender.guard == Guard.PAUSED:
-            return DeferJob(SENDER_HELD_RETRY_SECONDS, sender.guard_reason or "sends paused")
-    send.rate_share = send_limits.THROTTLED_SHARE if guarded else 1.0
+    held = held_reason(domain, ip)
+    if held is not None:
+        return DeferJob(SENDER_HELD_RETRY_SECONDS, held)
+    throttled = Guard.THROTTLED in (domain.guard, ip.guard if ip else None)
+    send.rate_share = send_limits.THROTTLED_SHARE if throttled else 1.0
     return "send"
+
+
+def held_reason(domain: Domain, ip: SmtpIpAddress | None) -> str | None:
+    """Why mail from this domain and sending IP (None: the relay's) must wait now, or None: the
+    domain stopped verifying (services/dns.py), the IP is listed (services/reputation.py), or
+    either one's sends are paused (services/guards.py)."""
+    if domain.status == DomainStatus.FAILED:
+        return f"domain {domain.name} stopped verifying"
+    if ip is not None and ip.status == IpStatus.BLACKLISTED:
+        return f"IP {ip.address} is listed on {', '.join(ip.blacklisted_on)}"
+    for sender in (domain, ip):
+        if sender is not None and sender.guard == Guard.PAUSED:
+            return sender.guard_reason or "sends paused"
+    return None
 
 
 def _route(settings: Settings, world: World, sends: list[Send]) -> list[Send]:
@@ -697,6 +706,11 @@ def server_for(settings: Settings, account: EmailAccount) -> smtp.Server:
             connections=settings.smtp_pool_size,
             timeouts=_timeouts(settings),
         )
+    return relay_server(settings)
+
+
+def relay_server(settings: Settings) -> smtp.Server:
+    """The platform relay (also what account e-mails go through without Loops)."""
     relay_password = settings.smtp_relay_password
     return smtp.Server(
         settings.smtp_relay_host,

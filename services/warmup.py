@@ -61,10 +61,8 @@ from models.content import EmailEvent, EventKind
 from models.infrastructure import (
     AccountStatus,
     Domain,
-    DomainStatus,
     EmailAccount,
     Guard,
-    IpStatus,
     SmtpIpAddress,
     WarmupMessage,
     WarmupMessageStatus,
@@ -477,13 +475,7 @@ def _cannot_send(
         return f"{sender.address} is {sender.status.value}"
     if state is None or not state.enabled:
         return f"warm-up is off for {sender.address}"
-    if domain.status == DomainStatus.FAILED:
-        return f"domain {domain.name} stopped verifying"
-    if ip is not None and ip.status == IpStatus.BLACKLISTED:
-        return f"IP {ip.address} is listed"
-    if Guard.PAUSED in (domain.guard, ip.guard if ip else None):
-        return "its domain's or IP's sends are paused"
-    return None
+    return sending.held_reason(domain, ip)
 
 
 def _build(
