@@ -5,7 +5,8 @@ sends take theirs in one Redis call. The recipient-provider window is per sendin
 provider (gmail, outlook, yahoo, other: services/recipients.py), as the providers count mail
 per connecting IP.
 
-A throttled domain or IP (services/guards.py) sends at THROTTLED_SHARE of every limit."""
+A throttled domain or IP (services/guards.py) sends at THROTTLED_SHARE of every limit. A send
+that finds one of its windows full is deferred (DeferJob) until it has room."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from models.infrastructure import SmtpIpAddress
+from jobs.registry import DeferJob
+from models.infrastructure import Domain, Guard, SmtpIpAddress
 from penguinmails.settings import Settings
-from services import recipients, smtp
+from services import ratelimit, recipients, smtp
 
 log = logging.getLogger("penguinmails.send_limits")
 
@@ -28,6 +31,47 @@ THROTTLED_SHARE = 0.5
 # lookups go on after it, and are kept for the next batches (those sends count as "other").
 PROVIDER_WAIT_SECONDS = 0.5
 _lookups: set[asyncio.Task] = set()  # lookups still running after their batch moved on
+
+
+@dataclass(frozen=True)
+class Route:
+    """Whose windows one send takes a slot in: its tenant, sending domain, IP (see ip_key) and
+    account, its recipient's domain (for the provider), and its share of the limits."""
+
+    tenant: uuid.UUID
+    domain: uuid.UUID
+    ip_key: str
+    account: uuid.UUID
+    recipient_domain: str
+    share: float = 1.0
+
+
+async def take_slots(
+    settings: Settings, redis: Redis, routes: list[Route]
+) -> list[DeferJob | None]:
+    """A slot in each of its windows for each send, in one Redis call; for a send that gets none
+    (it takes no slot then), the DeferJob that waits until its windows have room."""
+    if not routes:
+        return []
+    found = await providers(settings, redis, {r.recipient_domain for r in routes})
+    waits = await ratelimit.acquire_many(
+        redis,
+        [
+            windows(
+                settings, tenant=r.tenant, domain=r.domain, ip_key=r.ip_key, account=r.account,
+                provider=found.get(r.recipient_domain, "other"), share=r.share,
+            )
+            for r in routes
+        ],
+        WINDOW_SECONDS,
+    )  # fmt: skip
+    return [DeferJob(wait, "send rate full") if wait else None for wait in waits]
+
+
+def share(domain: Domain, ip: SmtpIpAddress | None) -> float:
+    """The share of every limit a send from this domain and IP has: less while either one is
+    throttled."""
+    return THROTTLED_SHARE if Guard.THROTTLED in (domain.guard, ip.guard if ip else None) else 1.0
 
 
 def windows(

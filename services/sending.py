@@ -69,7 +69,6 @@ from services import (
     bounces,
     inbound,
     planning,
-    ratelimit,
     send_limits,
     smtp,
     templates,
@@ -444,8 +443,7 @@ def _check(world: World, send: Send) -> str | BaseException:
     held = held_reason(domain, ip)
     if held is not None:
         return DeferJob(SENDER_HELD_RETRY_SECONDS, held)
-    throttled = Guard.THROTTLED in (domain.guard, ip.guard if ip else None)
-    send.rate_share = send_limits.THROTTLED_SHARE if throttled else 1.0
+    send.rate_share = send_limits.share(domain, ip)
     return "send"
 
 
@@ -490,25 +488,14 @@ def _route(settings: Settings, world: World, sends: list[Send]) -> list[Send]:
 async def _take_rate_slots(redis: Redis, settings: Settings, sends: list[Send]) -> list[Send]:
     """One slot in each of a send's nested rate windows (services/send_limits.py) for each send,
     in one Redis call; a send that gets none is deferred until its windows have room."""
-    if not sends:
-        return []
-    providers = await send_limits.providers(settings, redis, {s.recipient_domain for s in sends})
-    waits = await ratelimit.acquire_many(
-        redis,
-        [
-            send_limits.windows(
-                settings, tenant=send.tenant_id, domain=send.domain_id, ip_key=send.ip_key,
-                account=send.account_id, provider=providers.get(send.recipient_domain, "other"),
-                share=send.rate_share,
-            )
-            for send in sends
-        ],
-        send_limits.WINDOW_SECONDS,
-    )  # fmt: skip
-    for send, wait in zip(sends, waits, strict=True):
-        if wait:
-            send.result = DeferJob(wait, "send rate full")
-    return [send for send, wait in zip(sends, waits, strict=True) if not wait]
+    deferred = await send_limits.take_slots(settings, redis, [
+        send_limits.Route(s.tenant_id, s.domain_id, s.ip_key, s.account_id, s.recipient_domain,
+                          s.rate_share)
+        for s in sends
+    ])  # fmt: skip
+    for send, full in zip(sends, deferred, strict=True):
+        send.result = full
+    return [send for send in sends if send.result is None]
 
 
 def _built(settings: Settings, world: World, send: Send) -> bool:

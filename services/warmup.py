@@ -56,13 +56,11 @@ from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from jobs.queue import enqueue_many, enqueue_per_tenant
-from jobs.registry import DeferJob
 from models.content import EmailEvent, EventKind
 from models.infrastructure import (
     AccountStatus,
     Domain,
     EmailAccount,
-    Guard,
     SmtpIpAddress,
     WarmupMessage,
     WarmupMessageStatus,
@@ -71,7 +69,7 @@ from models.infrastructure import (
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
-from services import dkim_signing, mime, ratelimit, send_limits, sending, smtp
+from services import dkim_signing, mime, send_limits, sending, smtp
 from services.deliverability_events import Event
 from services.errors import DomainError
 from services.planning import USABLE_ACCOUNTS
@@ -425,7 +423,12 @@ async def send(
             message.status, message.smtp_response = STATUS.CANCELLED, why
             return f"skipped: {why}"
     server = sending.server_for(settings, sender)
-    await _take_rate_slot(settings, redis, sender, recipient, domain, server, ip)
+    [full] = await send_limits.take_slots(settings, redis, [
+        send_limits.Route(sender.tenant_id, domain.id, send_limits.ip_key(server, ip), sender.id,
+                          recipient.address.rpartition("@")[2], send_limits.share(domain, ip))
+    ])  # fmt: skip
+    if full is not None:  # the windows a campaign send takes: its rate is full
+        raise full
     delivery = smtp.Delivery(
         sender.address, recipient.address,
         _build(settings, message, sender, recipient, domain, answered),
@@ -434,31 +437,6 @@ async def send(
     smtp.lane_for(server).submit(delivery)
     await _delivered(delivery)
     return _outcome(delivery)
-
-
-async def _take_rate_slot(
-    settings: Settings,
-    redis: Redis,
-    sender: EmailAccount,
-    recipient: EmailAccount,
-    domain: Domain,
-    server: smtp.Server,
-    ip: SmtpIpAddress | None,
-) -> None:
-    """A slot in each of the send's nested rate windows, as a campaign send takes them
-    (services/send_limits.py: a throttled domain or IP at its share); DeferJob when one is full."""
-    recipient_domain = recipient.address.rpartition("@")[2]
-    providers = await send_limits.providers(settings, redis, {recipient_domain})
-    throttled = Guard.THROTTLED in (domain.guard, ip.guard if ip else None)
-    windows = send_limits.windows(
-        settings, tenant=sender.tenant_id, domain=domain.id,
-        ip_key=send_limits.ip_key(server, ip), account=sender.id,
-        provider=providers.get(recipient_domain, "other"),
-        share=send_limits.THROTTLED_SHARE if throttled else 1.0,
-    )  # fmt: skip
-    [wait] = await ratelimit.acquire_many(redis, [windows], send_limits.WINDOW_SECONDS)
-    if wait:
-        raise DeferJob(wait, "send rate full")
 
 
 def _cannot_send(
