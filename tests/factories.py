@@ -34,6 +34,7 @@ import models
 from jobs.queue import enqueue
 from models.billing import Plan
 from models.content import EmailEvent, EmailMessage, EventKind, MessageStatus
+from models.infrastructure import EmailAccount, IpStatus, SmtpIpAddress
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
@@ -282,6 +283,20 @@ async def sending_campaign(
         await s.flush()
         await campaigns.launch(s, campaign.id)
     return tenant, campaign.id, domain.id
+
+
+async def sending_ip(db: Database, tenant: uuid.UUID, **columns: Any) -> uuid.UUID:
+    """An ACTIVE sending IP of the tenant (10.x.y.z), unless `columns` say otherwise (status,
+    listings, guard), given to every email account of the tenant; its id."""
+    address = ".".join(["10", *(str(b) for b in uuid.uuid4().bytes[:3])])
+    async with db.tenant_session(tenant) as s:
+        ip = SmtpIpAddress(
+            tenant_id=tenant, address=address, **{"status": IpStatus.ACTIVE, **columns}
+        )
+        s.add(ip)
+        await s.flush()
+        await s.execute(update(EmailAccount).values(ip_id=ip.id))
+    return ip.id
 
 
 # A catalogue of one plan (services/plan_catalogue.py), as text that tests edit into their case.

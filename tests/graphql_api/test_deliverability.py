@@ -4,13 +4,13 @@ and the guard's alert in `deliverability`."""
 
 from __future__ import annotations
 
-from sqlalchemy import text, update
+from sqlalchemy import text
 
 from graphql_api.ids import parse_id
-from models.infrastructure import EmailAccount, IpStatus, SmtpIpAddress
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import guards
+from tests.factories import sending_ip
 from tests.graphql_api.conftest import Api
 from tests.graphql_api.flows import sending_account
 
@@ -27,14 +27,7 @@ async def test_a_throttled_domain_and_ip_show_their_guard_scores_and_alerts(
 ) -> None:
     owner, _, account_id = await sending_account(api, db, "Guarded")
     tenant, account = parse_id(owner.tenant)[1], parse_id(account_id)[1]
-    async with db.tenant_session(tenant) as s:
-        ip = SmtpIpAddress(
-            tenant_id=tenant, address=".".join(["10", *(str(b) for b in account.bytes[:3])]),
-            status=IpStatus.ACTIVE,
-        )  # fmt: skip
-        s.add(ip)
-        await s.flush()
-        await s.execute(update(EmailAccount).values(ip_id=ip.id))
+    await sending_ip(db, tenant)
     async with db.tenant_session(tenant, tier="content") as s:  # 1 complaint in 1,000 sends
         await s.execute(
             text(
@@ -55,8 +48,8 @@ async def test_a_throttled_domain_and_ip_show_their_guard_scores_and_alerts(
         87, "THROTTLED", [],
     )  # fmt: skip
     assert "complaints 0.10%" in domain["guardReason"]
-    [sending_ip] = data["sendingIps"]
-    assert (sending_ip["reputationScore"], sending_ip["guard"]) == (87, "THROTTLED")
+    [ip] = data["sendingIps"]
+    assert (ip["reputationScore"], ip["guard"]) == (87, "THROTTLED")
     [node] = [e["node"] for e in data["emailAccounts"]["edges"]]
     assert node == {"reputationScore": 87, "warmup": {"reputation": 87}}
     alerts = data["deliverability"]["alerts"]

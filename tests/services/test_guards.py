@@ -9,16 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 
 from models.campaigns import Lead
 from models.content import EmailMessage
-from models.infrastructure import Domain, EmailAccount, Guard, IpStatus, SmtpIpAddress
+from models.infrastructure import Domain, EmailAccount, Guard, SmtpIpAddress
 from models.operations import Alert
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import guards
-from tests.factories import Sent, sending_campaign
+from tests.factories import Sent, sending_campaign, sending_ip
 from tests.reports import arf, deliver, running_inbound
 
 
@@ -41,17 +41,11 @@ async def sender(db: Database, settings: Settings) -> Sender:
     tenant, campaign, domain = await sending_campaign(
         db, settings, lead_count=5, steps=1, accounts_n=1
     )
+    ip = await sending_ip(db, tenant)
     async with db.tenant_session(tenant) as s:
-        ip = SmtpIpAddress(
-            tenant_id=tenant, address=".".join(["10", *(str(b) for b in domain.bytes[:3])]),
-            status=IpStatus.ACTIVE,
-        )  # fmt: skip
-        s.add(ip)
-        await s.flush()
         account = await s.scalar(select(EmailAccount.id))
-        await s.execute(update(EmailAccount).values(ip_id=ip.id))
         leads = list(await s.scalars(select(Lead)))
-    return Sender(tenant, campaign, domain, ip.id, account, leads)
+    return Sender(tenant, campaign, domain, ip, account, leads)
 
 
 async def sends(db: Database, who: Sender, n: int, *, hard_bounces: int = 0, ago_hours=24):

@@ -22,7 +22,7 @@ from models.infrastructure import Domain, EmailAccount
 from models.sessions import Database
 from penguinmails.settings import Settings
 from services import planning, sandbox, sending, tracking
-from tests.factories import UNLIMITED_RATES, sending_campaign
+from tests.factories import UNLIMITED_RATES, sending_campaign, sending_ip
 from tests.jobs.conftest import QUEUE_SETTINGS
 from tests.jobs.helpers import (
     all_sent,
@@ -431,26 +431,22 @@ async def test_a_message_that_cannot_be_built_fails_its_own_job_not_the_batch(
 
 async def _hold(db: Database, tenant, domain_id, how: str) -> None:
     """The tenant's domain (or a sending IP given to its accounts) put in the state `how`."""
-    from models.infrastructure import DomainStatus, Guard, IpStatus, SmtpIpAddress
+    from models.infrastructure import DomainStatus, Guard, IpStatus
 
-    async with db.tenant_session(tenant) as s:
-        if how == "domain failed":
-            values = {"status": DomainStatus.FAILED}
-        elif how.startswith("domain"):
-            values = {"guard": Guard(how.split()[1].upper()), "guard_reason": f"the {how}"}
-        if how.startswith("domain"):
-            await s.execute(update(Domain).where(Domain.id == domain_id).values(**values))
-            return
-        listed = how == "ip blacklisted"
-        ip = SmtpIpAddress(
-            tenant_id=tenant, address=".".join(["10", *(str(b) for b in domain_id.bytes[:3])]),
-            status=IpStatus.BLACKLISTED if listed else IpStatus.ACTIVE,
-            blacklisted_on=["zen.example"] if listed else [],
-            guard=Guard.NONE if listed else Guard(how.split()[1].upper()), guard_reason=f"the {how}",
+    if how == "ip blacklisted":
+        await sending_ip(
+            db, tenant, status=IpStatus.BLACKLISTED, blacklisted_on=["zen.example"],
+            guard_reason=f"the {how}",
         )  # fmt: skip
-        s.add(ip)
-        await s.flush()
-        await s.execute(update(EmailAccount).values(ip_id=ip.id))
+    elif how.startswith("ip"):
+        await sending_ip(db, tenant, guard=Guard(how.split()[1].upper()), guard_reason=f"the {how}")
+    else:
+        values = (
+            {"status": DomainStatus.FAILED} if how == "domain failed"
+            else {"guard": Guard(how.split()[1].upper()), "guard_reason": f"the {how}"}
+        )  # fmt: skip
+        async with db.tenant_session(tenant) as s:
+            await s.execute(update(Domain).where(Domain.id == domain_id).values(**values))
 
 
 @pytest.mark.parametrize(
