@@ -4,9 +4,6 @@ sell."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,26 +12,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from penguinmails.settings import Settings
+from tests.cli import run_cli
 from tests.conftest import create_database, drop_database
 from tests.factories import SOLO_CATALOGUE, catalogue_file
 from tests.graphql_api.conftest import serve, sign_up
 from tests.graphql_api.flows import ADD_DOMAIN
 from tests.stripe_server import running_stripe
-
-
-async def _cli(settings: Settings, *args: str, **env: str | Path) -> tuple[int, str, str]:
-    """Runs `penguinmails ARGS` against the settings' database (without waiting in a way that
-    would stop this event loop: a Stripe test server may be serving in it)."""
-    environment = {**os.environ, "DATABASE_URL": settings.database_url}
-    environment.update((name, str(value)) for name, value in env.items())
-    if "PENGUINMAILS_STRIPE_API_KEY" not in env:
-        environment.pop("PENGUINMAILS_STRIPE_API_KEY", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "penguinmails", *args, env=environment,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def _plans(settings: Settings) -> list[tuple]:
@@ -54,13 +37,13 @@ async def test_plans_sync_applies_the_catalogue_and_says_what_changed(
     own_database: Settings, tmp_path: Path
 ) -> None:
     catalogue = catalogue_file(tmp_path, SOLO_CATALOGUE)
-    code, out, err = await _cli(
+    code, out, err = await run_cli(
         own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue
     )
     assert (code, out) == (0, "plan solo: added\n"), err
     applied = await _plans(own_database)
 
-    code, out, err = await _cli(
+    code, out, err = await run_cli(
         own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue
     )
     assert (code, out) == (0, "plan catalogue: nothing to change\n"), err
@@ -70,7 +53,7 @@ async def test_plans_sync_applies_the_catalogue_and_says_what_changed(
 async def test_plans_sync_refuses_a_bad_catalogue_with_one_line_and_exit_code_2(
     own_database: Settings, tmp_path: Path
 ) -> None:
-    await _cli(
+    await run_cli(
         own_database,
         "plans",
         "sync",
@@ -81,7 +64,7 @@ async def test_plans_sync_refuses_a_bad_catalogue_with_one_line_and_exit_code_2(
         tmp_path, SOLO_CATALOGUE.replace("seats = 1", "seats = 0").replace("1_000", "2_000")
     )
 
-    code, out, err = await _cli(own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=bad)
+    code, out, err = await run_cli(own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=bad)
 
     assert (code, out) == (2, "")
     assert err == (
@@ -96,7 +79,7 @@ async def test_plans_sync_with_a_stripe_key_makes_the_price_and_fails_whole(
 ) -> None:
     catalogue = catalogue_file(tmp_path, SOLO_CATALOGUE)
     unreachable = "http://127.0.0.1:9"  # discard: nothing listens
-    code, _, err = await _cli(
+    code, _, err = await run_cli(
         own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue,
         PENGUINMAILS_STRIPE_API_KEY="sk_test_local", PENGUINMAILS_STRIPE_API_BASE=unreachable,
     )  # fmt: skip
@@ -104,7 +87,7 @@ async def test_plans_sync_with_a_stripe_key_makes_the_price_and_fails_whole(
     assert "the database is unchanged" in err and await _plans(own_database) == []
 
     async with running_stripe() as (base, stripe):
-        code, out, err = await _cli(
+        code, out, err = await run_cli(
             own_database, "plans", "sync", PENGUINMAILS_PLAN_CATALOGUE=catalogue,
             PENGUINMAILS_STRIPE_API_KEY="sk_test_local", PENGUINMAILS_STRIPE_API_BASE=base,
         )  # fmt: skip
@@ -126,7 +109,7 @@ def fresh(settings: Settings) -> Iterator[Settings]:
 async def test_migrate_applies_the_catalogue_so_a_fresh_install_can_sign_up_and_add_a_domain(
     fresh: Settings,
 ) -> None:
-    code, out, err = await _cli(fresh, "migrate")
+    code, out, err = await run_cli(fresh, "migrate")
     assert code == 0, err
     assert out.splitlines() == ["plan starter: added", "plan growth: added", "plan scale: added"]
 
