@@ -7,6 +7,7 @@ import uuid
 
 from jobs.registry import JobContext, batch_handler, handler
 from services import (
+    account_mail,
     deliverability_events,
     dns,
     domains,
@@ -86,3 +87,10 @@ async def warmup_send(job: JobContext) -> None:
     await warmup.send(
         job.db, job.settings, job.redis, job.tenant_id, uuid.UUID(job.payload["message_id"])
     )
+
+
+@handler(account_mail.KIND)
+async def send_account_mail(job: JobContext) -> None:
+    """Composes and sends one account e-mail (verification, reset, invitation, notice); the
+    job's id is its idempotency key at Loops and its Message-ID."""
+    await account_mail.send(job.db, job.settings, job.payload, str(job.id))

@@ -69,6 +69,36 @@ class User(UUIDPrimaryKey, Timestamps, Base):
     password_hash: Mapped[str] = mapped_column(Text)
     full_name: Mapped[str | None] = mapped_column(String(200))
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the user followed the link of a verification mail (services/account_mail.py).
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TokenPurpose(enum.StrEnum):
+    VERIFY_EMAIL = "VERIFY_EMAIL"
+    RESET_PASSWORD = "RESET_PASSWORD"
+
+
+class UserToken(UUIDPrimaryKey, Base):
+    """A single-use secret mailed to a user (verify the address, reset the password): only its
+    SHA-256 is stored. Users are global, so are their tokens: no tenant, and no access for the
+    application role (the system role reads and spends them, sql/grants.sql)."""
+
+    __tablename__ = "user_tokens"
+    __table_args__ = (
+        Index("ix_user_tokens_user_id_purpose", "user_id", "purpose"),
+        {"schema": "app"},
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("app.users.id", ondelete="CASCADE")
+    )
+    purpose: Mapped[TokenPurpose] = mapped_column(enum_column(TokenPurpose, "token_purpose"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
 
 
 class TenantUser(TenantOwned, Timestamps, Base):

@@ -136,6 +136,21 @@ class Settings(BaseSettings):
     # the ones a webhook outage lost; skipped without a key.
     billing_reconcile_seconds: float = Field(default=3600.0, gt=0)
 
+    # Account e-mails (services/account_mail.py): address verification, password reset,
+    # invitations and payment notices, queued as jobs. With a Loops key they go through its
+    # transactional API, one published transactional email per kind (JSON: {"verify_email":
+    # "<id>", "password_reset": …, "invitation": …, "payment_failed": …, "suspended": …,
+    # "restored": …}; a kind without an id goes by SMTP); otherwise as plain text through the
+    # platform SMTP relay below, from `account_mail_from`. Their links point at the dashboard
+    # (`dashboard_url`, or `public_url` when unset).
+    require_verified_email: bool = True  # an unverified address cannot launch or resume
+    account_mail_from: str = "PenguinMails <no-reply@penguinmails.test>"
+    dashboard_url: str | None = None
+    loop_api_key: SecretStr | None = None
+    loop_api_base: str = "https://app.loops.so"  # tests point it at a local server
+    loop_transactional_ids: dict[str, str] = {}
+    loop_timeout_seconds: float = Field(default=10.0, gt=0)
+
     smtp_relay_host: str = "127.0.0.1"
     smtp_relay_port: int = 2525
     smtp_relay_username: str | None = None

@@ -27,7 +27,7 @@ from models.billing import Plan, Subscription, SubscriptionStatus
 from models.sessions import Database
 from models.tenancy import ApiKey, Role, Tenant, TenantUser, User
 from penguinmails.settings import Settings
-from services import ratelimit
+from services import account_mail, ratelimit
 from services.errors import DomainError
 from services.passwords import hash_password, verify_password
 from services.timezones import check_timezone
@@ -125,7 +125,8 @@ def normalize_email(email: str, field: str = "email") -> str:
     return valid.normalized.lower()
 
 
-def _check_password(password: str) -> None:
+def check_password(password: str) -> None:
+    """The password rules (sign-up, password reset)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise DomainError(
             "PASSWORD_TOO_SHORT",
@@ -135,9 +136,10 @@ def _check_password(password: str) -> None:
 
 
 async def sign_up(db: Database, email: str, password: str, tenant_name: str) -> tuple[User, Tenant]:
-    """A user, their first tenant (on the entry plan, trialing) and the OWNER membership."""
+    """A user, their first tenant (on the entry plan, trialing) and the OWNER membership; the
+    mail that verifies their address is queued with them."""
     email = normalize_email(email)
-    _check_password(password)
+    check_password(password)
     user_id, tenant_id = uuid.uuid4(), uuid.uuid4()
     password_hash = hash_password(password)
     try:
@@ -146,6 +148,7 @@ async def sign_up(db: Database, email: str, password: str, tenant_name: str) -> 
             session.add(user)
             await session.flush()
             tenant = await _create_tenant(session, tenant_id, user_id, tenant_name)
+            await account_mail.queue_verification(session, user_id)
     except IntegrityError as e:
         if "users_email" in str(e.orig):
             raise DomainError("EMAIL_TAKEN", "an account with this email exists", "email") from e

@@ -28,6 +28,11 @@ BEGIN
     -- Platform tables the app role must not touch, or only read.
     EXECUTE format('REVOKE ALL ON app.staff_members, app.staff_roles FROM %I', app_role);
     EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON app.plans, app.stripe_events FROM %I', app_role);
+    -- Tokens mailed to users (verification, password reset) are found and spent by the system
+    -- role only: a tenant or user session never reads one.
+    IF to_regclass('app.user_tokens') IS NOT NULL THEN
+        EXECUTE format('REVOKE ALL ON app.user_tokens FROM %I', app_role);
+    END IF;
     -- The audit log is append-only for the application.
     EXECUTE format('REVOKE UPDATE, DELETE ON app.audit_log FROM %I', app_role);
     -- ANALYZE on request is the system processes' (the statistics job), not the API's.

@@ -36,7 +36,7 @@ from models.billing import Plan
 from models.content import EmailEvent, EmailMessage, EventKind, MessageStatus
 from models.infrastructure import EmailAccount, IpStatus, SmtpIpAddress
 from models.sessions import Database
-from models.tenancy import Tenant
+from models.tenancy import Tenant, User
 from penguinmails.settings import Settings
 from services import accounts, campaigns, domains, leads
 
@@ -47,6 +47,8 @@ CHECKED_VALUES: dict[tuple[str, str], Any] = {
     # A plan a test makes for its rows is never one sign-up offers (the cheapest public one).
     ("app.plans", "public"): False,
     ("app.templates", "text"): "Hello",
+    # Users made for a test's rows have confirmed their address (services/account_mail.py).
+    ("app.users", "email_verified_at"): dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
 }
 
 
@@ -134,6 +136,16 @@ def value_for(col) -> Any:
     if isinstance(t, LargeBinary):
         return b"x"
     raise TypeError(f"no test value for {col.table.fullname}.{col.name} of type {t!r}")
+
+
+async def mark_verified(db: Database, email: str) -> None:
+    """The user with this address has confirmed it, as verifyEmail would record."""
+    async with db.system_session() as s:
+        await s.execute(
+            update(User)
+            .where(User.email == email.lower(), User.email_verified_at.is_(None))
+            .values(email_verified_at=dt.datetime.now(dt.UTC))
+        )
 
 
 # --- a sent message (tracking and inbound tests) -------------------------------------------
