@@ -23,7 +23,7 @@ from models.campaigns import (
 )
 from models.infrastructure import AccountStatus, EmailAccount
 from models.queue import JobStatus
-from services import templates
+from services import account_mail, templates
 from services.errors import DomainError
 from services.timezones import check_timezone
 from services.usage import Usage, usage
@@ -245,15 +245,28 @@ def _checked_window(window: WindowSpec) -> WindowSpec:
 # --- states ----------------------------------------------------------------------------------
 
 
-async def launch(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign:
-    """Start sending: needs an active lead, a sending account, and emails left on the plan this
-    period (else PLAN_LIMIT_EMAILS, and nothing changes). Enqueues the planning job once."""
+@dataclass(frozen=True)
+class Launcher:
+    """Who launches or resumes through the API: a user, or an API key (user_id None), and
+    whether their address must be verified (settings.require_verified_email)."""
+
+    user_id: uuid.UUID | None
+    require_verified_email: bool = True
+
+
+async def launch(
+    session: AsyncSession, campaign_id: uuid.UUID, by: Launcher | None = None
+) -> Campaign:
+    """Start sending: needs an active lead, a sending account, emails left on the plan this
+    period (else PLAN_LIMIT_EMAILS, and nothing changes), and, launched through the API, a
+    verified address (EMAIL_NOT_VERIFIED). Enqueues the planning job once."""
     campaign = await _locked(session, campaign_id, "launch")
     has_leads = await session.scalar(
         select(exists().where(Lead.campaign_id == campaign.id, Lead.status == LeadStatus.ACTIVE))
     )
     if not has_leads:
         raise DomainError("CAMPAIGN_NO_LEADS", "Import at least one lead before launching.")
+    await _check_launcher(session, campaign, by)
     await _check_can_send(session, campaign)
     campaign = await _move(session, campaign, "launch", launched_at=func.now())
     await _plan(session, campaign, idempotency_key=f"plan_campaign:{campaign.id}:launch")
@@ -270,9 +283,12 @@ async def pause(
     return await _move(session, campaign, "pause", status_reason=reason)
 
 
-async def resume(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign:
+async def resume(
+    session: AsyncSession, campaign_id: uuid.UUID, by: Launcher | None = None
+) -> Campaign:
     """Carry on where the campaign stopped: the planner picks up each lead at its step."""
     campaign = await _locked(session, campaign_id, "resume")
+    await _check_launcher(session, campaign, by)
     await _check_can_send(session, campaign)
     campaign = await _move(session, campaign, "resume")
     # The row lock and the state check already prevent a second plan for this resume; every
@@ -346,6 +362,12 @@ async def _check_can_send(session: AsyncSession, campaign: Campaign) -> None:
     used = await usage(session, campaign.tenant_id)
     if used.emails_left == 0:
         raise DomainError("PLAN_LIMIT_EMAILS", plan_limit_reason(used))
+
+
+async def _check_launcher(session: AsyncSession, campaign: Campaign, by: Launcher | None) -> None:
+    """Mail goes out only for someone whose address is known to be theirs."""
+    if by is not None and by.require_verified_email:
+        await account_mail.check_verified(session, campaign.tenant_id, by.user_id)
 
 
 async def _plan(session: AsyncSession, campaign: Campaign, *, idempotency_key: str) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.sessions import Database
 from models.tenancy import Invitation, InvitationStatus, Role, Tenant, TenantUser, User
-from services import plans
+from services import account_mail, plans
 from services.auth import check_grant, normalize_email
 from services.errors import DomainError
 
@@ -39,8 +39,8 @@ async def invite(
     email: str, role: Role,
 ) -> tuple[Invitation, str]:  # fmt: skip
     """The tenant's pending invitation for `email`, a new one or the existing one refreshed
-    (role, inviter, seven days from now), and the tenant's name. A pending invitation holds a
-    seat."""
+    (role, inviter, seven days from now), and the tenant's name; each queues a mail to the
+    address with a link to it. A pending invitation holds a seat."""
     email = normalize_email(email)
     check_grant(actor_role, role)
     # Serialises the tenant's invitations and seat counts: the look-up below stays true.
@@ -64,6 +64,7 @@ async def invite(
     invitation.invited_by = actor_id
     invitation.expires_at = now + INVITATION_TTL
     await session.flush()
+    await account_mail.queue_invitation(session, invitation)
     return invitation, await session.scalar(select(Tenant.name).where(Tenant.id == tenant_id))
 
 
@@ -128,12 +129,14 @@ async def pending_for_user(session: AsyncSession) -> list[tuple[Invitation, str]
 
 
 async def accept(db: Database, user_id: uuid.UUID, invitation_id: uuid.UUID) -> Tenant:
-    """Makes the user a member with the invited role. A user who is a member already keeps
-    their role (roles change by updateMemberRole); the invitation is closed all the same."""
+    """Makes the user a member with the invited role, once their address is verified (else
+    anyone who signed up with it could). A user who is a member already keeps their role
+    (roles change by updateMemberRole); the invitation is closed all the same."""
     tenant_id = await _addressed_tenant(db, user_id, invitation_id)
     async with db.tenant_session(tenant_id, user_id=user_id) as session:
         await plans.lock_usage(session, tenant_id, "seats")  # the order invite() takes them in
         invitation = await _addressed_and_open(session, user_id, invitation_id)
+        account_mail.require_verified(await session.get(User, user_id))
         if await session.get(TenantUser, (tenant_id, user_id)) is None:
             members = select(func.count()).where(TenantUser.tenant_id == tenant_id)
             await plans.check_limit(session, tenant_id, "seats", await session.scalar(members))

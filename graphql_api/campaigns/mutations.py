@@ -89,7 +89,7 @@ class CampaignsMutation:
 
     @strawberry.mutation(extensions=allow(IsMember))
     async def launch_campaign(self, info: Info, id: strawberry.ID) -> CampaignPayload:
-        return await _transition(info, id, campaigns.launch)
+        return await _transition(info, id, campaigns.launch, await _launcher(info))
 
     @strawberry.mutation(extensions=allow(IsMember))
     async def pause_campaign(self, info: Info, id: strawberry.ID) -> CampaignPayload:
@@ -97,13 +97,18 @@ class CampaignsMutation:
 
     @strawberry.mutation(extensions=allow(IsMember))
     async def resume_campaign(self, info: Info, id: strawberry.ID) -> CampaignPayload:
-        return await _transition(info, id, campaigns.resume)
+        return await _transition(info, id, campaigns.resume, await _launcher(info))
 
 
-async def _transition(info: Info, id: strawberry.ID, action) -> CampaignPayload:
+async def _launcher(info: Info) -> campaigns.Launcher:
+    access = await info.context.require_access()
+    return campaigns.Launcher(access.user_id, info.context.settings.require_verified_email)
+
+
+async def _transition(info: Info, id: strawberry.ID, action, *args) -> CampaignPayload:
     try:
         async with info.context.tenant_session() as session:
-            row = await action(session, decode_id(id, "Campaign"))
+            row = await action(session, decode_id(id, "Campaign"), *args)
     except DomainError as e:
         return CampaignPayload(errors=user_errors(e))
     return CampaignPayload(campaign=Campaign.from_row(row))

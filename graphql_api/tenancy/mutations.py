@@ -1,4 +1,5 @@
-"""signUp, logIn, createTenant, updateTenant, members and invitations, API keys."""
+"""signUp, logIn, verifyEmail and password reset, createTenant, updateTenant, members and
+invitations, API keys."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from strawberry.types import Info
 
 from graphql_api.errors import user_errors
 from graphql_api.ids import decode_id, encode_id
-from graphql_api.input_limits import Email, Name, OptionalName, OptionalShort, Password
+from graphql_api.input_limits import Email, Name, OptionalName, OptionalShort, Password, Short
 from graphql_api.permissions import IsAdmin, IsAuthenticated, allow
 from graphql_api.tenancy.types import (
     ApiKey,
@@ -24,7 +25,7 @@ from graphql_api.tenancy.types import (
     User,
 )
 from models import tenancy
-from services import auth, invitations
+from services import account_mail, auth, invitations
 from services.errors import DomainError
 
 
@@ -52,6 +53,51 @@ class TenancyMutation:
             user, tenant = await auth.log_in(
                 ctx.db, ctx.redis, ctx.settings, email, password, ctx.client_ip
             )
+        except DomainError as e:
+            return AuthPayload(errors=user_errors(e))
+        return AuthPayload(
+            token=auth.issue_access_token(ctx.settings, user.id),
+            user=User.from_row(user),
+            tenant=Tenant.from_row(tenant) if tenant else None,
+        )
+
+    @strawberry.mutation(description="Confirms the address the token was mailed to.")
+    async def verify_email(self, info: Info, token: Short) -> OkPayload:
+        try:
+            await account_mail.verify_email(info.context.db, token)
+        except DomainError as e:
+            return OkPayload(errors=user_errors(e))
+        return OkPayload(ok=True)
+
+    @strawberry.mutation(
+        extensions=allow(IsAuthenticated),
+        description="Mails the signed-in user another link that confirms their address.",
+    )
+    async def resend_verification(self, info: Info) -> OkPayload:
+        user_id = await info.context.user_id()
+        if user_id is None:
+            return OkPayload(
+                errors=user_errors(DomainError("FORBIDDEN", "an API key has no address"))
+            )
+        try:
+            await account_mail.resend_verification(info.context.db, user_id)
+        except DomainError as e:
+            return OkPayload(errors=user_errors(e))
+        return OkPayload(ok=True)
+
+    @strawberry.mutation(
+        description="Mails a password-reset link when an account has this address; the answer "
+        "is the same when none has."
+    )
+    async def request_password_reset(self, info: Info, email: Email) -> OkPayload:
+        await account_mail.request_password_reset(info.context.db, email)
+        return OkPayload(ok=True)
+
+    @strawberry.mutation(description="Sets a new password with a mailed token, and logs in.")
+    async def reset_password(self, info: Info, token: Short, password: Password) -> AuthPayload:
+        ctx = info.context
+        try:
+            user, tenant = await account_mail.reset_password(ctx.db, token, password)
         except DomainError as e:
             return AuthPayload(errors=user_errors(e))
         return AuthPayload(

@@ -43,13 +43,18 @@ class User(Node):
     id: strawberry.ID
     email: str
     created_at: datetime
+    email_verified: bool = strawberry.field(
+        description="Whether the address is confirmed (verifyEmail); until it is, the user "
+        "cannot launch or resume campaigns, nor accept invitations."
+    )
     key: strawberry.Private[uuid.UUID]
 
     @classmethod
     def from_row(cls, row: tenancy.User) -> User:
         return cls(
-            id=encode_id("User", row.id), email=row.email, created_at=row.created_at, key=row.id
-        )
+            id=encode_id("User", row.id), email=row.email, created_at=row.created_at,
+            email_verified=row.email_verified_at is not None, key=row.id,
+        )  # fmt: skip
 
     @strawberry.field(
         description="Pending invitations addressed to this user: the signed-in user's own; "

@@ -107,13 +107,19 @@ mutation($email: String!, $password: String!, $tenantName: String!) {
 }"""
 
 
-async def sign_up(api: Api, name: str = "Acme") -> Account:
+async def sign_up(api: Api, name: str = "Acme", *, verified: bool = True) -> Account:
+    """A new user and tenant through signUp; `verified` marks the address confirmed as if its
+    mail had been followed (tests/graphql_api/test_account_mail.py follows it for real)."""
+    from tests.factories import mark_verified
+
     email = f"{name.lower().replace(' ', '-')}-{uuid.uuid4().hex[:10]}@example.com"
     body = await api.gql(
         SIGN_UP, {"email": email, "password": "correct horse battery", "tenantName": name}
     )
     payload = body["data"]["signUp"]
     assert payload["errors"] == [], payload
+    if verified:
+        await mark_verified(api.app.state.db, email)
     return Account(payload["token"], payload["tenant"]["id"], payload["user"]["id"], email)
 
 

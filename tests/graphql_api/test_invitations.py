@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from graphql_api.ids import parse_id
 from models.sessions import Database
+from tests.factories import mark_verified
 from tests.graphql_api.conftest import SIGN_UP, Account, Api, sign_up
 from tests.graphql_api.flows import ACCEPT, INVITE, invite, join, put_on_plan
 
@@ -176,6 +177,7 @@ async def test_an_address_without_an_account_finds_its_invitation_after_signing_
         signed_up["token"], signed_up["tenant"]["id"], signed_up["user"]["id"], email
     )
     assert await _mine(api, newcomer) == [invitation]
+    await mark_verified(api.app.state.db, email)  # followed the link of its sign-up mail
     accepted = await _answer(api, newcomer, "accept", invitation["id"])
     assert accepted["tenant"]["id"] == owner.tenant
     assert await _tenants(api, newcomer) == {newcomer.tenant, owner.tenant}
