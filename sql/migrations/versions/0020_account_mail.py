@@ -2,7 +2,7 @@
 single-use tokens mailed to users (app.user_tokens, hashes only, the system role's), and
 queue.enqueue_account_mail() for the platform jobs that send them.
 
-Revision ID: 0021
+Revision ID: 0020
 Revises: 0019
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 from penguinmails.migrations import run_sql_file
 
-revision: str = "0021"
+revision: str = "0020"
 down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
