@@ -3,6 +3,7 @@ tracking and the Stripe webhook."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,12 +20,14 @@ from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
-from graphql_api import health, tracking, webhooks
+from graphql_api import health, local_billing, tracking, webhooks
 from graphql_api.context import Context
 from graphql_api.schema import build_schema
 from models.sessions import Database
 from penguinmails.settings import Settings, get_settings
-from services import templates
+from services import billing, templates
+
+log = logging.getLogger("penguinmails.api")
 
 
 class _ClosingOnceAdapter(ASGIWebSocketAdapter):
@@ -127,6 +130,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.db = Database(settings)
         app.state.redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
         templates.start_checks()
+        if billing.local_mode(settings):
+            log.warning(
+                "billing is in local mode (no PENGUINMAILS_STRIPE_API_KEY): checkout activates "
+                "plans without payment"
+            )
         yield
         await app.state.redis.aclose()
         await app.state.db.dispose()
@@ -142,6 +150,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/health/email", health.health_email),
             *tracking.routes,
             *webhooks.routes,
+            *local_billing.routes,
         ],
         middleware=[
             Middleware(RequestLimits, max_bytes=settings.max_request_bytes),

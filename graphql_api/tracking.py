@@ -15,12 +15,13 @@ from services import tracking
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
 _NO_STORE = {"Cache-Control": "no-store, private", "X-Robots-Tag": "noindex"}
 
-_PAGE = """<!doctype html>
+# A small page of our own (no CDN, no script): a title and its body.
+PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <meta name="robots" content="noindex"><title>{title}</title></head>
 <body style="font-family:sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem">
 <h1>{title}</h1>{body}</body></html>"""
-_CONFIRM = _PAGE.format(
+_CONFIRM = PAGE.format(
     title="Unsubscribe",
     body=(
         "<p>Stop receiving these emails?</p>"
@@ -28,7 +29,7 @@ _CONFIRM = _PAGE.format(
         '<button type="submit">Unsubscribe</button></form>'
     ),
 )
-_DONE = _PAGE.format(title="Unsubscribed", body="<p>You will not receive these emails again.</p>")
+_DONE = PAGE.format(title="Unsubscribed", body="<p>You will not receive these emails again.</p>")
 
 
 def _not_found() -> Response:

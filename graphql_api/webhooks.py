@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services import stripe_events
+from services import billing, deliverability_events, stripe_events
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -73,8 +73,12 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     if not _is_event(event):
         return _answer("not a Stripe event", 400)
     async with state.db.system_session() as session:
-        applied = await stripe_events.apply_event(session, event)
+        applied = await stripe_events.apply_event(
+            session, event, grace_days=state.settings.billing_grace_days
+        )
+        events = billing.take_events(session)
     # Answered after the commit: a failure above is a 500 and Stripe delivers again.
+    await deliverability_events.publish(state.redis, events)
     return _answer("applied" if applied else "already applied", 200)
 
 

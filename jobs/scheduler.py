@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
@@ -101,21 +102,14 @@ async def recheck_domains(settings: Settings) -> int:
 @periodic(seconds=lambda settings: settings.dnsbl_check_seconds)
 async def check_blocklists(settings: Settings) -> int:
     """Every sending IP and domain against the DNS blocklists; changes published once stored."""
-    from redis.asyncio import Redis
-
-    from services import deliverability_events, reputation
+    from services import reputation
 
     async def check(db: Database) -> list:
         async with db.system_session() as session:
             return await reputation.check_all(session, settings)
 
-    events = await _with_database(settings, check)
-    if events and settings.redis_url:
-        redis = Redis.from_url(settings.redis_url)
-        try:
-            await deliverability_events.publish(redis, events)
-        finally:
-            await redis.aclose()
+    events = await with_database(settings, check)
+    await publish_events(settings, events)
     return len(events)
 
 
@@ -162,7 +156,7 @@ async def drop_old_message_bodies(settings: Settings) -> int:
     """Sent messages' bodies past the content retention; the rows and events stay."""
     from services import retention
 
-    dropped = await _with_database(
+    dropped = await with_database(
         settings, lambda db: retention.drop_old_bodies(db, settings.content_retention_days)
     )
     if dropped.bodies:
@@ -176,12 +170,49 @@ async def drop_old_message_bodies(settings: Settings) -> int:
 @periodic(seconds=lambda settings: settings.billing_reconcile_seconds)
 async def reconcile_stripe_events(settings: Settings) -> int:
     """The Stripe events a webhook outage lost, from Stripe's list; nothing without a key."""
+    from redis.asyncio import Redis
+
     from services import billing, stripe_events
 
     if settings.stripe_api_key is None:
         return 0
     client = billing.stripe_client(settings)
-    return await _with_database(settings, lambda db: stripe_events.reconcile(db, client))
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    try:
+        return await with_database(
+            settings,
+            lambda db: stripe_events.reconcile(
+                db, client, grace_days=settings.billing_grace_days, redis=redis
+            ),
+        )
+    finally:
+        if redis is not None:
+            await redis.aclose()
+
+
+@periodic(seconds=lambda settings: settings.billing_check_seconds)
+async def enforce_billing_grace(settings: Settings) -> int:
+    """Suspends the sending of tenants whose grace after a failed payment has run out."""
+    from services import grace
+
+    events = await with_database(settings, lambda db: grace.enforce(db, datetime.now(UTC)))
+    await publish_events(settings, events)
+    return len(events)
+
+
+async def publish_events(settings: Settings, events: list) -> None:
+    """Deliverability events, once what they tell of has committed."""
+    from redis.asyncio import Redis
+
+    from services import deliverability_events
+
+    if not events or not settings.redis_url:
+        return
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await deliverability_events.publish(redis, events)
+    finally:
+        await redis.aclose()
 
 
 async def _in_system_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -191,10 +222,10 @@ async def _in_system_session(settings: Settings, work: Callable[[AsyncSession], 
         async with db.system_session() as session:
             return await work(session)
 
-    return await _with_database(settings, in_session)
+    return await with_database(settings, in_session)
 
 
-async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+async def with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     """`work` on a Database of this run only (its own transactions), disposed of after."""
     from models.sessions import Database
 

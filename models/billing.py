@@ -32,6 +32,16 @@ class SubscriptionStatus(enum.StrEnum):
     CANCELED = "CANCELED"
 
 
+# A subscription that has not ended: it has a running period (a suspended one too).
+LIVE_STATUSES = (
+    SubscriptionStatus.TRIALING,
+    SubscriptionStatus.ACTIVE,
+    SubscriptionStatus.PAST_DUE,
+    SubscriptionStatus.GRACE,
+    SubscriptionStatus.SUSPENDED,
+)
+
+
 class PaymentStatus(enum.StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"

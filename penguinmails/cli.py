@@ -350,14 +350,73 @@ def billing_reconcile() -> None:
 
 
 async def _reconcile(settings: Settings) -> int:
-    from models.sessions import Database
-    from services import billing, stripe_events
+    from jobs.scheduler import reconcile_stripe_events
 
-    db = Database(settings)
+    return await reconcile_stripe_events(settings)
+
+
+@billing_app.command("enforce-grace")
+def billing_enforce_grace(
+    now: str = typer.Option(
+        None, "--now", help="Take this ISO time (e.g. 2026-12-01T00:00:00Z) as the current time."
+    ),
+) -> None:
+    """Suspend the sending of tenants whose grace after a failed payment has run out (the
+    scheduler does this every PENGUINMAILS_BILLING_CHECK_SECONDS)."""
+    at = _parse_now(now)
+    events = asyncio.run(_enforce_grace(get_settings(), at))
+    for event in events:
+        print(f"tenant {event.tenant_id}: {event.message}")
+    print(f"grace step at {at.isoformat()}: {len(events)} changed")
+
+
+async def _enforce_grace(settings: Settings, at: datetime) -> list:
+    from jobs.scheduler import publish_events, with_database
+    from services import grace
+
+    events = await with_database(settings, lambda db: grace.enforce(db, at))
+    await publish_events(settings, events)
+    return events
+
+
+@billing_app.command("extend-grace")
+def billing_extend_grace(
+    tenant: str = typer.Argument(..., help="The tenant's id, slug or name."),
+    days: int = typer.Argument(..., help="Days added to the grace period."),
+) -> None:
+    """Give a tenant that owes a payment more time (GRACE): its sending goes on, or resumes,
+    until the new end. Written to the audit log."""
+    import getpass
+
+    from services.errors import DomainError
+
+    settings = get_settings()
     try:
-        return await stripe_events.reconcile(db, billing.stripe_client(settings))
-    finally:
-        await db.dispose()
+        subscription = asyncio.run(_extend_grace(settings, tenant, days, getpass.getuser()))
+    except DomainError as e:
+        _refuse(e.message)
+    print(f"grace until {subscription.grace_until.isoformat()} ({subscription.status.value})")
+
+
+async def _extend_grace(settings: Settings, tenant: str, days: int, operator: str):
+    from jobs.scheduler import publish_events, with_database
+    from services import grace
+
+    subscription, events = await with_database(
+        settings, lambda db: grace.extend(db, tenant, days, datetime.now(UTC), operator)
+    )
+    await publish_events(settings, events)
+    return subscription
+
+
+def _parse_now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        _refuse(f"--now: not an ISO time: {value!r}")
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _one_line(error: Exception) -> str:

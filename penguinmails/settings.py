@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     # Stripe's list of events is read this often (and by `penguinmails billing reconcile`) for
     # the ones a webhook outage lost; skipped without a key.
     billing_reconcile_seconds: float = Field(default=3600.0, gt=0)
+    # A failed payment leaves this many days of grace (0: none) before the grace step, run
+    # every `billing_check_seconds` (and by `penguinmails billing enforce-grace`), suspends the
+    # tenant's sending.
+    billing_grace_days: int = Field(default=7, ge=0)
+    billing_check_seconds: float = Field(default=300.0, gt=0)
 
     # Account e-mails (services/account_mail.py): address verification, password reset,
     # invitations and payment notices, queued as jobs. With a Loops key they go through its

@@ -23,6 +23,7 @@ from models.campaigns import (
 )
 from models.infrastructure import AccountStatus, EmailAccount
 from models.queue import JobStatus
+from models.tenancy import Tenant, TenantStatus
 from services import account_mail, templates
 from services.errors import DomainError
 from services.timezones import check_timezone
@@ -307,11 +308,12 @@ async def cancel(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign:
 def plan_limit_reason(used: Usage) -> str:
     """Why sending stops at the plan's email limit: the launch refusal, and the reason the
     planner stores when it pauses a running campaign for it."""
+    plan = f"The {used.plan_name} plan" if used.plan_name else "The plan"
     if used.emails_limit == 0:
-        return "The plan includes no emails; choose a plan to send."
+        return f"{plan} includes no emails; choose a plan to send."
     return (
-        f"The plan's {used.emails_limit:,} emails for the period starting "
-        f"{used.period_start:%Y-%m-%d} are used up."
+        f"{plan}'s {used.emails_limit:,} emails for the period starting "
+        f"{used.period_start:%Y-%m-%d} are used up; upgrade the plan to send more."
     )
 
 
@@ -347,6 +349,10 @@ async def _move(session: AsyncSession, campaign: Campaign, action: str, **values
 
 
 async def _check_can_send(session: AsyncSession, campaign: Campaign) -> None:
+    tenant = await session.get(Tenant, campaign.tenant_id)
+    if tenant.status == TenantStatus.SUSPENDED:
+        reason = tenant.sending_suspended_reason or "sending is suspended"
+        raise DomainError("TENANT_SUSPENDED", f"Sending is suspended: {reason}.")
     has_account = await session.scalar(
         select(
             exists()

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.billing import (
+    LIVE_STATUSES,
     Payment,
     PaymentStatus,
     Plan,
@@ -21,10 +22,11 @@ from models.billing import (
     SubscriptionStatus,
 )
 from models.tenancy import Tenant
-from services.billing import LIVE_STATUSES
+from services import billing, deliverability_events, grace
 
 if TYPE_CHECKING:
     import stripe
+    from redis.asyncio import Redis
 
     from models.sessions import Database
 
@@ -44,10 +46,12 @@ INVOICE_STATUSES = {
 }
 
 
-async def apply_event(session: AsyncSession, event: Event) -> bool:
+async def apply_event(session: AsyncSession, event: Event, *, grace_days: int) -> bool:
     """Records the event and applies it; False when its id was already recorded (a replay).
 
-    The session is a system session: the caller's commit makes the record and the effect one."""
+    The session is a system session: the caller's commit makes the record and the effect one,
+    then publishes `billing.take_events(session)`. A failed payment opens `grace_days` of
+    grace (services/grace.py)."""
     created = _time(event["created"])
     recorded = await session.scalar(
         insert(StripeEvent)
@@ -65,12 +69,12 @@ async def apply_event(session: AsyncSession, event: Event) -> bool:
         elif event["type"].startswith("customer.subscription."):
             tenant = await _tenant_of_customer(session, obj.get("customer"))
             if tenant is not None:
-                await _subscription_changed(session, tenant, obj, created)
+                await _subscription_changed(session, tenant, obj, created, grace_days)
         elif event["type"] in INVOICE_STATUSES:
             tenant = await _tenant_of_customer(session, obj.get("customer"))
             if tenant is not None:
                 status = INVOICE_STATUSES[event["type"]]
-                await _invoice_changed(session, tenant, obj, status, created)
+                await _invoice_changed(session, tenant, obj, status, created, grace_days)
     except _OtherTenants:
         return True  # recorded, not applied
     if tenant is not None:
@@ -85,9 +89,13 @@ LISTED_FOR = timedelta(days=30)
 OVERLAP = timedelta(minutes=5)
 
 
-async def reconcile(db: Database, client: stripe.StripeClient, *, page_size: int = 100) -> int:
+async def reconcile(
+    db: Database, client: stripe.StripeClient, *, grace_days: int, redis: Redis | None = None,
+    page_size: int = 100,
+) -> int:  # fmt: skip
     """Applies the events Stripe lists that are not stored (a webhook outage's), oldest first,
-    each in a transaction of its own; returns how many were new."""
+    each in a transaction of its own, publishing their deliverability events on `redis`;
+    returns how many were new."""
     async with db.system_session() as session:
         newest = await session.scalar(select(func.max(StripeEvent.stripe_created_at)))
     since = newest - OVERLAP if newest is not None else datetime.now(UTC) - LISTED_FOR
@@ -104,7 +112,10 @@ async def reconcile(db: Database, client: stripe.StripeClient, *, page_size: int
     applied = 0
     for event in sorted(reversed(listed), key=lambda e: e["created"]):
         async with db.system_session() as session:
-            applied += await apply_event(session, event)
+            applied += await apply_event(session, event, grace_days=grace_days)
+            events = billing.take_events(session)
+        if redis is not None:
+            await deliverability_events.publish(redis, events)
     return applied
 
 
@@ -135,17 +146,23 @@ async def _checkout_completed(
         session.add(subscription)
     subscription.stripe_subscription_id = stripe_id
     if plan is not None:
-        subscription.plan_id = plan.id
+        subscription.plan_id = tenant.plan_id = plan.id
     if checkout.get("payment_status") in ("paid", "no_payment_required"):
-        subscription.status = SubscriptionStatus.ACTIVE
+        await billing.set_status(
+            session, subscription, SubscriptionStatus.ACTIVE, reason="checkout completed",
+            tenant=tenant, at=at,
+        )  # fmt: skip
     elif subscription.status is None:
-        subscription.status = SubscriptionStatus.TRIALING
+        await billing.set_status(
+            session, subscription, SubscriptionStatus.TRIALING, reason="checkout completed",
+            tenant=tenant, at=at,
+        )  # fmt: skip
     subscription.stripe_updated_at = at
     return tenant
 
 
 async def _subscription_changed(
-    session: AsyncSession, tenant: Tenant, stripe_sub: Event, at: datetime
+    session: AsyncSession, tenant: Tenant, stripe_sub: Event, at: datetime, grace_days: int
 ) -> None:
     subscription = await _subscription_for(session, tenant, stripe_sub["id"])
     if subscription is not None and _is_older(at, subscription.stripe_updated_at):
@@ -157,13 +174,15 @@ async def _subscription_changed(
     if subscription is None:
         if plan_id is None or status is None:
             return  # nothing here to tie it to: recorded, not applied
-        subscription = Subscription(tenant_id=tenant.id, plan_id=plan_id, status=status)
+        subscription = Subscription(tenant_id=tenant.id, plan_id=plan_id)
         session.add(subscription)
     subscription.stripe_subscription_id = stripe_sub["id"]
     if plan_id is not None:
         subscription.plan_id = plan_id
+        if status != SubscriptionStatus.CANCELED:
+            tenant.plan_id = plan_id
     if status is not None:
-        subscription.status = status
+        await _subscription_status(session, tenant, subscription, status, at, grace_days)
     subscription.cancel_at_period_end = bool(stripe_sub.get("cancel_at_period_end"))
     # Newer API versions keep the period on the item, older ones on the subscription.
     start = stripe_sub.get("current_period_start") or items[0].get("current_period_start")
@@ -176,9 +195,31 @@ async def _subscription_changed(
     subscription.stripe_updated_at = at
 
 
+async def _subscription_status(
+    session: AsyncSession, tenant: Tenant, subscription: Subscription,
+    status: SubscriptionStatus, at: datetime, grace_days: int,
+) -> None:  # fmt: skip
+    """Stripe's status, where the grace period has a say: past_due opens it (once: a suspended
+    or extended one stays as it is), a paid status ends it."""
+    if status == SubscriptionStatus.PAST_DUE:
+        if subscription.status is None:  # first heard of as past due
+            subscription.grace_until = at + timedelta(days=grace_days)
+            await billing.set_status(session, subscription, status, reason="payment past due",
+                                     tenant=tenant, at=at)  # fmt: skip
+        else:
+            await grace.payment_failed(session, subscription, grace_days, at)
+    elif status != SubscriptionStatus.CANCELED and subscription.status in billing.OVERDUE_STATUSES:
+        await grace.payment_received(session, subscription, at)
+        await billing.set_status(session, subscription, status, reason="paid", tenant=tenant, at=at)
+    else:
+        reason = "ended" if status == SubscriptionStatus.CANCELED else "updated by Stripe"
+        await billing.set_status(session, subscription, status, reason=reason, tenant=tenant, at=at)
+
+
 async def _invoice_changed(
-    session: AsyncSession, tenant: Tenant, invoice: Event, status: PaymentStatus, at: datetime
-) -> None:
+    session: AsyncSession, tenant: Tenant, invoice: Event, status: PaymentStatus, at: datetime,
+    grace_days: int,
+) -> None:  # fmt: skip
     """One payment row per invoice, holding its latest state."""
     payment = await session.scalar(
         select(Payment).where(Payment.stripe_invoice_id == invoice["id"])
@@ -197,8 +238,8 @@ async def _invoice_changed(
         ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
     )
     # Looked up before a new payment is added: the query would flush it half-filled.
-    subscription_id = stripe_sub_id and await session.scalar(
-        select(Subscription.id).where(
+    subscription = stripe_sub_id and await session.scalar(
+        select(Subscription).where(
             Subscription.tenant_id == tenant.id,
             Subscription.stripe_subscription_id == stripe_sub_id,
         )
@@ -207,7 +248,7 @@ async def _invoice_changed(
         payment = Payment(tenant_id=tenant.id, stripe_invoice_id=invoice["id"])
         session.add(payment)
     if stripe_sub_id:
-        payment.subscription_id = subscription_id
+        payment.subscription_id = subscription.id if subscription else None
     paid = status == PaymentStatus.SUCCEEDED
     payment.amount_cents = invoice.get("amount_paid" if paid else "amount_due") or 0
     payment.currency = (invoice.get("currency") or "usd").lower()
@@ -216,6 +257,11 @@ async def _invoice_changed(
     paid_at = (invoice.get("status_transitions") or {}).get("paid_at")
     payment.paid_at = (_time(paid_at) if paid_at else at) if paid else None
     payment.stripe_updated_at = at
+    if subscription and not _is_older(at, subscription.stripe_updated_at):
+        if status == PaymentStatus.FAILED:
+            await grace.payment_failed(session, subscription, grace_days, at)
+        elif status == PaymentStatus.SUCCEEDED:
+            await grace.payment_received(session, subscription, at)
 
 
 async def _tenant_of_customer(session: AsyncSession, customer: str | None) -> Tenant | None:

@@ -1,5 +1,6 @@
 """What a tenant has used against its plan: emails sent this billing period, and the domains,
-sending IPs, email accounts and seats it holds."""
+sending IPs, email accounts and seats it holds (members and open invitations, as the seat limit
+counts them)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from datetime import datetime
 from sqlalchemy import ScalarSelect, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.billing import Plan, Subscription
+from models.billing import LIVE_STATUSES, Plan, Subscription
 from models.content import EmailMessage, MessageStatus
 from models.infrastructure import Domain, EmailAccount, IpStatus, SmtpIpAddress
-from models.tenancy import Tenant, TenantUser
-from services.billing import LIVE_STATUSES  # a running period (a suspended one has it too)
+from models.tenancy import Invitation, InvitationStatus, Tenant, TenantUser
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Usage:
     ips: int
     email_accounts: int
     seats: int
+    plan_name: str | None = None
 
     @property
     def emails_left(self) -> int:
@@ -46,11 +47,12 @@ async def usage(session: AsyncSession, tenant_id: uuid.UUID) -> Usage:
         EmailMessage.status == MessageStatus.SENT,
         EmailMessage.sent_at >= period.c.start,
     )
-    emails_limit = (
-        select(Plan.emails_per_month)
-        .join(Tenant, Tenant.plan_id == Plan.id)
-        .where(Tenant.id == tenant_id)
-        .scalar_subquery()
+    plan = select(Plan).join(Tenant, Tenant.plan_id == Plan.id).where(Tenant.id == tenant_id)
+    open_invitations = _count(
+        Invitation,
+        Invitation.tenant_id == tenant_id,
+        Invitation.status == InvitationStatus.PENDING,
+        Invitation.expires_at > func.now(),
     )
     # Each count names the tenant as well as relying on RLS: a tenant session with a user bound
     # also sees that user's memberships of other tenants.
@@ -59,7 +61,7 @@ async def usage(session: AsyncSession, tenant_id: uuid.UUID) -> Usage:
             select(
                 period.c.start,
                 sent,
-                func.coalesce(emails_limit, 0),
+                func.coalesce(plan.with_only_columns(Plan.emails_per_month).scalar_subquery(), 0),
                 _count(Domain, Domain.tenant_id == tenant_id),
                 _count(
                     SmtpIpAddress,
@@ -67,7 +69,8 @@ async def usage(session: AsyncSession, tenant_id: uuid.UUID) -> Usage:
                     SmtpIpAddress.status != IpStatus.RELEASED,
                 ),
                 _count(EmailAccount, EmailAccount.tenant_id == tenant_id),
-                _count(TenantUser, TenantUser.tenant_id == tenant_id),
+                _count(TenantUser, TenantUser.tenant_id == tenant_id) + open_invitations,
+                plan.with_only_columns(Plan.name).scalar_subquery(),
             ).select_from(period)
         )
     ).one()

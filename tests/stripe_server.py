@@ -30,6 +30,7 @@ class Received(NamedTuple):
     path: str
     form: dict[str, list[str]]  # the body's fields, or a GET's query, as parse_qs gives them
     authorization: str
+    idempotency_key: str | None = None
 
 
 class FakeStripe:
@@ -38,13 +39,18 @@ class FakeStripe:
         self.products: dict[str, dict[str, Any]] = {}
         self.prices: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.subscriptions: dict[str, dict[str, Any]] = {}  # a test adds the ones it needs
         self._ids = itertools.count(1)
 
     def app(self) -> Starlette:
         return Starlette(routes=[
             Route("/v1/events", self.list_events, methods=["GET"]),
             Route("/v1/checkout/sessions", self.create_checkout_session, methods=["POST"]),
-            Route("/v1/subscriptions/{id}", self.cancel_subscription, methods=["DELETE"]),
+            Route("/v1/customers", self.create_customer, methods=["POST"]),
+            Route("/v1/billing_portal/sessions", self.create_portal_session, methods=["POST"]),
+            Route("/v1/subscriptions/{id}", self.retrieve_subscription, methods=["GET"]),
+            Route("/v1/subscriptions/{id}", self.update_subscription, methods=["POST"]),
             Route("/v1/products", self.create_product, methods=["POST"]),
             Route("/v1/products/{id}", self.retrieve_product, methods=["GET"]),
             Route("/v1/products/{id}", self.update_product, methods=["POST"]),
@@ -61,23 +67,55 @@ class FakeStripe:
         raw = request.url.query if request.method == "GET" else (await request.body()).decode()
         form = parse_qs(raw)
         self.requests.append(
-            Received(request.method, request.url.path, form, request.headers["authorization"])
-        )
+            Received(request.method, request.url.path, form, request.headers["authorization"],
+                     request.headers.get("idempotency-key"))
+        )  # fmt: skip
         return form
 
     def _id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._ids)}"
+        """Unique across fakes too: the tests share one database, where Stripe ids are unique."""
+        return f"{prefix}_{next(self._ids)}{uuid.uuid4().hex[:10]}"
 
     async def create_checkout_session(self, request: Request) -> JSONResponse:
         await self._receive(request)
         return JSONResponse({"id": "cs_test_1", "object": "checkout.session",
                              "url": "https://checkout.stripe.test/pay/cs_test_1"})  # fmt: skip
 
-    async def cancel_subscription(self, request: Request) -> JSONResponse:
+    async def create_customer(self, request: Request) -> JSONResponse:
+        """Stripe answers a repeated idempotency key with the first answer."""
+        form = await self._receive(request)
+        key = self.requests[-1].idempotency_key
+        known = next((c for c in self.customers.values() if key and c["_key"] == key), None)
+        if known is None:
+            known = {"id": self._id("cus"), "object": "customer", "email": _one(form, "email"),
+                     "name": _one(form, "name"), "metadata": _fields(form, "metadata"), "_key": key}  # fmt: skip
+            self.customers[known["id"]] = known
+        return JSONResponse({k: v for k, v in known.items() if k != "_key"})
+
+    async def create_portal_session(self, request: Request) -> JSONResponse:
+        form = await self._receive(request)
+        if _one(form, "customer") not in self.customers:
+            return _error(400, "resource_missing", f"No such customer: '{_one(form, 'customer')}'")
+        return JSONResponse({"id": self._id("bps"), "object": "billing_portal.session",
+                             "customer": _one(form, "customer"), "return_url": _one(form, "return_url"),
+                             "url": "https://billing.stripe.test/p/session_1"})  # fmt: skip
+
+    async def retrieve_subscription(self, request: Request) -> JSONResponse:
         await self._receive(request)
-        return JSONResponse(
-            {"id": request.path_params["id"], "object": "subscription", "status": "canceled"}
-        )
+        found = self.subscriptions.get(request.path_params["id"])
+        return JSONResponse(found) if found else _missing("subscription", request)
+
+    async def update_subscription(self, request: Request) -> JSONResponse:
+        form = await self._receive(request)
+        found = self.subscriptions.get(request.path_params["id"])
+        if found is None:
+            return _missing("subscription", request)
+        if "cancel_at_period_end" in form:
+            found["cancel_at_period_end"] = _one(form, "cancel_at_period_end") == "true"
+        for item in found["items"]["data"]:
+            if item["id"] == _one(form, "items[0][id]"):
+                item["price"] = {"id": _one(form, "items[0][price]")}
+        return JSONResponse(found)
 
     async def list_events(self, request: Request) -> JSONResponse:
         """Newest first, as Stripe lists them (the later-added first within a second)."""
@@ -217,7 +255,7 @@ def subscription(sub_id: str, customer: str, price: str, status: str, **more: An
     return {
         "id": sub_id, "object": "subscription", "customer": customer, "status": status,
         "cancel_at_period_end": False,
-        "items": {"object": "list", "data": [{"price": {"id": price},
+        "items": {"object": "list", "data": [{"id": f"si_{sub_id}", "price": {"id": price},
                                               "current_period_start": 1_800_000_000,
                                               "current_period_end": 1_802_592_000}]},
         **more,

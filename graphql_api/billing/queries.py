@@ -6,7 +6,7 @@ import strawberry
 from sqlalchemy import select
 from strawberry.types import Info
 
-from graphql_api.billing.types import Billing, BillingSubscription, Plan
+from graphql_api.billing.types import Billing, Plan
 from graphql_api.permissions import IsAdmin
 from models import billing
 from services.billing import current_subscription
@@ -29,6 +29,4 @@ class BillingQuery:
     async def billing(self, info: Info) -> Billing:
         async with info.context.tenant_session() as session:
             subscription = await current_subscription(session)
-        return Billing(
-            subscription=BillingSubscription.from_row(subscription) if subscription else None
-        )
+        return Billing.of(subscription, info.context.settings)

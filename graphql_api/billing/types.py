@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 import strawberry
@@ -13,8 +14,16 @@ from graphql_api.ids import encode_id
 from graphql_api.node import Node
 from graphql_api.pagination import Connection, paginate
 from models import billing
+from penguinmails.settings import Settings
+from services.billing import local_mode
 
 SubscriptionStatus = strawberry.enum(billing.SubscriptionStatus, name="SubscriptionStatus")
+
+
+@strawberry.enum
+class BillingMode(enum.Enum):
+    STRIPE = "STRIPE"
+    LOCAL = "LOCAL"  # no payment provider: checkout activates a plan after a confirmation page
 
 
 @strawberry.type
@@ -58,6 +67,7 @@ class BillingSubscription:
     status: SubscriptionStatus
     current_period_end: datetime | None
     grace_until: datetime | None
+    cancel_at_period_end: bool
     row: strawberry.Private[billing.Subscription]
 
     @classmethod
@@ -66,6 +76,7 @@ class BillingSubscription:
             status=row.status,
             current_period_end=row.current_period_end,
             grace_until=row.grace_until,
+            cancel_at_period_end=row.cancel_at_period_end,
             row=row,
         )
 
@@ -81,6 +92,7 @@ class Payment(Node):
     currency: str
     status: str
     paid_at: datetime | None
+    invoice_url: str | None
 
     @classmethod
     def from_row(cls, row: billing.Payment) -> Payment:
@@ -90,12 +102,21 @@ class Payment(Node):
             currency=row.currency,
             status=row.status.value,
             paid_at=row.paid_at,
+            invoice_url=row.hosted_invoice_url,
         )
 
 
 @strawberry.type
 class Billing:
     subscription: BillingSubscription | None
+    mode: BillingMode
+
+    @classmethod
+    def of(cls, subscription: billing.Subscription | None, settings: Settings) -> Billing:
+        return cls(
+            subscription=BillingSubscription.from_row(subscription) if subscription else None,
+            mode=BillingMode.LOCAL if local_mode(settings) else BillingMode.STRIPE,
+        )
 
     @strawberry.field
     async def payments(

@@ -86,7 +86,7 @@ async def test_a_client_can_set_up_import_launch_pause_and_read_everything_back(
         "domains": 1,
         "emailAccounts": 1,
         "ips": 1,
-        "seats": 1,
+        "seats": 2,  # the owner and the estate's pending invitation, which holds a seat
     }
     assert data["emailAccounts"]["edges"][0]["node"] == {
         "address": "hello@flow-mail.example",

@@ -49,6 +49,12 @@ async def test_members_cannot_manage_members_billing_or_api_keys(api: Api) -> No
         (REMOVE, {"userId": user_id}, "removeMember"),
         (CREATE_KEY, {"name": "ci"}, "createApiKey"),
         ("mutation { cancelSubscription { errors { code } } }", {}, "cancelSubscription"),
+        ("mutation { openBillingPortal { errors { code } } }", {}, "openBillingPortal"),
+        (
+            "mutation($p: ID!) { changePlan(planId: $p) { errors { code } } }",
+            {"p": "x"},
+            "changePlan",
+        ),
     ]:
         body = await api.gql(query, variables, **as_member)
         assert body["data"][field]["errors"][0]["code"] == "FORBIDDEN", field

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from graphql_api.ids import parse_id
 from models.billing import Payment, PaymentStatus, Plan, StripeEvent, Subscription
 from models.sessions import Database
-from models.tenancy import Tenant
+from models.tenancy import AuditLog, Tenant
 from penguinmails.settings import Settings
 from tests.graphql_api.conftest import Account, Api, serve, sign_up
 from tests.stripe_server import event, invoice, subscription
@@ -116,6 +116,7 @@ async def test_a_completed_checkout_makes_the_tenant_a_paying_customer(
             await s.scalars(select(Subscription).where(Subscription.tenant_id == tenant_id))
         ).all()
     assert tenant.stripe_customer_id == checkout["customer"]
+    assert tenant.plan_id == plan_id  # the plan's limits are the tenant's now
     assert [x.stripe_subscription_id for x in subscriptions] == [checkout["subscription"]]
     assert (await _stored(db, completed["id"])).tenant_id == tenant_id
 
@@ -263,3 +264,45 @@ async def test_a_failed_then_paid_invoice_is_one_payment_with_the_final_status(
         payment = await s.scalar(select(Payment).where(Payment.stripe_invoice_id == invoice_id))
     assert payment.status == PaymentStatus.SUCCEEDED and payment.paid_at.timestamp() == now
     assert payment.hosted_invoice_url == due["hosted_invoice_url"]
+
+
+async def test_a_failed_payment_over_the_webhook_is_audited_and_published_once_committed(
+    hooks: Api, db: Database, settings: Settings
+) -> None:
+    from redis.asyncio import Redis
+
+    from services.deliverability_events import channel
+
+    customer = await _growth_customer(hooks, db)
+    tenant_id = parse_id(customer.account.tenant)[1]
+    assert (
+        await _post(hooks, event("customer.subscription.created", customer.subscription("active")))
+        == 200
+    )
+    redis = Redis.from_url(settings.redis_url)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel(tenant_id))
+    try:
+        failed = invoice(
+            "in_" + uuid.uuid4().hex[:8], customer.id, 4900, 0, subscription=customer.sub_id
+        )
+        assert await _post(hooks, event("invoice.payment_failed", failed)) == 200
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        while message is None or message["type"] != "message":
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+    published = json.loads(message["data"])
+    assert (published["kind"], published["subjectType"]) == ("billing_past_due", "Tenant")
+    assert "a payment failed" in published["message"]
+    body = await hooks.gql(
+        "{ billing { subscription { status graceUntil } } }", token=customer.account.token
+    )
+    assert body["data"]["billing"]["subscription"]["status"] == "PAST_DUE"
+    assert body["data"]["billing"]["subscription"]["graceUntil"] is not None
+    async with db.system_session() as s:
+        actions = list(
+            await s.scalars(select(AuditLog.action).where(AuditLog.tenant_id == tenant_id))
+        )
+    assert actions.count("billing.past_due") == 1

@@ -12,9 +12,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
+from jobs.connections import system_dsn
 from jobs.queuer import Queuer
 from models.sessions import Database
 from penguinmails.settings import Settings
@@ -43,6 +45,14 @@ def _env(settings: Settings, **overrides) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def queue_settings(settings: Settings) -> Settings:
     return settings.model_copy(update=QUEUE_SETTINGS)
+
+
+@pytest.fixture
+async def conn(queue_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """The queue tier as the system role, as a queuer connects."""
+    connection = await asyncpg.connect(system_dsn(queue_settings))
+    yield connection
+    await connection.close()
 
 
 @pytest.fixture(scope="session")

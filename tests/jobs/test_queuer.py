@@ -13,13 +13,11 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import func, select, update
 
-from jobs.connections import system_dsn
 from jobs.queue import cancel, cancel_campaign, enqueue, enqueue_many
 from jobs.queuer import Queuer, recover_expired_leases
 from models.queue import Job
@@ -50,14 +48,6 @@ async def _quiet(db: Database, queue_settings: Settings) -> AsyncIterator[None]:
     await quiet_queue(db, queue_settings)
     yield
     await quiet_queue(db, queue_settings)
-
-
-@pytest.fixture
-async def conn(queue_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """The queue tier as the system role, as a queuer connects."""
-    connection = await asyncpg.connect(system_dsn(queue_settings))
-    yield connection
-    await connection.close()
 
 
 @pytest.fixture

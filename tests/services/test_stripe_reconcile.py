@@ -20,8 +20,8 @@ from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
 from services import billing, plan_catalogue, stripe_events
+from tests.cli import run_cli
 from tests.factories import catalogue_file, create_tenant
-from tests.penguinmails.test_plans import _cli
 from tests.stripe_server import FakeStripe, event, invoice, running_stripe, subscription
 
 HOUR_AGO = int(time.time()) - 3600
@@ -88,13 +88,13 @@ async def test_reconcile_applies_exactly_the_events_an_outage_lost_in_the_order_
 ) -> None:
     for delivered in outage[:2]:
         async with own_db.system_session() as s:
-            assert await stripe_events.apply_event(s, delivered)
+            assert await stripe_events.apply_event(s, delivered, grace_days=7)
 
     async with running_stripe() as (base, fake):
         fake.events = outage
         client = _client(own_database, base)
-        assert await stripe_events.reconcile(own_db, client) == 3
-        assert await stripe_events.reconcile(own_db, client) == 0
+        assert await stripe_events.reconcile(own_db, client, grace_days=7) == 3
+        assert await stripe_events.reconcile(own_db, client, grace_days=7) == 0
 
     [first, second] = _events_asked(fake)
     # From the newest stored event minus 5 minutes: the delivered second, then the last.
@@ -115,7 +115,12 @@ async def test_reconcile_pages_through_the_list_with_nothing_stored_from_30_days
     async with running_stripe() as (base, fake):
         fake.events = outage
         before = int(time.time())
-        assert await stripe_events.reconcile(own_db, _client(own_database, base), page_size=2) == 5
+        assert (
+            await stripe_events.reconcile(
+                own_db, _client(own_database, base), grace_days=7, page_size=2
+            )
+            == 5
+        )
 
     asked = _events_asked(fake)
     assert [a.get("starting_after") for a in asked] == [
@@ -131,7 +136,7 @@ async def test_billing_reconcile_prints_how_many_were_applied_and_fails_in_one_l
     own_database: Settings, outage: list[dict[str, Any]]
 ) -> None:
     key = {"PENGUINMAILS_STRIPE_API_KEY": "sk_test_local"}
-    code, _, err = await _cli(
+    code, _, err = await run_cli(
         own_database, "billing", "reconcile", PENGUINMAILS_STRIPE_API_BASE="http://127.0.0.1:9",
         **key,
     )  # fmt: skip
@@ -139,10 +144,10 @@ async def test_billing_reconcile_prints_how_many_were_applied_and_fails_in_one_l
 
     async with running_stripe() as (base, fake):
         fake.events = outage
-        code, out, err = await _cli(
+        code, out, err = await run_cli(
             own_database, "billing", "reconcile", PENGUINMAILS_STRIPE_API_BASE=base, **key
         )
     assert (code, out) == (0, "stripe events: 5 applied\n"), err
 
-    code, _, err = await _cli(own_database, "billing", "reconcile")
+    code, _, err = await run_cli(own_database, "billing", "reconcile")
     assert code == 2 and "no Stripe key" in err

@@ -13,7 +13,7 @@ from models.billing import Plan, Subscription, SubscriptionStatus
 from models.content import MessageStatus
 from models.infrastructure import IpStatus
 from models.sessions import Database
-from models.tenancy import Role, Tenant, TenantUser
+from models.tenancy import InvitationStatus, Role, Tenant, TenantUser
 from services.usage import usage
 from tests.factories import build_row, create_row, create_tenant, table
 
@@ -63,6 +63,17 @@ async def test_usage_counts_this_months_sent_emails_and_what_the_tenant_holds(db
         await insert_row(s, "app.smtp_ip_addresses", tenant, status=IpStatus.ACTIVE)
         await insert_row(s, "app.smtp_ip_addresses", tenant, status=IpStatus.RELEASED)
         await create_row(s, table("app.email_accounts"), other)
+        # Open invitations hold seats (the seat limit counts them); answered or expired ones not.
+        later, earlier = now + timedelta(days=1), now - timedelta(days=1)
+        await insert_row(
+            s, "app.invitations", tenant, status=InvitationStatus.PENDING, expires_at=later
+        )
+        await insert_row(
+            s, "app.invitations", tenant, status=InvitationStatus.PENDING, expires_at=earlier
+        )
+        await insert_row(
+            s, "app.invitations", tenant, status=InvitationStatus.REVOKED, expires_at=later
+        )
         # A member of both tenants: their session also sees their membership of the other one.
         member = await create_row(s, table("app.tenant_users"), other)
         s.add(TenantUser(tenant_id=tenant, user_id=member["user_id"], role=Role.MEMBER))
@@ -72,7 +83,8 @@ async def test_usage_counts_this_months_sent_emails_and_what_the_tenant_holds(db
 
     assert used.period_start == month_start()
     assert (used.emails_sent, used.emails_limit, used.emails_left) == (3, 1000, 997)
-    assert (used.domains, used.ips, used.email_accounts, used.seats) == (5, 1, 3, 3)
+    assert (used.domains, used.ips, used.email_accounts, used.seats) == (5, 1, 3, 4)
+    assert used.plan_name == "Test"
 
 
 async def test_the_period_starts_at_the_live_subscriptions_current_period(db: Database):
