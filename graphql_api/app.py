@@ -1,5 +1,5 @@
 """The Starlette application: `/graphql` (Strawberry, with subscriptions), health checks,
-tracking and the Stripe webhook."""
+tracking, the Stripe webhook, the ops page (`/ops`) and GraphiQL's own assets."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from cross_web import HTTPException
 from redis.asyncio import Redis
@@ -14,7 +15,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -28,6 +30,8 @@ from penguinmails.settings import Settings, get_settings
 from services import billing, templates
 
 log = logging.getLogger("penguinmails.api")
+OPS_PAGE = Path(__file__).parent / "ops"
+GRAPHIQL = Path(__file__).parent / "static" / "graphiql"
 
 
 class _ClosingOnceAdapter(ASGIWebSocketAdapter):
@@ -44,6 +48,11 @@ class PenguinGraphQL(GraphQL):
     def __init__(self, settings: Settings) -> None:
         development = settings.environment == "development"
         super().__init__(build_schema(settings), graphql_ide="graphiql" if development else None)
+
+    @property
+    def graphql_ide_html(self) -> str:
+        """Strawberry's GraphiQL page with its scripts and styles served here, not from a CDN."""
+        return (GRAPHIQL / "graphiql.html").read_text()
 
     def parse_json(self, data: str | bytes) -> object:
         """A body that is not JSON is the client's mistake (400), whatever the decoder tripped on."""
@@ -151,6 +160,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *tracking.routes,
             *webhooks.routes,
             *local_billing.routes,
+            Mount("/ops", StaticFiles(directory=OPS_PAGE, html=True)),
+            Mount("/static/graphiql", StaticFiles(directory=GRAPHIQL)),
         ],
         middleware=[
             Middleware(RequestLimits, max_bytes=settings.max_request_bytes),

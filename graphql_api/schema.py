@@ -15,6 +15,7 @@ from strawberry.types.graphql import OperationType
 
 from graphql_api.admin.mutations import AdminMutation
 from graphql_api.admin.queries import AdminQuery
+from graphql_api.admin.subscriptions import AdminSubscription
 from graphql_api.analytics.queries import AnalyticsQuery
 from graphql_api.billing.mutations import BillingMutation
 from graphql_api.billing.queries import BillingQuery
@@ -24,7 +25,8 @@ from graphql_api.infrastructure.mutations import InfrastructureMutation
 from graphql_api.infrastructure.queries import InfrastructureQuery
 from graphql_api.input_limits import bound_mutations
 from graphql_api.node import Node, resolve_node
-from graphql_api.operations.queries import OperationsQuery, Subscription
+from graphql_api.operations.queries import OperationsQuery
+from graphql_api.operations.queries import Subscription as OperationsSubscription
 from graphql_api.permissions import IsMember
 from graphql_api.query_limits import QueryLimiter, QueryLimits
 from graphql_api.tenancy.mutations import TenancyMutation
@@ -61,6 +63,7 @@ Mutation = merge_types(
     (TenancyMutation, InfrastructureMutation, CampaignsMutation, BillingMutation, AdminMutation),
 )
 bound_mutations(Mutation)
+Subscription = merge_types("Subscription", (OperationsSubscription, AdminSubscription))
 
 
 def _should_mask(error: GraphQLError) -> bool:

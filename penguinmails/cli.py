@@ -19,15 +19,20 @@ from penguinmails.settings import Settings, get_settings
 if TYPE_CHECKING:
     from services.plan_catalogue import Change
 
-app = typer.Typer(no_args_is_help=True, help="PenguinMails backend processes and tools.")
-embedded_app = typer.Typer(no_args_is_help=True, help="The project's own PostgreSQL and Redis.")
+# Click's plain help: Typer's rich help shows a flag such as --down as `--down <bool>`, as if it
+# took a value.
+HELP = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(help="PenguinMails backend processes and tools.", **HELP)
+embedded_app = typer.Typer(help="The project's own PostgreSQL and Redis.", **HELP)
 app.add_typer(embedded_app, name="embedded")
-pipelines_app = typer.Typer(no_args_is_help=True, help="The analytics pipelines.")
+pipelines_app = typer.Typer(help="The analytics pipelines.", **HELP)
 app.add_typer(pipelines_app, name="pipelines")
-plans_app = typer.Typer(no_args_is_help=True, help="The plan catalogue (penguinmails/plans.toml).")
+plans_app = typer.Typer(help="The plan catalogue (penguinmails/plans.toml).", **HELP)
 app.add_typer(plans_app, name="plans")
-billing_app = typer.Typer(no_args_is_help=True, help="Billing: Stripe's events.")
+billing_app = typer.Typer(help="Billing: Stripe's events.", **HELP)
 app.add_typer(billing_app, name="billing")
+staff_app = typer.Typer(help="Platform staff (the admin panel and /ops).", **HELP)
+app.add_typer(staff_app, name="staff")
 console = Console(stderr=True)
 
 
@@ -516,3 +521,62 @@ def pipelines_status() -> None:
             row.last_error or "",
         )  # fmt: skip
     Console().print(table)
+
+
+@staff_app.command("add")
+def staff_add(
+    email: str = typer.Argument(..., help="The e-mail address of an existing user."),
+    role: str = typer.Option("superadmin", help="The staff role (made when new)."),
+) -> None:
+    """Make an existing user platform staff (or active again). Written to the audit log."""
+    from services import staff
+
+    entry = _staff_change(lambda session, by: staff.add(session, email, by, role))
+    print(f"{entry.email}: platform staff ({entry.role})")
+
+
+@staff_app.command("remove")
+def staff_remove(
+    email: str = typer.Argument(..., help="The staff member's e-mail address."),
+) -> None:
+    """Deactivate a staff member. Written to the audit log."""
+    from services import staff
+
+    entry = _staff_change(lambda session, by: staff.remove(session, email, by))
+    print(f"{entry.email}: no longer platform staff")
+
+
+@staff_app.command("list")
+def staff_list() -> None:
+    """Every staff member, active or not."""
+    from services import staff
+
+    entries = asyncio.run(_in_system_session(get_settings(), staff.members))
+    for entry in entries:
+        print(f"{entry.email}  {entry.role}  {'active' if entry.active else 'inactive'}")
+    if not entries:
+        print("no platform staff: add one with `penguinmails staff add EMAIL`")
+
+
+def _staff_change(change):
+    import getpass
+
+    from services.errors import DomainError
+
+    try:
+        return asyncio.run(
+            _in_system_session(get_settings(), lambda s: change(s, getpass.getuser()))
+        )
+    except DomainError as e:
+        _refuse(e.message)
+
+
+async def _in_system_session(settings: Settings, work):
+    from models.sessions import Database
+
+    db = Database(settings)
+    try:
+        async with db.system_session() as session:
+            return await work(session)
+    finally:
+        await db.dispose()

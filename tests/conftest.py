@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from playwright.async_api import Browser, async_playwright
 from sqlalchemy.engine import make_url
 
 from models.sessions import Database
@@ -117,3 +118,16 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Slow crash and load tests run in CI like the rest, together at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Debian chromium driven by Playwright (its own browser download is not
+    reachable here); `--no-sandbox` as the suite runs as root in CI."""
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(embedded.chromium_binary()), args=["--no-sandbox"]
+        )
+        yield chromium
+        await chromium.close()

@@ -1,4 +1,5 @@
-"""admin { tenants }: platform staff list tenants across the platform; every read is audited."""
+"""admin { tenants } and platformAlerts: platform staff read across the platform; every read is
+audited."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from sqlalchemy import select
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
+from graphql_api.admin.types import alert_from_row
+from graphql_api.analytics.types import Alert
 from graphql_api.ids import encode_id
 from graphql_api.pagination import Connection, paginate
 from models import tenancy
-from services import staff
+from services import ops, staff
 
 
 class IsStaff(BasePermission):
@@ -76,3 +79,11 @@ class AdminQuery:
     @strawberry.field(permission_classes=[IsStaff])
     def admin(self) -> Admin:
         return Admin()
+
+    @strawberry.field(permission_classes=[IsStaff])
+    async def platform_alerts(self, info: Info, first: int | None = 50) -> list[Alert]:
+        """Open alerts of every tenant and the platform's own, newest first."""
+        user_id = await info.context.user_id()
+        limit = max(0, min(first or 0, info.context.settings.graphql_max_page_size))
+        async with info.context.db.staff_session(user_id, "admin.alerts.list") as session:
+            return [alert_from_row(row) for row in await ops.open_alerts(session, limit)]
