@@ -22,12 +22,13 @@ from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
-from graphql_api import health, local_billing, tracking, webhooks
+from graphql_api import health, local_billing, metrics, tracking, webhooks
 from graphql_api.context import Context
 from graphql_api.schema import build_schema
 from models.sessions import Database
 from penguinmails.settings import Settings, get_settings
 from services import billing, templates
+from services.metrics import Exposition
 
 log = logging.getLogger("penguinmails.api")
 OPS_PAGE = Path(__file__).parent / "ops"
@@ -138,6 +139,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.db = Database(settings)
         app.state.redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        app.state.exposition = Exposition(
+            app.state.db, settings.metrics_cache_seconds, settings.metrics_dir
+        )
         templates.start_checks()
         if billing.local_mode(settings):
             log.warning(
@@ -160,10 +164,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *tracking.routes,
             *webhooks.routes,
             *local_billing.routes,
+            *metrics.routes,
             Mount("/ops", StaticFiles(directory=OPS_PAGE, html=True)),
             Mount("/static/graphiql", StaticFiles(directory=GRAPHIQL)),
         ],
         middleware=[
+            Middleware(metrics.RequestTiming),
             Middleware(RequestLimits, max_bytes=settings.max_request_bytes),
             Middleware(
                 CORSMiddleware,
@@ -175,4 +181,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics_networks = metrics.parse_networks(settings.metrics_allow)
     return app

@@ -24,6 +24,7 @@ from graphql_api.campaigns.queries import CampaignsQuery
 from graphql_api.infrastructure.mutations import InfrastructureMutation
 from graphql_api.infrastructure.queries import InfrastructureQuery
 from graphql_api.input_limits import bound_mutations
+from graphql_api.metrics import OperationTiming
 from graphql_api.node import Node, resolve_node
 from graphql_api.operations.queries import OperationsQuery
 from graphql_api.operations.queries import Subscription as OperationsSubscription
@@ -94,6 +95,7 @@ class SubscriptionsOverWebSocket(SchemaExtension):
 def build_schema(settings: Settings) -> strawberry.Schema:
     limits = QueryLimits.from_settings(settings)
     extensions: list = [
+        OperationTiming,  # first: it times the whole operation, limits included
         lambda: QueryLimiter(limits),  # parses and validates, bounded and cached
         SubscriptionsOverWebSocket,
         lambda: MaskErrors(should_mask_error=_should_mask, error_message="Unexpected error."),

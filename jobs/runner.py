@@ -41,6 +41,7 @@ from jobs.registry import (
 from models.sessions import Database
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
+from services import metrics
 
 log = logging.getLogger("penguinmails.jobs")
 T = TypeVar("T")
@@ -64,6 +65,12 @@ class Outcome:
     dead: bool = False
     retry_at: datetime | None = None
     deferred: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.error is None:
+            return "succeeded"
+        return "deferred" if self.deferred else "dead" if self.dead else "failed"
 
 
 class WorkerStopping(DeferJob):
@@ -114,12 +121,19 @@ class Runner:
         if not started:
             return
         jobs = [self._context(row) for row in started]
+        for row in started:
+            metrics.JOB_WAIT.labels(row["kind"]).observe(max(0.0, row["waited"]))
         lost = asyncio.Event()  # set when a renewal finds a job no longer this attempt's
         heartbeat = asyncio.ensure_future(self._heartbeat(pool, jobs, lost))
         try:
             outcomes = await self._run_all(jobs, lost)
         finally:
             heartbeat.cancel()
+        kinds = {job.id: job.kind for job in jobs}
+        for outcome in outcomes:
+            metrics.JOB_RUN.labels(kinds[outcome.id], outcome.name).observe(
+                outcome.duration_ms / 1000
+            )
         done = [o for o in outcomes if o.error is None]
         failed = [o for o in outcomes if o.error is not None and not o.deferred]
         deferred = [o for o in outcomes if o.deferred]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
@@ -143,6 +146,8 @@ def worker(
         # batch that ends is followed by the next within 100 ms, not a second.
         "dramatiq_worker_timeout": str(WORKER_POLL_MS),
         "dramatiq_prom_port": str(settings.worker_metrics_port),
+        "dramatiq_prom_host": os.environ.get("dramatiq_prom_host", "127.0.0.1"),
+        **_metrics_env(settings),
     }
     args = [
         sys.executable, "-m", "dramatiq", "jobs.worker",
@@ -151,6 +156,18 @@ def worker(
         "--queues", "high", "normal", "low",
     ]  # fmt: skip
     os.execve(sys.executable, args, env)
+
+
+def _metrics_env(settings: Settings) -> dict[str, str]:
+    """A worker's or inbound's metrics go to prometheus-client's multiprocess files, read by the
+    API's /metrics and by Dramatiq's exposition port (set before prometheus-client loads)."""
+    directory = settings.metrics_dir
+    if directory is None and settings.worker_metrics_port:
+        directory = Path(tempfile.gettempdir()) / "dramatiq-prometheus"
+    if directory is None:
+        return {}
+    directory.mkdir(parents=True, exist_ok=True)
+    return {"PROMETHEUS_MULTIPROC_DIR": str(directory), "dramatiq_prom_db": str(directory)}
 
 
 @app.command()
@@ -203,6 +220,8 @@ def inbound(
     from services.inbound import start_inbound
 
     settings = get_settings()
+    if settings.metrics_dir is not None:
+        os.environ.update(_metrics_env(settings))
     settings = settings.model_copy(
         update={"inbound_host": host or settings.inbound_host,
                 "inbound_port": port or settings.inbound_port}
@@ -244,6 +263,7 @@ def up(
     settings = get_settings()
     services = embedded.ensure_services(settings)
     os.environ.update(services.env)
+    os.environ.update(_fresh_metrics(settings))
     get_settings.cache_clear()
     settings = get_settings()
     code = 0
@@ -274,6 +294,18 @@ def up(
         if services.started:
             console.print(f"stopped embedded {', '.join(services.started)}")
     raise typer.Exit(code)
+
+
+def _fresh_metrics(settings: Settings) -> dict[str, str]:
+    """`up` turns the workers' metrics on (Dramatiq's exposition, and the files the API's
+    /metrics reads), in a directory emptied now: a dead run's files would count again."""
+    directory = settings.metrics_dir or settings.data_dir / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return {
+        "PENGUINMAILS_METRICS_DIR": str(directory),
+        "PENGUINMAILS_WORKER_METRICS_PORT": str(settings.worker_metrics_port or 9191),
+    }
 
 
 @plans_app.command("sync")

@@ -249,6 +249,14 @@ class Settings(BaseSettings):
     guard_bounce_alert: float = 0.15  # hard bounces 15 %: an alert
     guard_clean_days: float = 7.0  # a guard lifts after this long under every threshold
 
+    # Metrics and alerts (services/metrics.py, services/alerts.py). `/metrics` answers only
+    # clients in these networks (comma-separated CIDRs). The workers and `inbound` write their
+    # metrics into `metrics_dir` (prometheus-client's multiprocess files; `up` uses one under
+    # data_dir, emptied at start); the API's /metrics adds them to its own.
+    metrics_allow: str = "127.0.0.0/8,::1/128"
+    metrics_dir: Path | None = None
+    metrics_cache_seconds: float = Field(default=5.0, ge=0)  # the queue and lag gauges' reads
+
     @field_validator("dns_nameservers")
     @classmethod
     def _nameservers_parse(cls, value: str) -> str:

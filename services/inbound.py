@@ -28,7 +28,7 @@ from models.content import EmailMessage, EventKind, InboundKind, InboundMessage,
 from models.sessions import Database, driver_connection
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
-from services import bounces, stopping, tracking
+from services import bounces, metrics, stopping, tracking
 from services.bounces import BounceClass
 
 log = logging.getLogger("penguinmails.inbound")
@@ -375,6 +375,7 @@ async def record_hard_bounce(
         await tracking.record_event(
             db, redis, message, EventKind.BOUNCE, machine=False, details=details
         )
+        metrics.BOUNCES.inc()
 
 
 async def _mark_bounced(db: Database, message: EmailMessage, details: dict) -> bool:
@@ -402,6 +403,7 @@ async def record_soft_bounce(
     await tracking.record_event(
         db, redis, message, EventKind.BOUNCE, machine=False, details=details
     )
+    metrics.BOUNCES.inc()
     if details.get("class") == BounceClass.POLICY:
         return
     async with db.tenant_session(message.tenant_id, tier="content") as content:
@@ -420,13 +422,14 @@ async def _record_complaint(
 ) -> None:
     """Lead COMPLAINED, the address suppressed, the lead's pending sends cancelled, one
     COMPLAINT event. A repeated report changes nothing and records nothing."""
-    await stopping.stop_lead(
+    if await stopping.stop_lead(
         db, message, LeadStatus.COMPLAINED, suppress=SuppressionReason.COMPLAINT,
         then=lambda: tracking.record_event(
             db, redis, message, EventKind.COMPLAINT, machine=False,
             details={"feedback_type": feedback_type},
         ),
-    )  # fmt: skip
+    ):  # fmt: skip
+        metrics.COMPLAINTS.inc()
 
 
 # --- the SMTP server -------------------------------------------------------------------------

@@ -68,6 +68,7 @@ from services import (
     accounts,
     bounces,
     inbound,
+    metrics,
     planning,
     send_limits,
     smtp,
@@ -368,6 +369,7 @@ async def _mark_sent(db: Database, redis: Redis, tenant_id: uuid.UUID, sends: li
         db, tenant_id, "content", "mark_sent",
         *_columns(sends, row),
     )  # fmt: skip
+    metrics.SENDS.inc(len(rows))
     await tracking.publish(redis, [EmailEvent(**dict(r)) for r in rows])
 
 

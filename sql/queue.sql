@@ -131,7 +131,8 @@ SET status = 'running', lease_until = now() + make_interval(secs => $3), updated
 FROM unnest($1::uuid[], $2::int[]) AS f(id, attempt)
 WHERE j.id = f.id AND j.attempts = f.attempt AND j.status = 'dispatched'
 RETURNING j.id, j.tenant_id, j.kind, j.payload, j.attempts, j.max_attempts,
-          j.last_error IS NOT NULL AS ran_before;
+          j.last_error IS NOT NULL AS ran_before,
+          extract(epoch FROM now() - j.run_at)::float8 AS waited;
 
 -- name: finish_succeeded
 WITH done AS (
