@@ -8,6 +8,7 @@ import uuid
 from jobs.registry import JobContext, batch_handler, handler
 from services import (
     account_mail,
+    alerts,
     deliverability_events,
     dns,
     domains,
@@ -94,3 +95,11 @@ async def send_account_mail(job: JobContext) -> None:
     """Composes and sends one account e-mail (verification, reset, invitation, notice); the
     job's id is its idempotency key at Loops and its Message-ID."""
     await account_mail.send(job.db, job.settings, job.payload, str(job.id))
+
+
+@handler(alerts.WEBHOOK_KIND)
+async def post_alert_webhook(job: JobContext) -> None:
+    """One alert raised or resolved, POSTed (signed) to the alert webhook when one is set."""
+    await alerts.post_webhook(
+        job.db, job.settings, uuid.UUID(job.payload["alert_id"]), job.payload["event"]
+    )

@@ -200,6 +200,16 @@ async def enforce_billing_grace(settings: Settings) -> int:
     return len(events)
 
 
+@periodic(seconds=lambda settings: settings.alert_check_seconds)
+async def evaluate_alerts(settings: Settings) -> int:
+    """The platform's operating conditions (services/alerts.py): alerts raised and resolved;
+    how many hold now."""
+    from services import alerts
+
+    evaluation = await with_database(settings, lambda db: alerts.evaluate_platform(db, settings))
+    return len(evaluation.holding)
+
+
 async def publish_events(settings: Settings, events: list) -> None:
     """Deliverability events, once what they tell of has committed."""
     from redis.asyncio import Redis

@@ -256,6 +256,25 @@ class Settings(BaseSettings):
     metrics_allow: str = "127.0.0.0/8,::1/128"
     metrics_dir: Path | None = None
     metrics_cache_seconds: float = Field(default=5.0, ge=0)  # the queue and lag gauges' reads
+    # The platform's conditions, evaluated every `alert_check_seconds` by the scheduler: job
+    # attempts failed over attempts ended in the window (at least alert_error_min_jobs), ready
+    # jobs waiting longer than alert_waiting_seconds, a statement running longer than
+    # alert_slow_query_seconds, a pipeline without a successful run for
+    # alert_pipeline_lag_seconds, a job dead in the last alert_dead_job_seconds.
+    alert_check_seconds: float = Field(default=60.0, gt=0)
+    alert_error_rate: float = 0.05
+    alert_error_window_seconds: float = 300.0
+    alert_error_min_jobs: int = Field(default=20, ge=1)
+    alert_waiting_jobs: int = 1000
+    alert_waiting_seconds: float = 600.0
+    alert_slow_query_seconds: float = 2.0
+    alert_pipeline_lag_seconds: float = 300.0
+    alert_dead_job_seconds: float = 3600.0
+    # Every alert raised and resolved is POSTed here (JSON), signed with HMAC-SHA256 of the body
+    # under the secret (X-PenguinMails-Signature: sha256=<hex>), through the durable queue.
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("dns_nameservers")
     @classmethod

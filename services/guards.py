@@ -18,7 +18,8 @@ Guards, per domain and per IP, acting on their own (`guard_min_sends` sends in t
 a rate is a verdict):
 - complaints ≥ 0.10 % or hard bounces ≥ 5 %: THROTTLED, its sends at half their rates, an alert;
 - complaints ≥ 0.30 %: PAUSED, its sends deferred, an alert;
-- hard bounces ≥ 15 %: an alert (resolved when the rate falls under it);
+- hard bounces ≥ 15 %: an alert (resolved when the rate falls under it), also for the tenant's
+  sending as a whole (subject "all senders");
 - a guard lifts once it has held `guard_clean_days` and the whole window is under every
   threshold (whatever the volume), or when platform staff lift it (audited).
 A guard only ever rises on its own: from PAUSED it goes back to NONE, not to THROTTLED. Each
@@ -49,6 +50,7 @@ EVALUATE_KIND = "evaluate_guards"
 EVALUATE_PRIORITY = 60
 GUARD_ALERT = "sending_guard"
 BOUNCE_ALERT = "bounce_rate"
+ALL_SENDERS = "all senders"  # the subject of the tenant-wide bounce alert
 LEVEL = {Guard.NONE: 0, Guard.THROTTLED: 1, Guard.PAUSED: 2}
 LISTING_PENALTY, MAX_LISTING_PENALTY = 15, 30
 COMPLAINT_WEIGHT, BOUNCE_WEIGHT = 40, 30
@@ -171,6 +173,11 @@ async def evaluate(
             signals = window.signals(senders[subject.id], since)
             subject.reputation_score = score(settings, signals, len(subject.blacklisted_on))
             events += await _guard(session, settings, subject, signals, alerts, now)
+        every_account = window.signals([account.id for account in accounts], start)
+        events += await _bounce_alert(
+            session, settings, (tenant_id, ALL_SENDERS, "Tenant", tenant_id), every_account,
+            alerts, now,
+        )  # fmt: skip
     return events
 
 
@@ -184,15 +191,9 @@ async def _guard(
 ) -> list[Event]:
     """The subject's guard moved as its signals call for; the events of what changed."""
     name, type_ = _name(subject)
-    events = []
-    over = signals.sent >= settings.guard_min_sends
-    if over and signals.bounce_rate >= settings.guard_bounce_alert:
-        if (BOUNCE_ALERT, name) not in alerts:
-            message = f"{name}: hard bounces at {signals.bounce_rate:.2%} ({_rates(signals)})"
-            raise_alert(session, subject.tenant_id, BOUNCE_ALERT, name, message)
-            events.append(Event(subject.tenant_id, BOUNCE_ALERT, type_, subject.id, message, now))
-    elif (BOUNCE_ALERT, name) in alerts and signals.bounce_rate < settings.guard_bounce_alert:
-        await resolve_alerts(session, subject.tenant_id, BOUNCE_ALERT, name, now)
+    events = await _bounce_alert(
+        session, settings, (subject.tenant_id, name, type_, subject.id), signals, alerts, now
+    )
     wanted, why = verdict(settings, signals)
     current = Guard(subject.guard)
     if LEVEL[wanted] > LEVEL[current]:
@@ -212,6 +213,28 @@ async def _guard(
         events.append(_lift(subject, message, now))
         await resolve_alerts(session, subject.tenant_id, GUARD_ALERT, name, now)
     return events
+
+
+async def _bounce_alert(
+    session: AsyncSession,
+    settings: Settings,
+    sender: tuple[uuid.UUID, str, str, uuid.UUID],  # tenant, name, API type, id
+    signals: Signals,
+    alerts: set[tuple[str, str]],
+    now: datetime,
+) -> list[Event]:
+    """A sender's hard-bounce alert (a domain, an IP, the whole tenant): raised at
+    guard_bounce_alert on guard_min_sends sends or more, resolved once under it."""
+    tenant_id, name, type_, subject_id = sender
+    over = signals.sent >= settings.guard_min_sends
+    if over and signals.bounce_rate >= settings.guard_bounce_alert:
+        if (BOUNCE_ALERT, name) not in alerts:
+            message = f"{name}: hard bounces at {signals.bounce_rate:.2%} ({_rates(signals)})"
+            raise_alert(session, tenant_id, BOUNCE_ALERT, name, message)
+            return [Event(tenant_id, BOUNCE_ALERT, type_, subject_id, message, now)]
+    elif (BOUNCE_ALERT, name) in alerts and signals.bounce_rate < settings.guard_bounce_alert:
+        await resolve_alerts(session, tenant_id, BOUNCE_ALERT, name, now)
+    return []
 
 
 GUARDED = {"Domain": Domain, "SendingIp": SmtpIpAddress}  # by API type

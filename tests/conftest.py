@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import asyncpg
 import pytest
@@ -91,16 +92,23 @@ def drop_database(url: str) -> None:
     asyncio.run(_admin(_state["server_url"], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture
-def own_database(settings: Settings) -> Iterator[Settings]:
-    """Settings for a migrated database of the test's own, with no plans; dropped after."""
-    url = create_database("pm_own")
+@contextmanager
+def migrated_database(settings: Settings, prefix: str = "pm_own") -> Iterator[Settings]:
+    """Settings for a migrated database of its own, with no plans; dropped after."""
+    url = create_database(prefix)
     own = settings.model_copy(update={"database_url": url})
     migrations.upgrade(own)
     try:
         yield own
     finally:
         drop_database(url)
+
+
+@pytest.fixture
+def own_database(settings: Settings) -> Iterator[Settings]:
+    """A migrated database of the test's own (migrated_database)."""
+    with migrated_database(settings) as own:
+        yield own
 
 
 @pytest.fixture(scope="session")

@@ -190,10 +190,14 @@ async def test_hard_bounces_throttle_at_5_percent_and_alert_at_15(
     alerted = await guards.evaluate(db, settings, who.tenant)
     domain, ip, _, alerts = await state(db, who)
 
-    assert [e.kind for e in alerted] == ["bounce_rate", "bounce_rate"]
+    # The domain's, the IP's, and the tenant's sending as a whole.
+    assert [(e.kind, e.subject_type) for e in alerted] == [
+        ("bounce_rate", "Domain"), ("bounce_rate", "SendingIp"), ("bounce_rate", "Tenant"),
+    ]  # fmt: skip
     assert {(k, s) for k, s, open_ in alerts if k == "bounce_rate"} == {
         ("bounce_rate", domain.name),
         ("bounce_rate", str(ip.address)),
+        ("bounce_rate", guards.ALL_SENDERS),
     }
     assert (domain.guard, domain.reputation_score) == (Guard.THROTTLED, 70)
 
