@@ -167,6 +167,20 @@ async def drop_old_message_bodies(settings: Settings) -> int:
     return dropped.bodies
 
 
+@periodic(seconds=3600)
+async def back_up_databases(settings: Settings) -> str | None:
+    """With PENGUINMAILS_BACKUP_DIR set: a backup of every database once a day (checked hourly,
+    so a restarted scheduler neither skips nor repeats a day), the newest backup_keep kept."""
+    from services import backups
+
+    if settings.backup_dir is None or not backups.due(settings.backup_dir):
+        return None
+    path = await asyncio.to_thread(backups.backup, settings, settings.backup_dir)
+    removed = backups.prune(settings.backup_dir, settings.backup_keep)
+    log.info("backup written to %s; %d older removed", path, len(removed))
+    return str(path)
+
+
 @periodic(seconds=lambda settings: settings.billing_reconcile_seconds)
 async def reconcile_stripe_events(settings: Settings) -> int:
     """The Stripe events a webhook outage lost, from Stripe's list; nothing without a key."""

@@ -251,6 +251,78 @@ def schema() -> None:
 
 
 @app.command()
+def backup(
+    directory: str = typer.Option(
+        None, "--dir", help="Default: PENGUINMAILS_BACKUP_DIR, else .penguinmails/backups."
+    ),
+) -> None:
+    """Back up every database the tiers live on (pg_dump) into one file; prints its path."""
+    from pathlib import Path
+
+    from services import backups
+
+    settings = get_settings()
+    where = Path(directory) if directory else settings.backup_dir or settings.data_dir / "backups"
+    path = _backup_step("backed up", lambda progress: backups.backup(settings, where, progress))
+    print(path)
+
+
+@app.command()
+def restore(
+    file: str = typer.Argument(..., help="A file `penguinmails backup` wrote."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace what the databases hold (refused when not empty)."
+    ),
+) -> None:
+    """Restore every database of a backup (pg_restore, one transaction per database); then run
+    `penguinmails migrate` when the code is newer than the backup."""
+    from pathlib import Path
+
+    from services import backups
+
+    settings = get_settings()
+    restored = _backup_step(
+        "restored",
+        lambda progress: backups.restore(settings, Path(file), force=force, progress=progress),
+    )
+    for database in restored:
+        print(f"{database.name}: {', '.join(database.tiers)} restored from {file}")
+
+
+def _backup_step(done: str, work):
+    """Runs a backup or restore with a progress line per database; exit 2 for what the operator
+    must fix, 1 when pg_dump, pg_restore or the server failed."""
+    import asyncpg
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from services.backups import BackupError
+
+    bar = Progress(
+        "{task.description}", BarColumn(), MofNCompleteColumn(), "tables", TimeElapsedColumn(),
+        console=console,
+    )  # fmt: skip
+    tasks: dict[str, int] = {}
+
+    def progress(database, tables: int, total: int) -> None:
+        if not tasks:
+            bar.start()  # not before: an empty display still prints a line
+        if database.name not in tasks:
+            tasks[database.name] = bar.add_task(f"{done} {database.name}", total=total)
+        bar.update(tasks[database.name], completed=tables, total=total)
+
+    try:
+        return work(progress)
+    except BackupError as e:
+        _refuse(str(e))
+    except (RuntimeError, OSError, asyncpg.PostgresError) as e:
+        print(f"penguinmails: {_one_line(e)}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    finally:
+        if tasks:
+            bar.stop()
+
+
+@app.command()
 def up(
     host: str = typer.Option(None, help="API interface (default 127.0.0.1)."),
     port: int = typer.Option(None, help="API port (default 8000)."),

