@@ -24,8 +24,10 @@ from strawberry.exceptions import ConnectionRejectionError
 
 from graphql_api import health, local_billing, metrics, tracking, webhooks
 from graphql_api.context import Context
+from graphql_api.rate_limits import RateLimits
 from graphql_api.schema import build_schema
 from models.sessions import Database
+from penguinmails import logs
 from penguinmails.settings import Settings, get_settings
 from services import billing, templates
 from services.metrics import Exposition
@@ -118,7 +120,8 @@ class RequestLimits:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            with logs.scope(request_id=request_id):
+                await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             await _too_large(scope, receive, send)
 
@@ -177,6 +180,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type", "X-Tenant-ID", "X-Request-ID"],
             ),
+            Middleware(RateLimits, settings=settings),  # after CORS: a 429 is readable
         ],
         lifespan=lifespan,
     )

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from graphql_api.ids import parse_id
 from models.sessions import Database
 from models.tenancy import Role
+from penguinmails import logs
 from penguinmails.settings import Settings
 from services import auth
 from services.errors import DomainError
@@ -82,7 +83,10 @@ class Context:
         """The current tenant and the caller's role in it, or None when not admitted."""
         if self._access is _UNRESOLVED:
             self._access = asyncio.ensure_future(self._resolve_access())
-        return await self._access
+        access = await self._access
+        if access is not None:
+            logs.note(tenant_id=access.tenant_id)
+        return access
 
     async def _resolve_access(self) -> Access | None:
         principal = await self.principal()
@@ -153,7 +157,8 @@ class Context:
 
     @property
     def client_ip(self) -> str:
-        return self.request.client.host if self.request.client else "unknown"
+        """The client's address as the rate limits resolved it (trusted proxies' X-Forwarded-For)."""
+        return self.request.scope["state"]["client_ip"]
 
 
 def _tenant_from_header(value: str) -> uuid.UUID | None:

@@ -67,14 +67,28 @@ bound_mutations(Mutation)
 Subscription = merge_types("Subscription", (OperationsSubscription, AdminSubscription))
 
 
-def _should_mask(error: GraphQLError) -> bool:
-    """Unexpected exceptions become a generic error (logged with their traceback); rules the
-    caller broke, permission refusals and malformed queries keep their message."""
+def _expected(error: GraphQLError) -> bool:
+    """Rules the caller broke, permission refusals and malformed queries."""
     original = error.original_error
-    if original is None or isinstance(original, (DomainError, GraphQLError)):
-        return False
-    log.error("unexpected error in %s", error.path, exc_info=original)
-    return True
+    return original is None or isinstance(original, (DomainError, GraphQLError))
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    """Unexpected exceptions become a generic error; the expected keep their message."""
+    return not _expected(error)
+
+
+class PenguinSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
+        """An expected error is one line (Strawberry logs each error with its traceback); an
+        unexpected one is logged with its traceback, and its message never reaches the caller."""
+        for error in errors:
+            where = ".".join(map(str, error.path)) if error.path else "the document"
+            if _expected(error):
+                code = (error.extensions or {}).get("code")
+                log.info("%s at %s%s", error.message, where, f" ({code})" if code else "")
+            else:
+                log.error("unexpected error at %s", where, exc_info=error.original_error)
 
 
 class SubscriptionsOverWebSocket(SchemaExtension):
@@ -102,6 +116,6 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     ]
     if settings.environment != "development":
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    return PenguinSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )

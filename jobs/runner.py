@@ -40,6 +40,7 @@ from jobs.registry import (
 )
 from models.sessions import Database
 from models.sqlfiles import statement
+from penguinmails import logs
 from penguinmails.settings import Settings
 from services import metrics
 
@@ -254,7 +255,8 @@ class Runner:
         if handle is None:
             error = PermanentJobError(f"no handler for job kind {job.kind!r}")
             return self._failed(job, _ms(began), error)
-        _, error = await self._cut_short(handle(job), lost)
+        with logs.scope(job_id=job.id, tenant_id=job.tenant_id):
+            _, error = await self._cut_short(handle(job), lost)
         if error is None:
             return Outcome(job.id, job.attempt, _ms(began))
         return self._failed(job, _ms(began), error)
@@ -282,7 +284,8 @@ class Runner:
             )
         dead = isinstance(e, PermanentJobError) or job.attempt >= job.max_attempts
         error = f"{type(e).__name__}: {e}"[:2000]
-        log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, error)
+        with logs.scope(job_id=job.id, tenant_id=job.tenant_id):
+            log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, error)
         retry_at = (
             None
             if dead

@@ -268,7 +268,8 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
             item.task, "interval", seconds=seconds, args=[settings], id=item.name,
             max_instances=1, coalesce=True, misfire_grace_time=max(1, int(seconds)),
         )  # fmt: skip
-        log.info("scheduled %s every %ss", item.name, seconds)
+        log.debug("scheduled %s every %ss", item.name, seconds)
+    log.info("scheduler started: %d periodic tasks", len(registered()))
     scheduler.start()
     try:
         await stop.wait()

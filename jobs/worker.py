@@ -11,6 +11,7 @@ from dramatiq.middleware import Middleware
 
 from jobs.broker import TIERS, build_broker
 from jobs.runner import Runner
+from penguinmails import logs
 from penguinmails.settings import get_settings
 
 # The actors' event loop (Dramatiq's AsyncIO middleware makes it) is uvloop's where it exists:
@@ -35,6 +36,7 @@ class StopJobsOnShutdown(Middleware):
 
 
 settings = get_settings()
+logs.configure(settings, "worker")
 broker = build_broker(settings)
 runner = Runner(settings)
 broker.add_middleware(StopJobsOnShutdown(runner))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 from rich.console import Console
 
-from penguinmails import embedded, migrations
+from penguinmails import embedded, logs, migrations
 from penguinmails.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -102,6 +101,7 @@ def api(
     from graphql_api.app import create_app
 
     settings = get_settings()
+    logs.configure(settings, "api")
     served = create_app(settings)
     # What start-up built (modules, the schema, mappers: some 190,000 objects) lives as long as
     # the process. Frozen, it is left out of full collections, which walked all of it: 110 to
@@ -112,8 +112,9 @@ def api(
         served,
         host=host or settings.api_host,
         port=port or settings.api_port,
-        log_level="info",
-        proxy_headers=True,
+        log_config=None,  # logs.configure's format
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,  # the app reads X-Forwarded-For from trusted_proxies alone
     )
 
 
@@ -123,7 +124,7 @@ def queuer() -> None:
     from jobs.queuer import Queuer
 
     settings = get_settings()
-    _run_until_signalled(Queuer(settings).run)
+    _run_until_signalled(settings, "queuer", Queuer(settings).run)
 
 
 WORKER_POLL_MS = 100
@@ -176,12 +177,12 @@ def scheduler() -> None:
     from jobs.scheduler import run_scheduler
 
     settings = get_settings()
-    _run_until_signalled(lambda stop: run_scheduler(settings, stop))
+    _run_until_signalled(settings, "scheduler", lambda stop: run_scheduler(settings, stop))
 
 
-def _run_until_signalled(main) -> None:
+def _run_until_signalled(settings: Settings, process: str, main) -> None:
     """Runs `main(stop)` until SIGINT or SIGTERM sets `stop`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(settings, process)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -204,7 +205,7 @@ def sink(
     directory = settings.data_dir / "sink"
     controller = start_sink(directory, "127.0.0.1", port or settings.smtp_relay_port)
     console.print(f"SMTP sink on 127.0.0.1:{controller.port}, storing in {directory}")
-    _run_until_signalled(lambda stop: stop.wait())
+    _run_until_signalled(settings, "sink", lambda stop: stop.wait())
     controller.stop()
 
 
@@ -239,7 +240,7 @@ def inbound(
             await redis.aclose()
             await db.dispose()
 
-    _run_until_signalled(serve)
+    _run_until_signalled(settings, "inbound", serve)
 
 
 @app.command()

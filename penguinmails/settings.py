@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +65,16 @@ class Settings(BaseSettings):
     login_attempts_per_email: int = 10
     login_attempts_per_ip: int = 50
     login_window_seconds: int = 900
+    # Operations. Requests a minute to the API per bearer token and per client IP (sliding
+    # windows in Redis; 0: no limit); X-Forwarded-For is believed only from a peer in
+    # `trusted_proxies` (comma-separated addresses or CIDRs). Logs: JSON lines in production.
+    # A daily backup of every database into `backup_dir` when set, the newest `backup_keep` kept.
+    api_rate_per_token: int = Field(default=600, ge=0)
+    api_rate_per_ip: int = Field(default=1200, ge=0)
+    trusted_proxies: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    backup_dir: Path | None = None
+    backup_keep: int = Field(default=7, ge=1)
 
     # Secrets at rest (SMTP passwords, DKIM private keys): AES-256-GCM keys by id, base64 of 32
     # bytes, e.g. {"k2": "…", "k1": "…"}; new secrets use `encryption_key_id`, old ids still
@@ -282,6 +293,16 @@ class Settings(BaseSettings):
         parse_nameservers(value)
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def trusted_networks(self) -> list[IPv4Network | IPv6Network]:
+        return parse_networks(self.trusted_proxies)
+
     @property
     def dns_resolvers(self) -> list[tuple[str, int]]:
         """`dns_nameservers` as (address, port) pairs; empty: the system's resolvers."""
@@ -364,4 +385,16 @@ def parse_nameservers(value: str) -> list[tuple[str, int]]:
                 f"{item!r} is not a nameserver: give an IP address, optionally with :port"
             ) from None
         out.append((host, number))
+    return out
+
+
+def parse_networks(value: str) -> list[IPv4Network | IPv6Network]:
+    """Addresses or CIDRs, comma-separated."""
+    out = []
+    for item in (part.strip() for part in value.split(",")):
+        if item:
+            try:
+                out.append(ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (CIDR)") from None
     return out

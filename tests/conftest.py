@@ -27,6 +27,12 @@ _state: dict = {}
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PENGUINMAILS_ENVIRONMENT", "test")
+    # The suite's requests all come from loopback, many a second; the tests of the API's rate
+    # limits serve the app with limits of their own. Loopback is the suite's proxy: a test
+    # speaks for a client with X-Forwarded-For.
+    os.environ.setdefault("PENGUINMAILS_API_RATE_PER_IP", "1000000")
+    os.environ.setdefault("PENGUINMAILS_API_RATE_PER_TOKEN", "1000000")
+    os.environ.setdefault("PENGUINMAILS_TRUSTED_PROXIES", "127.0.0.1")
     get_settings.cache_clear()
     services = embedded.ensure_services(get_settings())
     os.environ.update(services.env)

@@ -63,7 +63,15 @@ async def running(app: ASGIApp) -> AsyncIterator[str]:
     """Serves an ASGI app with uvicorn on a free loopback port; yields its base URL."""
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        # proxy_headers off, as `penguinmails api`: the app reads X-Forwarded-For itself.
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
