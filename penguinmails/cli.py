@@ -72,7 +72,8 @@ def seed_demo() -> None:
     seed = asyncio.run(_seed_demo(get_settings()))
     console.print(
         f"[green]demo tenant ready[/]: {seed.leads} leads, {seed.plans} plans; "
-        f"log in as {seed.user_email} / {seed.password}"
+        f"log in as {seed.user_email} / {seed.password}",
+        soft_wrap=True,
     )
 
 
@@ -339,17 +340,24 @@ def up(
     os.environ.update(_fresh_metrics(settings))
     get_settings.cache_clear()
     settings = get_settings()
+    logs.configure(settings, "up")
     code = 0
     try:
         migrations.upgrade(settings)
         _apply_catalogue(settings, with_stripe=True)
         seed_demo()
         host, port = host or settings.api_host, port or settings.api_port
-        console.print(
-            f"\n[bold]PenguinMails is up[/]: GraphiQL at http://{host}:{port}/graphql, "
-            f"health at http://{host}:{port}/health\nPostgreSQL {_safe(settings.database_url)}, "
-            f"Redis {settings.redis_url}\nCtrl-C stops everything.\n"
-        )
+        console.print("starting the API, queuer, worker, scheduler, SMTP sink and inbound…")
+
+        def announce() -> None:  # once the API answers: a request made now is served
+            console.print(
+                f"\n[bold]PenguinMails is up[/]: GraphiQL at http://{host}:{port}/graphql, "
+                f"health at http://{host}:{port}/health\nPostgreSQL "
+                f"{_safe(settings.database_url)}, Redis {settings.redis_url}\n"
+                "Ctrl-C stops everything.\n",
+                soft_wrap=True,  # a URL or password cut across lines cannot be copied
+            )
+
         code = supervise(
             {
                 "api": penguinmails_command("api", "--host", host, "--port", str(port)),
@@ -360,6 +368,8 @@ def up(
                 "inbound": penguinmails_command("inbound"),
             },
             env=services.env,
+            ready_url=f"http://{host}:{port}/health",
+            on_ready=announce,
         )
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not strand a server

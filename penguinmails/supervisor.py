@@ -7,15 +7,24 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import httpx
 
 
 def penguinmails_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "penguinmails", *args]
 
 
-def supervise(commands: dict[str, Sequence[str]], env: dict[str, str]) -> int:
-    """Start every command; when one exits, or on Ctrl-C / SIGTERM, stop the rest.
+def supervise(
+    commands: dict[str, Sequence[str]],
+    env: dict[str, str],
+    *,
+    ready_url: str | None = None,
+    on_ready: Callable[[], None] = lambda: None,
+) -> int:
+    """Start every command; when one exits, or on Ctrl-C / SIGTERM, stop the rest. Calls
+    `on_ready` once `ready_url` answers 200 (at once without one).
     Returns the exit code of the first process that ended on its own (0 on Ctrl-C)."""
     procs = {
         # Its own session: a terminal's Ctrl-C reaches `up` alone, which signals each child
@@ -25,12 +34,16 @@ def supervise(commands: dict[str, Sequence[str]], env: dict[str, str]) -> int:
     }
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     code = 0
+    waiting = True
     try:
         while True:
             for name, proc in procs.items():
                 if proc.poll() is not None:
                     print(f"penguinmails: {name} exited with {proc.returncode}", file=sys.stderr)
                     return proc.returncode or 1
+            if waiting and (ready_url is None or _answers(ready_url)):
+                waiting = False
+                on_ready()
             time.sleep(0.2)
     except KeyboardInterrupt:
         code = 0
@@ -45,6 +58,13 @@ def supervise(commands: dict[str, Sequence[str]], env: dict[str, str]) -> int:
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous)
     return code
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _raise_interrupt(signum, frame) -> None:
