@@ -35,7 +35,8 @@ async def serve_metrics(request: Request) -> Response:
         address = None
     if address is None or not any(address in n for n in state.metrics_networks):
         return PlainTextResponse("metrics are not served to this address\n", status_code=403)
-    return Response(await state.exposition.render(), media_type=CONTENT_TYPE_LATEST)
+    hub = getattr(state, "live", None)  # graphql_api/live.py, when the process has one
+    return Response(await state.exposition.render(hub), media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [Route("/metrics", serve_metrics, methods=["GET"])]

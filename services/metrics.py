@@ -5,7 +5,8 @@ the workers and `inbound` record (job wait and run times, sends, bounces, compla
 processes run with prometheus-client's multiprocess directory (`metrics_dir`, set as
 PROMETHEUS_MULTIPROC_DIR by their commands, shared with Dramatiq's Prometheus middleware), and
 the API's `/metrics` reads that directory, so one scrape of the API shows the whole host. The
-queue's and the pipelines' gauges are read from PostgreSQL at scrape time, cached briefly.
+queue's and the pipelines' gauges are read from PostgreSQL at scrape time, cached briefly; the
+websocket figures from the API's live hub.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import text
@@ -36,15 +38,6 @@ GRAPHQL_OPERATION_DURATION = Histogram(
     "penguinmails_graphql_operation_duration_seconds",
     "GraphQL operations, by operation name (anonymous when unnamed).",
     ["operation"],
-    registry=API,
-)
-WEBSOCKET_CLIENTS = Gauge(
-    "penguinmails_websocket_clients", "Websocket clients connected to this API process.",
-    registry=API,
-)  # fmt: skip
-WEBSOCKET_DROPPED = Counter(
-    "penguinmails_websocket_dropped",
-    "Websocket clients dropped for falling behind their bounded queue.",
     registry=API,
 )
 # Jobs wait seconds to hours (a backoff, a full rate limit): the buckets reach an hour.
@@ -128,6 +121,25 @@ class ScrapeGauges(Collector):
         yield lag
 
 
+class LiveClients(Collector):
+    """penguinmails_websocket_clients and penguinmails_websocket_dropped_total, read at scrape
+    time from the process's live hub (graphql_api/live.py: its `clients` and `dropped`)."""
+
+    def __init__(self) -> None:
+        self.hub: Any = None
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "penguinmails_websocket_clients", "Websocket clients connected to this API process.",
+            value=self.hub.clients if self.hub is not None else 0,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "penguinmails_websocket_dropped",
+            "Websocket clients dropped for falling behind their bounded queue.",
+            value=self.hub.dropped if self.hub is not None else 0,
+        )
+
+
 class OtherProcesses(Collector):
     """The multiprocess directory's metrics (workers, inbound, Dramatiq's own), without those
     the API keeps in memory (a worker that imports this module leaves empty files of them)."""
@@ -135,6 +147,7 @@ class OtherProcesses(Collector):
     def __init__(self, directory: Path) -> None:
         self.collector = MultiProcessCollector(None, path=str(directory))
         self.own = {metric.name for metric in API.collect()}
+        self.own |= {"penguinmails_websocket_clients", "penguinmails_websocket_dropped"}
 
     def collect(self) -> Iterator[Metric]:
         for metric in self.collector.collect():
@@ -148,8 +161,10 @@ class Exposition:
     def __init__(self, db: Database, cache_seconds: float, directory: Path | None) -> None:
         self.db = db
         self.gauges = ScrapeGauges(cache_seconds)
+        self.live = LiveClients()
         self.scraped = CollectorRegistry()
         self.scraped.register(self.gauges)
+        self.scraped.register(self.live)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             self.others: CollectorRegistry = CollectorRegistry()
@@ -157,6 +172,8 @@ class Exposition:
         else:  # nothing but this process: its own (empty) work metrics keep the names listed
             self.others = WORK
 
-    async def render(self) -> bytes:
+    async def render(self, hub: Any = None) -> bytes:
+        """`hub`: the process's live hub, when it has one."""
         await self.gauges.refresh(self.db)
+        self.live.hub = hub
         return b"".join(generate_latest(r) for r in (API, self.scraped, self.others))
