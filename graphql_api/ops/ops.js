@@ -51,6 +51,9 @@ function subscribe(token, tenantId) {
       else render(message.payload.data.opsStatus);
     } else if (message.type === "error") {
       showMessage(message.payload[0].message);
+    } else if (message.type === "complete") {
+      showConnection("ended", false);
+      showMessage("The live view ended: log in again (are you still platform staff?).");
     } else if (message.type === "ping") {
       send({ type: "pong" });
     }
@@ -165,7 +168,8 @@ function sampleDepths() {
 const SVG = "http://www.w3.org/2000/svg";
 const PLOT = { left: 30, right: 315, top: 8, bottom: 110 };
 
-// Lines of `series` over a zero-based scale; `slots` fixes the x axis (else the longest series).
+// Lines of `series` over a zero-based scale, the newest value at the right; `slots` fixes the x
+// axis (else the longest series).
 function chart(svg, series, unit, slots) {
   const count = slots || Math.max(2, ...series.map((s) => s.values.length));
   const top = Math.max(1, ...series.flatMap((s) => s.values));
@@ -178,7 +182,8 @@ function chart(svg, series, unit, slots) {
     label(`0${unit}`, 2, PLOT.bottom),
   ];
   for (const s of series) {
-    const points = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    const offset = count - s.values.length;
+    const points = s.values.map((v, i) => `${x(offset + i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
     shapes.push(shape("polyline", { points, fill: "none", stroke: s.colour, "stroke-width": 1.5 }));
   }
   svg.replaceChildren(...shapes);
