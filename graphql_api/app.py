@@ -28,7 +28,7 @@ from graphql_api.rate_limits import RateLimits
 from graphql_api.schema import build_schema
 from models.sessions import Database
 from penguinmails import logs
-from penguinmails.settings import Settings, get_settings
+from penguinmails.settings import Settings, get_settings, parse_networks
 from services import billing, templates
 from services.metrics import Exposition
 
@@ -185,5 +185,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics_networks = metrics.parse_networks(settings.metrics_allow)
+    app.state.metrics_networks = parse_networks(settings.metrics_allow)
     return app

@@ -17,13 +17,6 @@ from strawberry.types.graphql import OperationType
 
 from services import metrics
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(value: str) -> list[Network]:
-    return [ipaddress.ip_network(part.strip()) for part in value.split(",") if part.strip()]
-
-
 async def serve_metrics(request: Request) -> Response:
     """Refused (403) unless the client's address is in `metrics_allow`: the figures tell how
     busy the platform is, not for the public."""
