@@ -17,6 +17,7 @@ from strawberry.types.graphql import OperationType
 
 from services import metrics
 
+
 async def serve_metrics(request: Request) -> Response:
     """Refused (403) unless the client's address is in `metrics_allow`: the figures tell how
     busy the platform is, not for the public."""
