@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
-from graphql_api import health, local_billing, metrics, tracking, webhooks
+from graphql_api import health, live, local_billing, metrics, tracking, webhooks
 from graphql_api.context import Context
 from graphql_api.rate_limits import RateLimits
 from graphql_api.schema import build_schema
@@ -33,6 +33,8 @@ from services import billing, templates
 from services.metrics import Exposition
 
 log = logging.getLogger("penguinmails.api")
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+LIVE_TENANT = "penguinmails.live_tenant"  # scope key: the tenant an open websocket counts for
 OPS_PAGE = Path(__file__).parent / "ops"
 GRAPHIQL = Path(__file__).parent / "static" / "graphiql"
 
@@ -44,13 +46,29 @@ class _ClosingOnceAdapter(ASGIWebSocketAdapter):
         if self.ws.application_state != WebSocketState.DISCONNECTED:
             await super().close(code, reason)
 
+    async def send_json(self, message) -> None:
+        """Nothing to send once closed (the live hub drops a slow client by closing it)."""
+        if self.ws.application_state != WebSocketState.DISCONNECTED:
+            await super().send_json(message)
+
 
 class PenguinGraphQL(GraphQL):
     websocket_adapter_class = _ClosingOnceAdapter  # type: ignore[assignment]
 
     def __init__(self, settings: Settings) -> None:
         development = settings.environment == "development"
-        super().__init__(build_schema(settings), graphql_ide="graphiql" if development else None)
+        super().__init__(
+            build_schema(settings),
+            graphql_ide="graphiql" if development else None,
+            max_subscriptions_per_connection=settings.live_max_subscriptions_per_connection,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # a websocket admitted by on_ws_connect leaves its tenant's count
+            if (tenant_id := scope.get(LIVE_TENANT)) is not None:
+                scope["app"].state.live.release(tenant_id)
 
     @property
     def graphql_ide_html(self) -> str:
@@ -77,6 +95,7 @@ class PenguinGraphQL(GraphQL):
             db=state.db,
             redis=state.redis,
             settings=state.settings,
+            live=state.live,
         )
 
     async def on_ws_connect(self, context: Context):  # type: ignore[override]
@@ -84,8 +103,15 @@ class PenguinGraphQL(GraphQL):
         if await context.principal() is None:
             await context.request.close(code=4401, reason="Unauthorized")
             raise ConnectionRejectionError()
-        if await context.access() is None:
+        access = await context.access()
+        if access is None:
             raise ConnectionRejectionError()  # closed with 4403 Forbidden
+        if not context.live.admit(access.tenant_id):
+            await context.request.close(
+                code=live.TOO_MANY_CONNECTIONS, reason="Too many connections"
+            )
+            raise ConnectionRejectionError()
+        context.request.scope[LIVE_TENANT] = access.tenant_id
         return None
 
 
@@ -141,10 +167,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.db = Database(settings)
-        app.state.redis = Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        app.state.redis = Redis.from_url(settings.redis_url or DEFAULT_REDIS)
         app.state.exposition = Exposition(
             app.state.db, settings.metrics_cache_seconds, settings.metrics_dir
         )
+        app.state.live = live.Hub(settings, app.state.db, settings.redis_url or DEFAULT_REDIS)
+        await app.state.live.start()
         templates.start_checks()
         if billing.local_mode(settings):
             log.warning(
@@ -152,6 +180,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "plans without payment"
             )
         yield
+        await app.state.live.stop()
         await app.state.redis.aclose()
         await app.state.db.dispose()
 

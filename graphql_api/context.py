@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from graphql_api.ids import parse_id
+from graphql_api.live import Hub
 from models.sessions import Database
 from models.tenancy import Role
 from penguinmails import logs
@@ -47,6 +48,7 @@ class Context:
     db: Database
     redis: Redis
     settings: Settings
+    live: Hub | None = None  # the process's live hub (graphql_api/live.py)
     connection_params: dict[str, Any] | None = None
     _principal: Any = field(default=_UNRESOLVED, repr=False)
     _access: Any = field(default=_UNRESOLVED, repr=False)

@@ -25,11 +25,13 @@ from collections import defaultdict
 import asyncpg
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from redis.exceptions import RedisError
 
 from jobs.broker import TIER_PRIORITIES, TIERS, build_broker, tier_of
 from jobs.connections import connect, system_dsn
 from models.sqlfiles import statement
 from penguinmails.settings import Settings
+from services import live
 
 log = logging.getLogger("penguinmails.queuer")
 RECOVERY_INTERVAL_SECONDS = 5.0
@@ -105,6 +107,7 @@ class Queuer:
                         kwargs={}, options={},
                     )
                 )  # fmt: skip
+        _publish_dispatched(self.broker, rows)
 
     def _room(self) -> dict[str, int]:
         """Per tier, how many more messages Redis may take: its limit less the messages in its
@@ -126,6 +129,16 @@ class Queuer:
         )
         for w in waits:
             w.cancel()
+
+
+def _publish_dispatched(broker: RedisBroker, rows: list[asyncpg.Record]) -> None:
+    """The tenants whose jobs now run see it live: one round trip per claim, best effort."""
+    pipe = broker.client.pipeline(transaction=False)
+    live.add(pipe, (live.Change(row["tenant_id"]) for row in rows if row["tenant_id"]))
+    try:
+        pipe.execute()
+    except RedisError:
+        log.warning("could not publish the live changes of %d dispatched jobs", len(rows))
 
 
 async def renew_waiting_leases(

@@ -42,7 +42,7 @@ from models.sessions import Database
 from models.sqlfiles import statement
 from penguinmails import logs
 from penguinmails.settings import Settings
-from services import metrics
+from services import live, metrics
 
 log = logging.getLogger("penguinmails.jobs")
 T = TypeVar("T")
@@ -148,6 +148,8 @@ class Runner:
                 if outcomes_of:  # one statement, one array per column
                     columns = ([getattr(o, field) for o in outcomes_of] for field in fields)
                     await conn.execute(statement("queue.sql", name), *columns)
+        # Once per batch, whatever its size: its tenants' queues and campaigns changed.
+        await live.publish(self.redis, _changes(started))
 
     async def _run_all(self, jobs: list[JobContext], lost: asyncio.Event) -> list[Outcome]:
         # The jobs of a batch run side by side (they wait on I/O: SMTP, DNS, Postgres), at most
@@ -292,6 +294,10 @@ class Runner:
             else datetime.now(UTC) + timedelta(seconds=backoff_seconds(self.settings, job.attempt))
         )
         return Outcome(job.id, job.attempt, duration_ms, error, dead, retry_at)
+
+
+def _changes(rows: list[asyncpg.Record]) -> list[live.Change]:
+    return [live.Change(r["tenant_id"], r["campaign_id"]) for r in rows if r["tenant_id"]]
 
 
 def _ms(began: float) -> int:

@@ -260,6 +260,16 @@ class Settings(BaseSettings):
     guard_bounce_alert: float = 0.15  # hard bounces 15 %: an alert
     guard_clean_days: float = 7.0  # a guard lifts after this long under every threshold
 
+    # Live updates (graphql_api/live.py): shared reads pushed at most live_max_hz times a second
+    # per tenant or campaign, and every live_refresh_seconds whatever the events (covers a lost
+    # one); a client's queue holds live_client_queue pushes (full: dropped, close code 4408);
+    # caps per connection (Strawberry's limit) and per tenant (close code 4429).
+    live_max_hz: float = Field(default=2.0, gt=0)
+    live_refresh_seconds: float = Field(default=30.0, gt=0)
+    live_client_queue: int = Field(default=16, ge=1)
+    live_max_subscriptions_per_connection: int = Field(default=10, ge=1)
+    live_max_connections_per_tenant: int = Field(default=100, ge=1)
+
     # Metrics and alerts (services/metrics.py, services/alerts.py). `/metrics` answers only
     # clients in these networks (comma-separated CIDRs). The workers and `inbound` write their
     # metrics into `metrics_dir` (prometheus-client's multiprocess files; `up` uses one under

@@ -25,6 +25,9 @@ class Event:
     at: datetime
 
 
+PATTERN = "events:*:deliverability"  # every tenant's channel (the API's live hub)
+
+
 def channel(tenant_id: uuid.UUID | str) -> str:
     return f"events:{tenant_id}:deliverability"
 

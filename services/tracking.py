@@ -25,7 +25,7 @@ from models.campaigns import LeadStatus, SuppressionReason
 from models.content import EmailEvent, EmailMessage, EventKind
 from models.sessions import Database
 from penguinmails.settings import Settings
-from services import stopping
+from services import live, stopping
 
 log = logging.getLogger("penguinmails.tracking")
 
@@ -283,6 +283,8 @@ async def publish(redis: Redis, events: list[EmailEvent]) -> None:
                     "at": event.occurred_at.isoformat(),
                 }
                 pipe.publish(email_channel(event.tenant_id), json.dumps(body))
+            # Live views: one change per tenant for the lot, in the same round trip.
+            live.add(pipe, (live.Change(e.tenant_id, e.campaign_id) for e in events))
             await pipe.execute()
     except RedisError:
         log.warning("could not publish %d events", len(events), exc_info=True)

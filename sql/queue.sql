@@ -65,7 +65,7 @@ WHERE j.id = ANY(ARRAY(
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ))
-RETURNING j.id, j.priority, j.attempts;
+RETURNING j.id, j.priority, j.attempts, j.tenant_id;
 
 -- name: recover_expired_leases
 -- Leases are renewed while a job's message waits in Redis and while it runs, so an expired one
@@ -130,7 +130,7 @@ UPDATE queue.jobs j
 SET status = 'running', lease_until = now() + make_interval(secs => $3), updated_at = now()
 FROM unnest($1::uuid[], $2::int[]) AS f(id, attempt)
 WHERE j.id = f.id AND j.attempts = f.attempt AND j.status = 'dispatched'
-RETURNING j.id, j.tenant_id, j.kind, j.payload, j.attempts, j.max_attempts,
+RETURNING j.id, j.tenant_id, j.campaign_id, j.kind, j.payload, j.attempts, j.max_attempts,
           j.last_error IS NOT NULL AS ran_before,
           extract(epoch FROM now() - j.run_at)::float8 AS waited;
 

@@ -18,7 +18,7 @@ from graphql_api.errors import user_errors
 from graphql_api.ids import decode_id
 from graphql_api.input_limits import Name, OptionalBody, Subject
 from graphql_api.permissions import IsMember, allow
-from services import campaigns, leads, saved_templates
+from services import campaigns, leads, live, saved_templates
 from services.errors import DomainError
 
 # A file of bad rows would otherwise make a response of millions of entries; the first thousand
@@ -111,6 +111,7 @@ async def _transition(info: Info, id: strawberry.ID, action, *args) -> CampaignP
             row = await action(session, decode_id(id, "Campaign"), *args)
     except DomainError as e:
         return CampaignPayload(errors=user_errors(e))
+    await live.publish(info.context.redis, [live.Change(row.tenant_id, row.id)])  # committed
     return CampaignPayload(campaign=Campaign.from_row(row))
 
 

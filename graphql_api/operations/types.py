@@ -28,7 +28,7 @@ class QueueStatus:
     at: datetime
 
     @classmethod
-    def from_status(cls, s: status.QueueStatus) -> QueueStatus:
+    def from_status(cls, s: status.QueueStatus, at: datetime | None = None) -> QueueStatus:
         return cls(
             queued=s.queued,
             scheduled=s.scheduled,
@@ -37,7 +37,7 @@ class QueueStatus:
             dead=s.dead,
             sent_last_minute=s.sent_last_minute,
             tiers=[QueueTier(name=t.name, ready=t.ready, in_flight=t.in_flight) for t in s.tiers],
-            at=s.at,
+            at=at or s.at,
         )
 
 

@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from graphql_api.ids import parse_id
 from jobs.queue import enqueue
 from models.sessions import Database
+from services import live
 from tests.graphql_api.conftest import Api, sign_up
 from tests.graphql_api.test_hardening import fragment_bomb
 
@@ -40,7 +41,7 @@ async def test_a_user_outside_the_tenant_is_closed_with_4403(api: Api) -> None:
     assert closed.value.rcvd.code == 4403
 
 
-async def test_queue_status_is_pushed_when_the_tenants_queue_changes(
+async def test_queue_status_is_pushed_when_a_change_of_the_tenants_queue_is_published(
     api: Api, db: Database
 ) -> None:
     account = await sign_up(api)
@@ -65,6 +66,7 @@ async def test_queue_status_is_pushed_when_the_tenants_queue_changes(
         assert first["payload"]["data"]["queueStatus"]["queued"] == 0
         async with db.tenant_session(tenant_id) as s:
             await enqueue(s, "noop", {}, tenant_id=tenant_id, priority=10)
+        await live.publish(api.app.state.redis, [live.Change(tenant_id)])  # as its committer does
         second = json.loads(await asyncio.wait_for(ws.recv(), 5))
         status = second["payload"]["data"]["queueStatus"]
         assert status["queued"] == 1
@@ -112,7 +114,9 @@ async def test_deliverability_events_published_for_the_tenant_reach_its_subscrib
     }
 
 
-async def test_campaign_progress_is_pushed_for_the_tenants_campaign(api: Api, db: Database) -> None:
+async def test_launch_pause_and_resume_each_push_the_campaigns_progress(
+    api: Api, db: Database
+) -> None:
     from tests.graphql_api.flows import build_estate
 
     account = await sign_up(api)
@@ -137,13 +141,17 @@ async def test_campaign_progress_is_pushed_for_the_tenants_campaign(api: Api, db
             "sent": 0,
             "queued": 0,
         }
-        await api.gql(
-            "mutation($id: ID!) { launchCampaign(id: $id) { errors { code } } }",
-            {"id": estate.campaign["id"]},
-            token=account.token,
-        )
-        second = json.loads(await asyncio.wait_for(ws.recv(), 5))
-    assert second["payload"]["data"]["campaignProgress"]["queued"] == 1  # the planning job
+        queued = []
+        for action in ("launchCampaign", "pauseCampaign", "resumeCampaign"):
+            answer = await api.gql(
+                f"mutation($id: ID!) {{ {action}(id: $id) {{ errors {{ code }} }} }}",
+                {"id": estate.campaign["id"]},
+                token=account.token,
+            )
+            assert answer["data"][action]["errors"] == []
+            pushed = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            queued.append(pushed["payload"]["data"]["campaignProgress"]["queued"])
+    assert queued == [1, 0, 1]  # the planning job; cancelled by the pause; planned again
 
 
 async def test_a_fragment_bomb_sent_as_a_subscription_is_refused_with_its_code(api: Api) -> None:
