@@ -4,6 +4,7 @@ databases of the test's own."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import asyncpg
@@ -113,3 +114,26 @@ async def test_restore_refuses_a_missing_damaged_or_foreign_file_in_one_line(
         code, _, err = await run_cli(settings, "restore", str(path))
         assert code == 2, err
         assert reason in err and len(err.strip().splitlines()) == 1
+
+
+async def test_the_scheduler_backs_up_once_a_day_and_keeps_the_newest(
+    own_database: Settings, tmp_path: Path
+) -> None:
+    from jobs.scheduler import back_up_databases
+
+    settings = own_database.model_copy(update={"backup_dir": tmp_path, "backup_keep": 2})
+    _old_backups(tmp_path, ["20260101T000000Z", "20260102T000000Z", "20260103T000000Z"])
+    written = await back_up_databases(settings)
+    again = await back_up_databases(settings)  # the next hour's check, the same day
+    assert again is None
+    assert written is not None
+    kept = sorted(os.listdir(tmp_path))
+    assert kept == ["penguinmails-20260103T000000Z.tar", Path(written).name]
+
+
+def _old_backups(directory: Path, stamps: list[str]) -> None:
+    """Backups written days ago (their files' times too)."""
+    for stamp in stamps:
+        path = directory / f"penguinmails-{stamp}.tar"
+        path.write_bytes(b"an old backup")
+        os.utime(path, (path.stat().st_mtime - 3 * 86400,) * 2)
