@@ -84,4 +84,6 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(settings: Setti
             ).status_code
             for n in range(1, 4)
         ]
+        pixel = await client.get("/t/o/not-a-token")  # a mail client's open, from the same peer
     assert statuses == [200, 200, 429]  # one peer, however many clients it claims to speak for
+    assert pixel.status_code != 429
