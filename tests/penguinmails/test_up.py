@@ -58,7 +58,7 @@ def _processes_with(marker: str) -> list[int]:
 def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
     """With a Stripe key whose server cannot be reached: the failure is printed, and the
     platform comes up all the same."""
-    port = _free_port()
+    port, worker_port = _free_port(), _free_port()
     marker = f"PM_UP_TEST={uuid.uuid4().hex}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "penguinmails", "up", "--port", str(port)],
@@ -67,6 +67,7 @@ def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
             marker.split("=")[0]: marker.split("=")[1],
             "PENGUINMAILS_ENVIRONMENT": "development",
             "PENGUINMAILS_SMTP_RELAY_PORT": str(_free_port()),
+            "PENGUINMAILS_WORKER_METRICS_PORT": str(worker_port),
             "PENGUINMAILS_STRIPE_API_KEY": "sk_test_unreachable",
             "PENGUINMAILS_STRIPE_API_BASE": f"http://127.0.0.1:{_free_port()}",  # nobody listens
         },
@@ -87,6 +88,9 @@ def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
         ide = httpx.get(f"{base}/graphql", headers={"Accept": "text/html"})
         plans = httpx.post(f"{base}/graphql", json={"query": "{ plans { name } }"}).json()
         job_status = asyncio.run(_run_a_job())  # through up's queuer and worker
+        # The workers' metrics: on Dramatiq's port, and with the API's own on /metrics.
+        metrics = httpx.get(f"{base}/metrics").text
+        worker_metrics = httpx.get(f"http://127.0.0.1:{worker_port}/").text
     finally:
         # A terminal's Ctrl-C under `uv run` arrives twice (the group's, and uv's forwarded one).
         proc.send_signal(signal.SIGINT)
@@ -109,6 +113,10 @@ def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
     assert f"health at http://127.0.0.1:{port}/health\n" in output
     assert "Stripe not updated" in output and "plans sync" in output
     assert job_status == "succeeded"
+    ran = 'penguinmails_job_run_seconds_count{kind="noop",outcome="succeeded"}'
+    assert ran in metrics and "penguinmails_http_request_duration_seconds" in metrics
+    assert "dramatiq_messages_total" in metrics
+    assert ran in worker_metrics and "penguinmails_http_request" not in worker_metrics
     assert proc.returncode == 0
     with pytest.raises(httpx.TransportError):  # the API child is gone too
         httpx.get(f"{base}/health", timeout=1)
