@@ -260,13 +260,28 @@ async def with_database(settings: Settings, work: Callable[[Database], Awaitable
         await db.dispose()
 
 
+def _quiet_when_stopped(item: Periodic) -> Task:
+    """The task, ending quietly when the scheduler's shutdown cuts it short (APScheduler would
+    log the cancellation as an error, with its traceback)."""
+
+    async def run(settings: Settings) -> object:
+        try:
+            return await item.task(settings)
+        except asyncio.CancelledError:
+            log.debug("%s cut short by the shutdown", item.name)
+            return None
+
+    return run
+
+
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     scheduler = AsyncIOScheduler(timezone="UTC")
     for item in registered():
         seconds = item.interval(settings)
         scheduler.add_job(
-            item.task, "interval", seconds=seconds, args=[settings], id=item.name,
-            max_instances=1, coalesce=True, misfire_grace_time=max(1, int(seconds)),
+            _quiet_when_stopped(item), "interval", seconds=seconds, args=[settings],
+            id=item.name, name=item.name, max_instances=1, coalesce=True,
+            misfire_grace_time=max(1, int(seconds)),
         )  # fmt: skip
         log.debug("scheduled %s every %ss", item.name, seconds)
     log.info("scheduler started: %d periodic tasks", len(registered()))
