@@ -158,29 +158,6 @@ async def test_a_statement_running_over_two_seconds_raises_an_alert_until_it_end
     assert await open_alerts(conn) == {}
 
 
-async def test_a_tenant_sees_its_own_alerts_and_never_the_platforms(
-    platform: Settings, conn: asyncpg.Connection
-) -> None:
-    from services import analytics
-
-    await conn.execute(
-        "INSERT INTO analytics.pipeline_watermarks (pipeline, last_ok_at)"
-        " VALUES ('daily_analytics', now() - interval '1 hour')"
-    )
-    await evaluate_alerts(platform)
-    db = Database(platform)
-    try:
-        async with db.system_session() as session:
-            tenant = await create_tenant(session)
-            raise_alert(session, tenant, "ip_blacklisted", "192.0.2.7", "192.0.2.7 is listed")
-        async with db.tenant_session(tenant) as session:
-            status = await analytics.deliverability(session)
-    finally:
-        await db.dispose()
-    assert [(a.kind, a.subject) for a in status.alerts] == [("ip_blacklisted", "192.0.2.7")]
-    assert ("pipeline_lag", "daily_analytics") in await open_alerts(conn)
-
-
 class Receiver(BaseHTTPRequestHandler):
     """Answers 500 to the first POST of each alert and 200 after; keeps what it received."""
 
