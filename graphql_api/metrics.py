@@ -15,16 +15,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from graphql_api.rate_limits import client_ip
 from services import metrics
 
 
 async def serve_metrics(request: Request) -> Response:
     """Refused (403) unless the client's address is in `metrics_allow`: the figures tell how
-    busy the platform is, not for the public."""
+    busy the platform is, not for the public. The client is the peer, or behind a trusted proxy
+    the address it forwards (as for the rate limits): a public request relayed by a proxy on
+    the same host is not a local one."""
     state = request.app.state
-    client = request.client.host if request.client else None
+    client = client_ip(request.scope, state.settings.trusted_networks)
     try:
-        address = ipaddress.ip_address(client) if client else None
+        address = ipaddress.ip_address(client)
     except ValueError:  # a unix socket's peer, a test client's name
         address = None
     if address is None or not any(address in n for n in state.metrics_networks):

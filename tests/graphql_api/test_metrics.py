@@ -80,3 +80,15 @@ async def test_metrics_are_refused_outside_the_allowed_networks(settings: Settin
         response = await api.http.get(f"{api.url}/metrics")
     assert response.status_code == 403
     assert "penguinmails_" not in response.text
+
+
+async def test_metrics_are_refused_to_a_public_client_behind_a_trusted_proxy(
+    settings: Settings,
+) -> None:
+    """The suite's loopback is a trusted proxy: the forwarded address is the client's."""
+    async for api in serve(settings):
+        relayed = await api.http.get(
+            f"{api.url}/metrics", headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+        local = await api.http.get(f"{api.url}/metrics", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert (relayed.status_code, local.status_code) == (403, 200)
