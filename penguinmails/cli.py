@@ -156,6 +156,7 @@ def worker(
         "--processes", str(processes or settings.worker_processes),
         "--threads", str(threads),
         "--queues", "high", "normal", "low",
+        "--skip-logging",  # the worker processes log as every process does (logs.configure)
     ]  # fmt: skip
     os.execve(sys.executable, args, env)
 
