@@ -260,9 +260,13 @@ async def test_a_slow_client_is_dropped_while_the_others_keep_receiving(
         with pytest.raises(ConnectionClosed) as closed:
             while True:  # it reads at last: what was sent, then the close
                 await asyncio.wait_for(slow.recv(), 10)
+        metrics = (await api.http.get(f"{api.url}/metrics")).text
+        connected = hub.clients
         await close_all(fast)
     assert hub.dropped == 1
     assert closed.value.rcvd.code == hub_module.TOO_SLOW
+    assert "penguinmails_websocket_dropped_total 1.0\n" in metrics
+    assert connected >= len(fast) and f"penguinmails_websocket_clients {connected:.1f}\n" in metrics
 
 
 def not_reading(api: Api) -> dict:
