@@ -72,11 +72,24 @@ def backup(settings: Settings, directory: Path, progress: Progress | None = None
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC)
     target = directory / f"{PREFIX}{stamp:%Y%m%dT%H%M%SZ}{SUFFIX}"
-    parts = databases(settings)
     manifest = {"format": FORMAT, "created": stamp.isoformat(), "databases": []}
     partial = target.with_suffix(".partial")
-    with tempfile.TemporaryDirectory(dir=directory) as work, tarfile.open(partial, "w") as tar:
-        for n, part in enumerate(parts, 1):
+    try:
+        _write(settings, partial, manifest, progress)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a backup cut short never stays, nor looks like one
+        raise
+    partial.rename(target)
+    return target
+
+
+def _write(settings: Settings, partial: Path, manifest: dict, progress: Progress | None) -> None:
+    """The tar: each database's dump, then the manifest (last: a tar cut short has none)."""
+    with (
+        tempfile.TemporaryDirectory(dir=partial.parent) as work,
+        tarfile.open(partial, "w") as tar,
+    ):
+        for n, part in enumerate(databases(settings), 1):
             version, part.tables = asyncio.run(_server(part.url))
             dump = Path(work) / f"{n}.dump"
             _run(
@@ -90,10 +103,8 @@ def backup(settings: Settings, directory: Path, progress: Progress | None = None
             )  # fmt: skip
         data = json.dumps(manifest, indent=2).encode()
         info = tarfile.TarInfo("manifest.json")
-        info.size, info.mtime = len(data), int(stamp.timestamp())
+        info.size, info.mtime = len(data), int(datetime.now(UTC).timestamp())
         tar.addfile(info, io.BytesIO(data))
-    partial.rename(target)  # a backup cut short never looks like one
-    return target
 
 
 def restore(
