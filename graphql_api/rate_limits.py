@@ -16,6 +16,7 @@ import math
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from penguinmails.settings import Settings
 from services import ratelimit
@@ -31,7 +32,9 @@ EXEMPT_PREFIXES = ("/health", "/metrics", "/t/", "/u/")
 
 class RateLimits:
     """Resolves the client's address for every HTTP and WebSocket request (scope state
-    `client_ip`), and takes one slot of each of its windows for every HTTP request."""
+    `client_ip`), and takes one slot of each of its windows for every request: an HTTP request
+    or a WebSocket handshake (refused with 429 where the server can answer a handshake so, with
+    a close before it is accepted, 403, elsewhere)."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -43,10 +46,12 @@ class RateLimits:
             return await self.app(scope, receive, send)
         ip = client_ip(scope, self.trusted)
         scope.setdefault("state", {})["client_ip"] = ip
-        if scope["type"] == "http" and not scope["path"].startswith(EXEMPT_PREFIXES):
+        if not scope["path"].startswith(EXEMPT_PREFIXES):
             wait = await self._take(scope, ip)
-            if wait > 0:
+            if wait > 0 and scope["type"] == "http":
                 return await _too_many(math.ceil(wait))(scope, receive, send)
+            if wait > 0:
+                return await _refuse_handshake(math.ceil(wait), scope, receive, send)
         await self.app(scope, receive, send)
 
     async def _take(self, scope: Scope, ip: str) -> float:
@@ -98,6 +103,14 @@ def _bearer(scope: Scope) -> str | None:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             return value[7:].strip().decode("latin-1") or None
     return None
+
+
+async def _refuse_handshake(seconds: int, scope: Scope, receive: Receive, send: Send) -> None:
+    websocket = WebSocket(scope, receive, send)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await websocket.send_denial_response(_too_many(seconds))
+    else:
+        await websocket.close(code=1008, reason="rate limited")
 
 
 def _too_many(seconds: int) -> JSONResponse:

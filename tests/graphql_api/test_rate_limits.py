@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from graphql_api.app import create_app
 from penguinmails.settings import Settings
@@ -19,12 +22,18 @@ from tests.graphql_api.conftest import running
 QUERY = {"query": "{ __typename }"}
 
 
+def _loopback() -> str:
+    """A loopback address for a test's client alone."""
+    return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
 @asynccontextmanager
-async def limited_api(settings: Settings, **limits: object) -> AsyncIterator[httpx.AsyncClient]:
+async def limited_api(
+    settings: Settings, source: str | None = None, **limits: object
+) -> AsyncIterator[httpx.AsyncClient]:
     """The API with these limits, and a client from a loopback address nobody else uses."""
     own = settings.model_copy(update={"trusted_proxies": "", **limits})
-    source = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
-    transport = httpx.AsyncHTTPTransport(local_address=source)
+    transport = httpx.AsyncHTTPTransport(local_address=source or _loopback())
     async with (
         running(create_app(own)) as url,
         httpx.AsyncClient(base_url=url, transport=transport, timeout=30) as client,
@@ -87,3 +96,24 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(settings: Setti
         pixel = await client.get("/t/o/not-a-token")  # a mail client's open, from the same peer
     assert statuses == [200, 200, 429]  # one peer, however many clients it claims to speak for
     assert pixel.status_code != 429
+
+
+async def test_websocket_handshakes_over_the_ip_limit_are_refused(settings: Settings) -> None:
+    source = _loopback()
+    async with limited_api(settings, source, api_rate_per_ip=2) as client:
+        url = f"ws://{client.base_url.host}:{client.base_url.port}/graphql"
+
+        def handshake():
+            return connect(url, subprotocols=["graphql-transport-ws"], local_addr=(source, 0))
+
+        opened = []
+        for _ in range(2):
+            async with handshake() as ws:
+                opened.append(ws.subprotocol)
+        with pytest.raises(InvalidStatus) as refused:
+            async with handshake():
+                pass
+    assert opened == ["graphql-transport-ws", "graphql-transport-ws"]
+    # 429 where the server can answer a handshake with a response; uvicorn's default
+    # WebSocket implementation cannot, and the handshake closed before acceptance is a 403.
+    assert refused.value.response.status_code in (403, 429)
