@@ -41,6 +41,18 @@ async def _run_a_job() -> str:
         await conn.close()
 
 
+def _served(url: str, within: float = 15.0) -> httpx.Response:
+    """GET `url` once its server listens (Dramatiq starts its exposition after the workers)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _processes_with(marker: str) -> list[int]:
     """Processes whose environment holds `marker` (children inherit it)."""
     found = []
@@ -90,7 +102,7 @@ def test_up_serves_graphiql_with_the_demo_data_and_stops_on_ctrl_c() -> None:
         job_status = asyncio.run(_run_a_job())  # through up's queuer and worker
         # The workers' metrics: on Dramatiq's port, and with the API's own on /metrics.
         metrics = httpx.get(f"{base}/metrics").text
-        worker_metrics = httpx.get(f"http://127.0.0.1:{worker_port}/").text
+        worker_metrics = _served(f"http://127.0.0.1:{worker_port}/").text
     finally:
         # A terminal's Ctrl-C under `uv run` arrives twice (the group's, and uv's forwarded one).
         proc.send_signal(signal.SIGINT)
