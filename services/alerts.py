@@ -19,6 +19,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from jobs.broker import tier_of
 from jobs.registry import PermanentJobError
 from models.operations import Alert, AlertSeverity
 from models.sessions import Database, driver_connection
@@ -119,14 +120,18 @@ async def platform_conditions(db: Database, settings: Settings) -> list[Conditio
             f"({failed} of {finished})",
             {"failed": failed, "finished": finished},
         ))  # fmt: skip
+    tiers: dict[str, tuple[int, float]] = {}  # jobs, the oldest's wait
     for row in waiting:
-        if row["jobs"] > settings.alert_waiting_jobs:
+        jobs, oldest = tiers.get(tier_of(row["priority"]), (0, 0.0))
+        tiers[tier_of(row["priority"])] = jobs + row["jobs"], max(oldest, row["oldest"])
+    for tier, (jobs, oldest) in tiers.items():
+        if jobs > settings.alert_waiting_jobs:
             found.append(Condition(
-                "jobs_waiting", row["tier"],
-                f"{row['jobs']} {row['tier']} jobs waiting for more than "
-                f"{settings.alert_waiting_seconds / 60:g} minutes (the oldest "
-                f"{row['oldest'] / 60:.0f} minutes)",
-                {"jobs": row["jobs"], "oldest_seconds": row["oldest"]},
+                "jobs_waiting", tier,
+                f"{jobs} {tier} jobs waiting for more than "
+                f"{settings.alert_waiting_seconds / 60:g} minutes (the oldest {oldest / 60:.0f} "
+                "minutes)",
+                {"jobs": jobs, "oldest_seconds": oldest},
             ))  # fmt: skip
     for row in dead:
         found.append(Condition(

@@ -12,6 +12,7 @@ websocket figures from the API's live hub.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 
+from jobs.broker import TIERS, tier_of
 from models.sessions import Database
 from models.sqlfiles import statement
 
@@ -81,7 +83,6 @@ class ScrapeGauges(Collector):
 
     # ready: queued or failed with run_at passed; scheduled: run_at to come.
     STATUSES = ("ready", "scheduled", "dispatched", "running", "dead")
-    TIERS = ("high", "normal", "low")
 
     def __init__(self, cache_seconds: float) -> None:
         self.cache_seconds = cache_seconds
@@ -93,8 +94,10 @@ class ScrapeGauges(Collector):
         if time.monotonic() - self.read_at < self.cache_seconds:
             return
         async with db.system_session("queue") as session:
-            rows = await session.execute(text(statement("metrics.sql", "jobs_by_tier_status")))
-            jobs = {(tier, status): count for tier, status, count in rows}
+            rows = await session.execute(text(statement("metrics.sql", "jobs_by_priority_status")))
+            jobs: dict[tuple[str, str], int] = defaultdict(int)
+            for priority, status, count in rows:
+                jobs[tier_of(priority), status] += count
         async with db.system_session("analytics") as session:
             rows = await session.execute(text(statement("metrics.sql", "pipeline_lags")))
             lags = {pipeline: lag for pipeline, lag in rows}
@@ -107,7 +110,7 @@ class ScrapeGauges(Collector):
             "running, dead).",
             labels=["tier", "status"],
         )
-        for tier in self.TIERS:
+        for tier in TIERS:
             for status in self.STATUSES:
                 jobs.add_metric([tier, status], self.jobs.get((tier, status), 0))
         yield jobs

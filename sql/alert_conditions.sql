@@ -8,14 +8,12 @@ FROM queue.job_logs
 WHERE at > now() - make_interval(secs => $1) AND status IN ('succeeded', 'failed', 'dead');
 
 -- name: waiting_jobs
--- Ready jobs (their run_at passed more than $1 seconds ago) not yet claimed, per tier.
-SELECT CASE WHEN priority <= 50 THEN 'high' WHEN priority <= 150 THEN 'normal' ELSE 'low' END
-           AS tier,
-       count(*) AS jobs,
-       extract(epoch FROM now() - min(run_at))::float8 AS oldest
+-- Ready jobs (their run_at passed more than $1 seconds ago) not yet claimed, per priority (the
+-- code sums them per tier: jobs/broker.py tier_of).
+SELECT priority, count(*) AS jobs, extract(epoch FROM now() - min(run_at))::float8 AS oldest
 FROM queue.jobs
 WHERE status IN ('queued', 'failed') AND run_at < now() - make_interval(secs => $1)
-GROUP BY 1;
+GROUP BY priority;
 
 -- name: dead_jobs
 -- Jobs that died in the last $1 seconds, per kind.

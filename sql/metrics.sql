@@ -1,11 +1,11 @@
 -- Read by the API's /metrics at scrape time (services/metrics.py), each at most once per
 -- metrics_cache_seconds.
 
--- name: jobs_by_tier_status
+-- name: jobs_by_priority_status
 -- The statuses a job waits or ends badly in (succeeded and cancelled rows are history); a job
--- to run later is "scheduled", one whose time has come "ready".
-SELECT CASE WHEN priority <= 50 THEN 'high' WHEN priority <= 150 THEN 'normal' ELSE 'low' END
-           AS tier,
+-- to run later is "scheduled", one whose time has come "ready". Per priority: the code maps
+-- priorities to tiers (jobs/broker.py tier_of), and a platform uses a handful of them.
+SELECT priority,
        CASE WHEN status IN ('queued', 'failed') AND run_at > now() THEN 'scheduled'
             WHEN status IN ('queued', 'failed') THEN 'ready'
             ELSE status::text END AS status,
