@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from cross_web import HTTPException
@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
 
 from graphql_api import health, live, local_billing, metrics, tracking, webhooks
 from graphql_api.context import Context
@@ -47,9 +48,11 @@ class _ClosingOnceAdapter(ASGIWebSocketAdapter):
             await super().close(code, reason)
 
     async def send_json(self, message) -> None:
-        """Nothing to send once closed (the live hub drops a slow client by closing it)."""
+        """Nothing to send once closed (the live hub drops a slow client by closing it), nor to
+        a client that went: its receive loop ends the connection."""
         if self.ws.application_state != WebSocketState.DISCONNECTED:
-            await super().send_json(message)
+            with suppress(WebSocketDisconnected):
+                await super().send_json(message)
 
 
 class PenguinGraphQL(GraphQL):
@@ -171,7 +174,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.exposition = Exposition(
             app.state.db, settings.metrics_cache_seconds, settings.metrics_dir
         )
-        app.state.live = live.Hub(settings, app.state.db, settings.redis_url or DEFAULT_REDIS)
+        app.state.live = live.Hub(settings, settings.redis_url or DEFAULT_REDIS)
         await app.state.live.start()
         templates.start_checks()
         if billing.local_mode(settings):

@@ -95,8 +95,11 @@ class Topic:
 
 
 class Hub:
-    def __init__(self, settings: Settings, db: Database, redis_url: str) -> None:
-        self.settings, self.db = settings, db
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        # Its own engines, without a ping per checkout: the reads come several times a second,
+        # and a read that fails on a stale connection is tried again at the next interval.
+        self.db = Database(settings.model_copy(update={"db_pool_pre_ping": False}))
         self.interval = 1.0 / settings.live_max_hz
         # Named so that operators (and tests) can find it in CLIENT LIST: one per API process.
         self.client_name = f"{CLIENT_NAME}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -130,6 +133,7 @@ class Hub:
             with suppress(asyncio.CancelledError):
                 await task
         await self.redis.aclose()
+        await self.db.dispose()
 
     # --- connections --------------------------------------------------------------------------
 

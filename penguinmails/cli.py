@@ -116,6 +116,9 @@ def api(
         log_config=None,  # logs.configure's format
         log_level=settings.log_level.lower(),
         proxy_headers=False,  # the app reads X-Forwarded-For from trusted_proxies alone
+        # Live pushes are a few hundred bytes: deflate would only cost CPU and a zlib context
+        # (tens of KB) per open websocket.
+        ws_per_message_deflate=False,
     )
 
 
