@@ -73,6 +73,13 @@ class EmailMessage(UUIDPrimaryKey, TenantTagged, Timestamps, Base):
         Index(
             "ix_email_messages_tenant_id_account_id_sent_at", "tenant_id", "account_id", "sent_at"
         ),
+        # The live queue status: a tenant's sends of the last minute (migration 0022).
+        Index(
+            "ix_email_messages_tenant_id_sent_at_sent",
+            "tenant_id",
+            "sent_at",
+            postgresql_where=text("status = 'SENT'"),
+        ),
         # Content retention: the oldest messages that still have a body (services/retention.py).
         Index(
             "ix_email_messages_created_at_with_body",

@@ -105,6 +105,13 @@ class JobLog(Base):
     __table_args__ = (
         Index("ix_job_logs_tenant_id_job_id", "tenant_id", "job_id"),
         Index("ix_job_logs_at", "at"),
+        # The live queue status: a tenant's failures of the last hour (migration 0022).
+        Index(
+            "ix_job_logs_tenant_id_at_failures",
+            "tenant_id",
+            "at",
+            postgresql_where=text("status IN ('failed', 'dead')"),
+        ),
         {"schema": "queue"},
     )
 
