@@ -158,16 +158,10 @@ def serve_api(port: int, count_file: Path) -> None:
     app = create_app(get_settings())
     gc.collect()
     gc.freeze()
-    serve = lambda: uvicorn.run(  # noqa: E731
+    uvicorn.run(
         app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False,
         ws_per_message_deflate=False, backlog=8192,
     )  # fmt: skip
-    if os.environ.get("BENCH_PROFILE"):
-        import cProfile
-
-        cProfile.runctx("serve()", globals(), locals(), str(count_file.with_suffix(".prof")))
-    else:
-        serve()
 
 
 # --- the client processes ---------------------------------------------------------------------
