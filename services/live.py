@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 log = logging.getLogger("penguinmails.live")
@@ -59,9 +60,18 @@ async def publish(redis: Redis | None, changes: Iterable[Change]) -> None:
     changes = list(changes)
     if redis is None or not changes:
         return
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            add(pipe, changes)
-            await pipe.execute()
-    except RedisError:
-        log.warning("could not publish %d live changes", len(changes), exc_info=True)
+    for attempt in (1, 2):
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                add(pipe, changes)
+                await pipe.execute()
+            return
+        except RedisConnectionError:
+            # A pooled connection Redis dropped (a restart) fails once, and is discarded: the
+            # second attempt takes a new one.
+            if attempt == 1:
+                continue
+            log.warning("could not publish %d live changes", len(changes), exc_info=True)
+        except RedisError:
+            log.warning("could not publish %d live changes", len(changes), exc_info=True)
+            return

@@ -341,6 +341,34 @@ async def test_after_redis_restarts_live_clients_get_fresh_state_and_changes_aga
     assert all(status["queued"] == 2 for status in changed)
 
 
+@pytest.mark.slow
+async def test_a_change_published_on_a_connection_redis_dropped_still_goes_out(
+    own_redis: RedisServer,
+) -> None:
+    """After a Redis restart the publisher's pooled connection is dead; the change is sent on a
+    new one, not lost (it was, under load, in the restart test above)."""
+    publisher = aioredis.Redis.from_url(own_redis.url)
+    await publisher.ping()  # a connection in the pool
+    own_redis.stop()
+    own_redis.start()
+    listener = aioredis.Redis.from_url(own_redis.url)
+    pubsub = listener.pubsub()
+    tenant = uuid.uuid4()
+    await pubsub.psubscribe("live:*")
+    try:
+        await live.publish(publisher, [live.Change(tenant)])
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None or message["type"] != "pmessage":
+            assert time.monotonic() < deadline, "the change was not published"
+            message = await pubsub.get_message(timeout=1)
+        assert message["channel"].decode().endswith(str(tenant))
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+        await publisher.aclose()
+
+
 async def wait_until(predicate, within: float = 30) -> None:
     deadline = time.monotonic() + within
     while not predicate():
