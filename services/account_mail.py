@@ -198,13 +198,7 @@ async def reset_password(
         user.password_hash = hash_password(password)
         user.email_verified_at = user.email_verified_at or now
         user.last_login_at = now
-        tenant = await session.scalar(
-            select(Tenant)
-            .join(TenantUser, TenantUser.tenant_id == Tenant.id)
-            .where(TenantUser.user_id == user.id)
-            .order_by(TenantUser.created_at)
-            .limit(1)
-        )
+        tenant = await auth.first_tenant(session, user.id)
     return user, tenant
 
 

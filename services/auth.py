@@ -244,14 +244,19 @@ async def log_in(
         await session.execute(
             update(User).where(User.id == user.id).values(last_login_at=func.now())
         )
-        tenant = await session.scalar(
-            select(Tenant)
-            .join(TenantUser, TenantUser.tenant_id == Tenant.id)
-            .where(TenantUser.user_id == user.id)
-            .order_by(TenantUser.created_at)
-            .limit(1)
-        )
+        tenant = await first_tenant(session, user.id)
     return user, tenant
+
+
+async def first_tenant(session: AsyncSession, user_id: uuid.UUID) -> Tenant | None:
+    """The tenant a user joined first: where logging in (or a password reset) lands them."""
+    return await session.scalar(
+        select(Tenant)
+        .join(TenantUser, TenantUser.tenant_id == Tenant.id)
+        .where(TenantUser.user_id == user_id)
+        .order_by(TenantUser.created_at)
+        .limit(1)
+    )
 
 
 async def membership_role(db: Database, user_id: uuid.UUID, tenant_id: uuid.UUID) -> Role | None:
