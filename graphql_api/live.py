@@ -10,6 +10,12 @@ events (services/deliverability_events.py). The hub PSUBSCRIBEs to both on one c
   a push only when the state differs from the last one;
 - a tenant's deliverability events: relayed as they come.
 
+What a subscriber is sent is the same for every subscriber of a topic with the same document and
+variables (a cohort), so it is made once (Hasura's way): the resolvers turn a reading into its
+GraphQL object once (`Reading.view`), `CohortExecutor` executes a document on that shared object
+once, and `pushed` sends every push after the first as the cohort's one rendered JSON, straight
+to the websocket, without going through Strawberry's per-result machinery again.
+
 Each subscription has a bounded queue; a client whose queue is full is too slow: it is dropped
 (its websocket closed with 4408) and nobody waits for it. A lost Redis connection is retried
 with backoff; once subscribed again every state topic is read afresh.
@@ -27,14 +33,17 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from graphql import ExecutionResult
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from jobs.status import queue_status
 from models.sessions import Database
@@ -64,12 +73,107 @@ def events_key(tenant_id: uuid.UUID) -> Key:
     return ("events", str(tenant_id))
 
 
+SHARED_RESULTS = "_penguinmails_cohort_results"  # on a shared payload: its results per cohort
+
+
 @dataclass(frozen=True)
 class Reading:
     """A state as read, and when the read began (what it shows happened before that)."""
 
     value: Any
     at: datetime
+    views: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def view(self, make: Callable[[Reading], Any]) -> Any:
+        """`make(self)`, made once for every subscriber of the reading, and marked as shared: a
+        document executed on it is executed once per cohort (see `CohortExecutor`). `make` is a
+        module-level function (its identity is the view's), and it sees the reading alone,
+        nothing of the subscriber."""
+        made = self.views.get(make)
+        if made is None:
+            made = self.views[make] = make(self)
+            setattr(made, SHARED_RESULTS, {})
+        return made
+
+
+# Set in a subscription's task: its graphql-transport-ws operation id (graphql_api/app.py), and
+# the executor of its last shared event (`CohortExecutor`).
+OPERATION_ID: ContextVar[str | None] = ContextVar("penguinmails_live_operation", default=None)
+_EVENT_EXECUTOR: ContextVar[Any] = ContextVar("penguinmails_live_executor", default=None)
+
+
+class CohortExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Executes a subscription event whose payload is shared (`Reading.view`) once per document
+    and variables: every subscriber of a topic gets the same object, and its fields are resolved
+    from that object alone, so the result is the same for all of them. Other events, queries and
+    mutations execute as usual. A result with errors is not shared (each subscriber's own)."""
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        results = getattr(self.root_value, SHARED_RESULTS, None)
+        if results is None:
+            return super().execute_operation(serially)
+        _EVENT_EXECUTOR.set(self)  # `pushed` executes the subscriber's later events with it
+        key = _cohort(self)
+        result = results.get(key)
+        if result is None:
+            result = super().execute_operation(serially)
+            if isinstance(result, ExecutionResult) and not result.errors:
+                results[key] = result
+        return result
+
+
+def _cohort(executor: CohortExecutor) -> tuple:
+    """What makes subscribers of one topic receive the same result: document, operation name
+    and variables."""
+    operation, variables = executor.operation, executor.variable_values.coerced
+    document = operation.loc.source.body if operation.loc else id(operation)
+    name = operation.name.value if operation.name else None
+    return (document, name, repr(sorted(variables.items())))
+
+
+def _rendered(executor: CohortExecutor, view: Any) -> str | None:
+    """The `next` payload of the executor's cohort for a shared view, as JSON, made once for
+    the cohort; None when the result has errors (Strawberry reports those)."""
+    results = getattr(view, SHARED_RESULTS)
+    key = ("json", _cohort(executor))
+    text = results.get(key)
+    if text is None:
+        result = executor.build_per_event_executor(view).execute_operation(False)
+        if not isinstance(result, ExecutionResult) or result.errors:
+            return None
+        text = results[key] = json.dumps({"data": result.data}, separators=(",", ":"))
+    return text
+
+
+async def pushed(
+    websocket: Any, readings: AsyncIterator[Reading], make: Callable[[Reading], Any]
+) -> AsyncIterator[Any]:
+    """A live subscription resolver's stream: the view (`Reading.view(make)`) of each reading.
+
+    The first goes the usual way, through Strawberry. Each later one is the cohort's rendered
+    payload, sent straight to the websocket as graphql-transport-ws's `next` message (what
+    Strawberry would send), so that a push costs its subscriber a string and a write, not an
+    execution, an encoding and Strawberry's extensions. Over another transport, or when a
+    result has errors, views are yielded as usual."""
+    operation_id = OPERATION_ID.get()
+    prefix = (
+        None
+        if operation_id is None
+        else f'{{"id":{json.dumps(operation_id)},"type":"next","payload":'
+    )
+    async for reading in readings:
+        view = reading.view(make)
+        executor = _EVENT_EXECUTOR.get()
+        text = None if prefix is None or executor is None else _rendered(executor, view)
+        if text is None:
+            yield view
+            continue
+        if websocket.application_state == WebSocketState.DISCONNECTED:
+            return  # dropped by the hub, or gone
+        try:
+            await websocket.send_text(f"{prefix}{text}}}")
+        except WebSocketDisconnect:
+            return
 
 
 @dataclass(eq=False)
@@ -281,8 +385,8 @@ class Hub:
                 await pubsub.psubscribe(live.CHANNEL_PATTERN, deliverability_events.PATTERN)
                 async for message in pubsub.listen():
                     delay = BACKOFF_FIRST
-                    self._on_message(message)
-                    await asyncio.sleep(0)  # the clients drain their queues between messages
+                    if self._on_message(message):
+                        await asyncio.sleep(0)  # its clients take it before the next one comes
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -294,24 +398,29 @@ class Hub:
                 with suppress(Exception):
                     await pubsub.aclose()
 
-    def _on_message(self, message: dict) -> None:
+    def _on_message(self, message: dict) -> bool:
+        """Marks the topics a change touches (their ticks read later), or relays a stream's
+        event to its clients: True then, when their queues took it. A change is not waited on:
+        under load the loop's every turn is long, and a turn per change fell seconds behind."""
         kind = message["type"]
         if kind == "psubscribe":  # (re)subscribed: what happened meanwhile was missed
             self.subscribed.set()
             self._refresh_all()
-            return
+            return False
         if kind != "pmessage":
-            return
+            return False
         channel = message["channel"].decode()
         if channel.startswith("live:"):
             tenant = channel[5:]
             self._changed(("queue", tenant))
             for campaign in json.loads(message["data"])["campaignIds"]:
                 self._changed(("campaign", tenant, campaign))
-        else:
-            topic = self.topics.get(("events", channel.split(":")[1]))
-            if topic is not None:
-                self._fan_out(topic, json.loads(message["data"]))
+            return False
+        topic = self.topics.get(("events", channel.split(":")[1]))
+        if topic is None:
+            return False
+        self._fan_out(topic, json.loads(message["data"]))
+        return True
 
 
 def _fingerprint(value: Any) -> Any:

@@ -24,6 +24,7 @@ from graphql_api.campaigns.queries import CampaignsQuery
 from graphql_api.infrastructure.mutations import InfrastructureMutation
 from graphql_api.infrastructure.queries import InfrastructureQuery
 from graphql_api.input_limits import bound_mutations
+from graphql_api.live import CohortExecutor
 from graphql_api.metrics import OperationTiming
 from graphql_api.node import Node, resolve_node
 from graphql_api.operations.queries import OperationsQuery
@@ -117,5 +118,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     if settings.environment != "development":
         extensions.append(DisableIntrospection)
     return PenguinSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        execution_context_class=CohortExecutor,  # a live push executed once per cohort
     )

@@ -95,31 +95,11 @@ def api(
     port: int = typer.Option(None, help="Port (default from settings: 8000)."),
 ) -> None:
     """Serve the GraphQL API (uvicorn)."""
-    import gc
-
-    import uvicorn
-
-    from graphql_api.app import create_app
+    from graphql_api.app import create_app, serve
 
     settings = get_settings()
     logs.configure(settings, "api")
-    served = create_app(settings)
-    # What start-up built (modules, the schema, mappers: some 190,000 objects) lives as long as
-    # the process. Frozen, it is left out of full collections, which walked all of it: 110 to
-    # 170 ms every 15 or so requests for a page of 100 campaigns.
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(
-        served,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_config=None,  # logs.configure's format
-        log_level=settings.log_level.lower(),
-        proxy_headers=False,  # the app reads X-Forwarded-For from trusted_proxies alone
-        # Live pushes are a few hundred bytes: deflate would only cost CPU and a zlib context
-        # (tens of KB) per open websocket.
-        ws_per_message_deflate=False,
-    )
+    serve(create_app(settings), host or settings.api_host, port or settings.api_port, settings)
 
 
 @app.command()

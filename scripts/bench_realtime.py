@@ -112,14 +112,11 @@ def raise_fd_limit() -> None:
 def serve_api(port: int, count_file: Path) -> None:
     """`penguinmails api`'s app and uvicorn options, plus a count of the statements sent and a
     record of the hub's shared reads (topic, when each began), for the latency."""
-    import gc
-
-    import uvicorn
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
     from graphql_api import live as hub
-    from graphql_api.app import create_app
+    from graphql_api.app import create_app, serve
     from penguinmails.settings import get_settings
 
     sent, reads = [0], []
@@ -155,13 +152,8 @@ def serve_api(port: int, count_file: Path) -> None:
                 time.sleep(0.2)
 
     threading.Thread(target=write_count, daemon=True).start()
-    app = create_app(get_settings())
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False,
-        ws_per_message_deflate=False, backlog=8192,
-    )  # fmt: skip
+    settings = get_settings().model_copy(update={"log_level": "WARNING"})
+    serve(create_app(settings), "127.0.0.1", port, settings, backlog=8192)
 
 
 # --- the client processes ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from models.sqlfiles import statement
 
 @dataclass(frozen=True)
 class Progress:
+    campaign_id: uuid.UUID
     sent: int
     opened: int
     clicked: int
@@ -27,4 +28,4 @@ async def campaign_progress(session: AsyncSession, campaign_id: uuid.UUID) -> Pr
             text(statement("progress.sql", "campaign_progress")), {"c": campaign_id}
         )
     ).one()
-    return Progress(*row)
+    return Progress(campaign_id, *row)

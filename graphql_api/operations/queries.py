@@ -16,6 +16,7 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from graphql_api.ids import decode_id, encode_id
+from graphql_api.live import Reading, pushed
 from graphql_api.operations.types import CampaignProgress, DeliverabilityEvent, QueueStatus
 from graphql_api.permissions import IsMember
 from jobs.status import queue_status
@@ -30,14 +31,33 @@ class OperationsQuery:
             return QueueStatus.from_status(await queue_status(session))
 
 
+def _queue_status(reading: Reading) -> QueueStatus:
+    return QueueStatus.from_status(reading.value, at=reading.at)
+
+
+def _campaign_progress(reading: Reading) -> CampaignProgress:
+    progress = reading.value
+    return CampaignProgress(
+        campaign_id=encode_id("Campaign", progress.campaign_id),
+        sent=progress.sent,
+        opened=progress.opened,
+        clicked=progress.clicked,
+        replied=progress.replied,
+        bounced=progress.bounced,
+        queued=progress.queued,
+        at=reading.at,
+    )
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(permission_classes=[IsMember])
     async def queue_status(self, info: Info) -> AsyncGenerator[QueueStatus, None]:
         access = await info.context.require_access()
-        live = info.context.live
-        async for reading in live.queue_status(access.tenant_id, info.context.request):
-            yield QueueStatus.from_status(reading.value, at=reading.at)
+        websocket = info.context.request
+        readings = info.context.live.queue_status(access.tenant_id, websocket)
+        async for view in pushed(websocket, readings, _queue_status):
+            yield view
 
     @strawberry.subscription(permission_classes=[IsMember])
     async def campaign_progress(
@@ -48,19 +68,10 @@ class Subscription:
         async with info.context.tenant_session() as session:  # RLS: the tenant's own only
             if await session.get(Campaign, key) is None:
                 raise GraphQLError("Campaign not found.", extensions={"code": "NOT_FOUND"})
-        live = info.context.live
-        async for reading in live.campaign_progress(access.tenant_id, key, info.context.request):
-            progress = reading.value
-            yield CampaignProgress(
-                campaign_id=encode_id("Campaign", key),
-                sent=progress.sent,
-                opened=progress.opened,
-                clicked=progress.clicked,
-                replied=progress.replied,
-                bounced=progress.bounced,
-                queued=progress.queued,
-                at=reading.at,
-            )
+        websocket = info.context.request
+        readings = info.context.live.campaign_progress(access.tenant_id, key, websocket)
+        async for view in pushed(websocket, readings, _campaign_progress):
+            yield view
 
     @strawberry.subscription(permission_classes=[IsMember])
     async def deliverability_events(self, info: Info) -> AsyncGenerator[DeliverabilityEvent, None]:

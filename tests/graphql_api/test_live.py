@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import strawberry
 from sqlalchemy import event
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -129,6 +130,43 @@ async def test_a_subscriber_never_receives_another_tenants_changes(api: Api, db:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(mine.recv(), 1.5)
     await close_all([mine, theirs])
+
+
+async def test_later_pushes_go_under_each_operations_id_with_its_own_selection(
+    api: Api, db: Database
+) -> None:
+    """After the first push (Strawberry's), each change is sent by the live hub's own path:
+    every operation still gets its id, its document's fields, and nothing once completed."""
+    account = await sign_up(api)
+    short, long = "subscription { queueStatus { queued } }", QUEUE_STATUS
+    ws = await open_client(api, account.token, account.tenant)
+    other = await open_client(api, account.token, account.tenant)
+    await subscribe(ws, short, id="a")
+    await subscribe(ws, long, id="b")
+    await subscribe(other, short, id="x")
+
+    async def pushes(client: ClientConnection, n: int) -> dict[str, dict]:
+        got = [json.loads(await asyncio.wait_for(client.recv(), 10)) for _ in range(n)]
+        assert all(m["type"] == "next" and set(m) == {"id", "type", "payload"} for m in got), got
+        return {m["id"]: m["payload"]["data"]["queueStatus"] for m in got}
+
+    assert await pushes(ws, 2) == {"a": {"queued": 0}, "b": {"queued": 0, "running": 0}}
+    assert await pushes(other, 1) == {"x": {"queued": 0}}
+    for queued in (1, 2):
+        await enqueue_and_publish(api, db, tenant_of(account))
+        assert await pushes(ws, 2) == {
+            "a": {"queued": queued},
+            "b": {"queued": queued, "running": 0},
+        }
+        assert await pushes(other, 1) == {"x": {"queued": queued}}
+    await ws.send(json.dumps({"id": "a", "type": "complete"}))
+    await asyncio.sleep(0.3)
+    await enqueue_and_publish(api, db, tenant_of(account))
+    assert await pushes(ws, 1) == {"b": {"queued": 3, "running": 0}}
+    assert await pushes(other, 1) == {"x": {"queued": 3}}
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), 1.0)
+    await close_all([ws, other])
 
 
 async def test_a_connection_holds_at_most_the_configured_number_of_subscriptions(
@@ -409,3 +447,59 @@ async def test_send_outcomes_reach_the_campaigns_progress_subscriber(
     while sent < leads:  # well within the hub's 30 s safety refresh: pushed by the events
         sent = (await next_data(ws, "campaignProgress", 20))["sent"]
     await ws.close()
+
+
+# --- one execution per cohort ------------------------------------------------------------------
+
+resolved: list[str] = []  # the `scaled` fields the gauge schema resolved
+readings: asyncio.Queue = asyncio.Queue()  # the gauge subscription's readings, one per subscriber
+
+
+@strawberry.type
+class Gauge:
+    level: int
+
+    @strawberry.field
+    def scaled(self, by: int) -> int:
+        resolved.append(f"scaled({by})")
+        return self.level * by
+
+
+@strawberry.type
+class GaugeSubscription:
+    @strawberry.subscription
+    async def gauge(self) -> AsyncIterator[Gauge]:
+        yield (await readings.get()).view(gauge_of)
+
+
+def gauge_of(reading: hub_module.Reading) -> Gauge:
+    return Gauge(level=reading.value)
+
+
+@strawberry.type
+class GaugeQuery:
+    ok: bool = True
+
+
+async def test_a_shared_reading_is_executed_once_per_document_and_variables() -> None:
+    """Subscribers of one topic get the reading's one view; a document with the same variables
+    is executed on it once, whatever the number of subscribers, and its result sent to each."""
+    schema = strawberry.Schema(
+        GaugeQuery,
+        subscription=GaugeSubscription,
+        execution_context_class=hub_module.CohortExecutor,
+    )
+    query = "subscription($by: Int!) { gauge { level scaled(by: $by) } }"
+    streams = [await schema.subscribe(query, variable_values={"by": by}) for by in (2, 2, 2, 3)]
+    pending = [asyncio.ensure_future(anext(s)) for s in streams]
+    await asyncio.sleep(0.1)  # each is waiting for the reading
+    reading = hub_module.Reading(21, datetime.now(UTC))
+    for _ in streams:
+        readings.put_nowait(reading)
+    results = await asyncio.gather(*pending)
+    assert [r.data for r in results] == [{"gauge": {"level": 21, "scaled": 42}}] * 3 + [
+        {"gauge": {"level": 21, "scaled": 63}}
+    ]
+    assert sorted(resolved) == ["scaled(2)", "scaled(3)"]  # once per cohort, not per subscriber
+    for stream in streams:
+        await stream.aclose()
