@@ -42,6 +42,7 @@ from graphql import ExecutionResult
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -257,8 +258,8 @@ class Hub:
 
     def queue_status(self, tenant_id: uuid.UUID, websocket: WebSocket | None) -> AsyncIterator:
         async def read():
-            async with self.db.tenant_session(tenant_id) as session:
-                return await queue_status(session)
+            async with self._connect() as connection:
+                return await queue_status(connection, tenant_id)
 
         return self._follow(queue_key(tenant_id), read, websocket)
 
@@ -266,10 +267,18 @@ class Hub:
         self, tenant_id: uuid.UUID, campaign_id: uuid.UUID, websocket: WebSocket | None
     ) -> AsyncIterator:
         async def read():
-            async with self.db.tenant_session(tenant_id) as session:
-                return await campaign_progress(session, campaign_id)
+            async with self._connect() as connection:
+                return await campaign_progress(connection, tenant_id, campaign_id)
 
         return self._follow(campaign_key(tenant_id, campaign_id), read, websocket)
+
+    def _connect(self) -> AsyncConnection:
+        """A connection of the application role outside any transaction: a read is one
+        statement that binds its tenant for itself (sql/queue.sql, sql/progress.sql), so one
+        round trip. Under load each round trip waits for a turn of the API's loop: five of them
+        (begin, bind, two statements, commit) made a read take 0.9 s at p95 with 5,000
+        subscribers."""
+        return self.db.engine().execution_options(isolation_level="AUTOCOMMIT").connect()
 
     def deliverability_events(
         self, tenant_id: uuid.UUID, websocket: WebSocket | None

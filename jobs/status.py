@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from models.sqlfiles import statement
 
@@ -32,20 +33,16 @@ class QueueStatus:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-async def queue_status(session: AsyncSession) -> QueueStatus:
-    """From Postgres, the record of truth, in one round trip per tier (the session is tenant
-    bound, so RLS scopes every count; the indexes lead with tenant_id and status)."""
-    row = (await session.execute(text(statement("queue.sql", "queue_status")))).one()
-    tiers = [
-        TierDepth(name, ready, in_flight)
-        for name, ready, in_flight in await session.execute(
-            text(statement("queue.sql", "tier_depths"))
-        )
-    ]
-    by_name = {t.name: t for t in tiers}
+async def queue_status(db: AsyncSession | AsyncConnection, tenant_id: uuid.UUID) -> QueueStatus:
+    """From Postgres, the record of truth, in one statement (one round trip: a live read
+    outside a transaction binds the tenant for that statement alone); row-level security scopes
+    every count, and the indexes lead with tenant_id and status."""
+    row = (
+        await db.execute(text(statement("queue.sql", "queue_status")), {"tenant": tenant_id})
+    ).one()
     return QueueStatus(
         queued=row.queued, scheduled=row.scheduled, running=row.running,
         failed_last_hour=row.failed_last_hour, dead=row.dead,
         sent_last_minute=row.sent_last_minute,
-        tiers=[by_name.get(name, TierDepth(name, 0, 0)) for name in TIERS],
+        tiers=[TierDepth(name, *row.tiers.get(name, (0, 0))) for name in TIERS],
     )  # fmt: skip

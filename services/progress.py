@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from models.sqlfiles import statement
 
@@ -22,10 +22,14 @@ class Progress:
     queued: int
 
 
-async def campaign_progress(session: AsyncSession, campaign_id: uuid.UUID) -> Progress:
+async def campaign_progress(
+    db: AsyncSession | AsyncConnection, tenant_id: uuid.UUID, campaign_id: uuid.UUID
+) -> Progress:
+    """One statement (one round trip outside a transaction: it binds the tenant for itself)."""
     row = (
-        await session.execute(
-            text(statement("progress.sql", "campaign_progress")), {"c": campaign_id}
+        await db.execute(
+            text(statement("progress.sql", "campaign_progress")),
+            {"tenant": tenant_id, "c": campaign_id},
         )
     ).one()
     return Progress(campaign_id, *row)

@@ -18,19 +18,13 @@ WHERE idempotency_key = $7 AND tenant_id IS NOT DISTINCT FROM $1
 LIMIT 1;
 
 -- name: queue_status
-SELECT
-    count(*) FILTER (WHERE status IN ('queued', 'failed') AND run_at <= now()) AS queued,
-    count(*) FILTER (WHERE status IN ('queued', 'failed') AND run_at > now()) AS scheduled,
-    count(*) FILTER (WHERE status IN ('dispatched', 'running')) AS running,
-    (SELECT count(*) FROM queue.job_logs
-     WHERE status IN ('failed', 'dead') AND at > now() - interval '1 hour') AS failed_last_hour,
-    count(*) FILTER (WHERE status = 'dead') AS dead,
-    (SELECT count(*) FROM content.email_messages
-     WHERE status = 'SENT' AND sent_at > now() - interval '1 minute') AS sent_last_minute
-FROM queue.jobs
-WHERE status IN ('queued', 'failed', 'dispatched', 'running', 'dead');
+-- The tenant's counts and each tier's depth ({"high": [ready, in_flight], …}) in one statement:
+-- the function (migration 0023) binds the tenant for the statement, and row-level security
+-- scopes every count.
+SELECT * FROM queue.tenant_queue_status(:tenant);
 
 -- name: tier_depths
+-- Each tier's depth over every job the session sees (the ops page: the whole platform).
 SELECT CASE WHEN priority <= 50 THEN 'high' WHEN priority <= 150 THEN 'normal' ELSE 'low' END AS tier,
        count(*) FILTER (WHERE status IN ('queued', 'failed') AND run_at <= now()) AS ready,
        count(*) FILTER (WHERE status IN ('dispatched', 'running')) AS in_flight

@@ -27,8 +27,9 @@ from models.campaigns import Campaign
 class OperationsQuery:
     @strawberry.field(permission_classes=[IsMember])
     async def queue_status(self, info: Info) -> QueueStatus:
+        access = await info.context.require_access()
         async with info.context.tenant_session() as session:
-            return QueueStatus.from_status(await queue_status(session))
+            return QueueStatus.from_status(await queue_status(session, access.tenant_id))
 
 
 def _queue_status(reading: Reading) -> QueueStatus:

@@ -232,3 +232,33 @@ async def test_an_invitee_reads_their_invitations_and_the_tenant_name_nothing_el
         assert (await s.execute(text("SELECT * FROM app.invited_tenant_names()"))).all() == []
     async with db.tenant_session(inviting) as s:  # the tenant's side: its own, to anyone
         assert set(await s.scalars(select(Invitation.id))) == {mine, theirs}
+
+
+async def test_the_live_read_functions_bind_their_tenant_for_their_statement_alone(
+    db: Database,
+) -> None:
+    """queue.tenant_queue_status and content.tenant_campaign_progress (the live hub's one-round-
+    trip reads) count the named tenant's rows only, under RLS, and outside a transaction leave
+    nothing bound for the connection's next statement."""
+    from jobs.queue import enqueue
+    from jobs.status import queue_status
+
+    async with db.system_session() as s:
+        a, b = await create_tenant(s, "A"), await create_tenant(s, "B")
+    for tenant, jobs in ((a, 1), (b, 2)):
+        async with db.tenant_session(tenant) as s:
+            for _ in range(jobs):
+                await enqueue(s, "noop", {}, tenant_id=tenant, priority=10)
+    engine = db.engine().execution_options(isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        assert (await queue_status(connection, a)).queued == 1
+        assert (await queue_status(connection, b)).queued == 2
+        bound = await connection.scalar(text("SELECT current_setting('app.tenant_id', true)"))
+        visible = await connection.scalar(text("SELECT count(*) FROM queue.jobs"))
+        progress = await connection.execute(
+            text("SELECT * FROM content.tenant_campaign_progress(:t, :c)"),
+            {"t": a, "c": uuid.uuid4()},
+        )
+    assert bound in (None, "")
+    assert visible == 0
+    assert progress.one() == (0, 0, 0, 0, 0, 0)
