@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import analytics, infrastructure, operations
@@ -31,6 +31,7 @@ RATE_WINDOW_DAYS = 30
 # predicate lets a planner route to the tenant's rows).
 CURRENT_TENANT = func.app.current_tenant_id()
 ALERTS_SHOWN = 50
+RESOLVED_SHOWN_FOR = timedelta(hours=24)  # a resolved alert stays listed, with its resolvedAt
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Deliverability:
 
 async def deliverability(session: AsyncSession, today: date | None = None) -> Deliverability:
     """Bounce and complaint rates over the last 30 days (the tenant's days, today included),
-    the sending estate, open alerts."""
+    the sending estate, open alerts and those resolved in the last day."""
     if today is None:
         zone = await session.scalar(select(Tenant.timezone).where(Tenant.id == CURRENT_TENANT))
         today = datetime.now(ZoneInfo(zone or "UTC")).date()
@@ -111,10 +112,13 @@ async def deliverability(session: AsyncSession, today: date | None = None) -> De
     ips = await session.scalars(
         select(infrastructure.SmtpIpAddress).order_by(infrastructure.SmtpIpAddress.address)
     )
+    alert = operations.Alert
     alerts = await session.scalars(
-        select(operations.Alert)
-        .where(operations.Alert.resolved_at.is_(None))
-        .order_by(operations.Alert.created_at.desc())
+        select(alert)
+        .where(
+            or_(alert.resolved_at.is_(None), alert.resolved_at > func.now() - RESOLVED_SHOWN_FOR)
+        )
+        .order_by(alert.resolved_at.is_not(None), alert.created_at.desc())  # open ones first
         .limit(ALERTS_SHOWN)
     )
     return Deliverability(

@@ -11,7 +11,6 @@ from sqlalchemy import select
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
-from graphql_api.admin.types import alert_from_row
 from graphql_api.analytics.types import Alert
 from graphql_api.ids import encode_id
 from graphql_api.pagination import Connection, paginate
@@ -86,4 +85,4 @@ class AdminQuery:
         user_id = await info.context.user_id()
         limit = max(0, min(first or 0, info.context.settings.graphql_max_page_size))
         async with info.context.db.staff_session(user_id, "admin.alerts.list") as session:
-            return [alert_from_row(row) for row in await ops.open_alerts(session, limit)]
+            return [Alert.from_row(row) for row in await ops.open_alerts(session, limit)]

@@ -8,12 +8,7 @@ import strawberry
 
 from graphql_api.analytics.types import Alert
 from graphql_api.operations.types import QueueTier
-from models import operations
 from services import ops
-
-
-def alert_from_row(row: operations.Alert) -> Alert:
-    return Alert(kind=row.kind, severity=row.severity.value, message=row.message, at=row.created_at)
 
 
 @strawberry.type
@@ -61,7 +56,7 @@ class OpsStatus:
             ),
             minutes=[OutcomeMinute(at=m.at, sent=m.sent, bounced=m.bounced,
                                    complained=m.complained) for m in s.minutes],
-            alerts=[alert_from_row(a) for a in s.alerts],
+            alerts=[Alert.from_row(a) for a in s.alerts],
             pipelines=[PipelineLag(pipeline=p.pipeline, watermark=p.watermark,
                                    lag_seconds=p.lag_seconds, last_error=p.last_error)
                        for p in s.pipelines],

@@ -40,8 +40,5 @@ class AnalyticsQuery:
             complaint_rate=status.complaint_rate,
             domains=[Domain.from_row(r) for r in status.domains],
             ips=[SendingIp.from_row(r) for r in status.ips],
-            alerts=[
-                Alert(kind=a.kind, severity=a.severity.value, message=a.message, at=a.created_at)
-                for a in status.alerts
-            ],
+            alerts=[Alert.from_row(a) for a in status.alerts],
         )

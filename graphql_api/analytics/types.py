@@ -7,6 +7,7 @@ from datetime import date, datetime
 import strawberry
 
 from graphql_api.infrastructure.types import Domain, SendingIp
+from models import operations
 
 
 @strawberry.type
@@ -28,6 +29,17 @@ class Alert:
     severity: str
     message: str
     at: datetime
+    resolved_at: datetime | None = None  # null while the condition holds
+
+    @classmethod
+    def from_row(cls, row: operations.Alert) -> Alert:
+        return cls(
+            kind=row.kind,
+            severity=row.severity.value,
+            message=row.message,
+            at=row.created_at,
+            resolved_at=row.resolved_at,
+        )
 
 
 @strawberry.type

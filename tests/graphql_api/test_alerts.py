@@ -5,6 +5,7 @@ security)."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from graphql_api.ids import parse_id
 from models.operations import Alert, AlertSeverity
@@ -33,3 +34,32 @@ async def test_a_tenant_sees_its_own_alerts_and_never_the_platforms(api: Api, db
 
     alerts = [a for a in body["data"]["deliverability"]["alerts"] if marker in a["message"]]
     assert alerts == [{"kind": "ip_blacklisted", "message": f"{ours.tenant} {marker}"}]
+
+
+async def test_alerts_resolved_in_the_last_day_are_listed_after_the_open_ones_with_their_time(
+    api: Api, db: Database
+) -> None:
+    account = await sign_up(api, "Resolved Alerts")
+    tenant = parse_id(account.tenant)[1]
+    marker = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    async with db.system_session() as session:
+        for subject, resolved in (("open", None), ("hour", now - timedelta(hours=1)),
+                                  ("days", now - timedelta(days=2))):  # fmt: skip
+            session.add(
+                Alert(
+                    tenant_id=tenant, kind="bounce_rate", severity=AlertSeverity.WARNING,
+                    subject=subject, message=f"{subject} {marker}", resolved_at=resolved,
+                )
+            )  # fmt: skip
+
+    body = await api.gql(
+        "{ deliverability { alerts { message resolvedAt } } }",
+        token=account.token,
+        tenant=account.tenant,
+    )
+
+    alerts = [a for a in body["data"]["deliverability"]["alerts"] if marker in a["message"]]
+    assert [a["message"] for a in alerts] == [f"open {marker}", f"hour {marker}"]
+    assert alerts[0]["resolvedAt"] is None
+    assert datetime.fromisoformat(alerts[1]["resolvedAt"]) == now - timedelta(hours=1)
