@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 from rich.console import Console
 
-from penguinmails import embedded, logs, migrations
+from penguinmails import embedded, logs
 from penguinmails.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ def migrate(
 ) -> None:
     """Apply the schema migrations (to every database the tiers live on), then, at head, the
     plan catalogue to the database."""
+    from penguinmails import migrations  # Alembic: half a second of start-up, for this alone
+
     settings = get_settings()
     if down:
         migrations.downgrade(settings, revision)
@@ -327,6 +329,8 @@ def up(
     logs.configure(settings, "up")
     code = 0
     try:
+        from penguinmails import migrations
+
         migrations.upgrade(settings)
         _apply_catalogue(settings, with_stripe=True)
         seed_demo()
