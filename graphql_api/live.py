@@ -132,11 +132,11 @@ def _cohort(executor: CohortExecutor) -> tuple:
     return (document, name, repr(sorted(variables.items())))
 
 
-def _rendered(executor: CohortExecutor, view: Any) -> str | None:
-    """The `next` payload of the executor's cohort for a shared view, as JSON, made once for
-    the cohort; None when the result has errors (Strawberry reports those)."""
+def _rendered(executor: CohortExecutor, key: tuple, view: Any) -> str | None:
+    """The `next` payload of the executor's cohort (`key`: its `_cohort`, with "json") for a
+    shared view, as JSON, made once for the cohort; None when the result has errors (Strawberry
+    reports those)."""
     results = getattr(view, SHARED_RESULTS)
-    key = ("json", _cohort(executor))
     text = results.get(key)
     if text is None:
         result = executor.build_per_event_executor(view).execute_operation(False)
@@ -162,10 +162,12 @@ async def pushed(
         if operation_id is None
         else f'{{"id":{json.dumps(operation_id)},"type":"next","payload":'
     )
+    executor, key = None, None  # the subscriber's, from its first shared event on
     async for reading in readings:
         view = reading.view(make)
-        executor = _EVENT_EXECUTOR.get()
-        text = None if prefix is None or executor is None else _rendered(executor, view)
+        if executor is None and (executor := _EVENT_EXECUTOR.get()) is not None:
+            key = ("json", _cohort(executor))
+        text = None if prefix is None or executor is None else _rendered(executor, key, view)
         if text is None:
             yield view
             continue
