@@ -260,6 +260,59 @@ class Settings(BaseSettings):
     guard_bounce_alert: float = 0.15  # hard bounces 15 %: an alert
     guard_clean_days: float = 7.0  # a guard lifts after this long under every threshold
 
+    # Sending infrastructure (services/provisioning.py). Where VPS instances and their IPs come
+    # from: `local` (development: instances on this machine's loopback addresses, state in
+    # data_dir) or `hostwinds`. Monthly costs in cents come from the provider's plan.
+    hosting_provider: Literal["local", "hostwinds"] = "local"
+    hostwinds_api_key: SecretStr | None = None
+    hostwinds_api_base: str = "https://clients.hostwinds.com"  # tests: a local server
+    hostwinds_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Region slug -> Hostwinds location id; the slugs are the regions a VPS can be asked in.
+    hostwinds_locations: dict[str, int] = {"dallas": 1, "seattle": 2, "amsterdam": 3}
+    hostwinds_plan_id: int = 1  # the VPS plan bought
+    hostwinds_image_id: int = 1  # the OS image installed (a Debian with Docker)
+    hostwinds_vps_monthly_cost_cents: int = Field(default=1099, ge=0)
+    hostwinds_ip_monthly_cost_cents: int = Field(default=400, ge=0)
+    # The local provider: its regions, the addresses its instances and IPs take (each a
+    # loopback address this machine answers on), where their SSH and MailU admin API are, and
+    # what it says they cost (a demo of the cost report).
+    local_hosting_regions: list[str] = ["local"]
+    local_hosting_network: str = "127.77.0.0/24"
+    local_hosting_ssh: str = "127.0.0.1:2222"
+    local_hosting_admin_url: str = "http://127.0.0.1:8026/api/v1"
+    local_hosting_vps_monthly_cost_cents: int = Field(default=0, ge=0)
+    local_hosting_ip_monthly_cost_cents: int = Field(default=0, ge=0)
+    # Where DNS records are published: `zonefile` (master files in dns_zone_dir, served by the
+    # development DNS server) or `cloudflare` (the API token needs Zone.DNS edit).
+    dns_provider: Literal["zonefile", "cloudflare"] = "zonefile"
+    dns_zone_dir: Path | None = None  # None: data_dir / "zones"
+    cloudflare_api_token: SecretStr | None = None
+    cloudflare_api_base: str = "https://api.cloudflare.com/client/v4"  # tests: a local server
+    cloudflare_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A VPS's names: vps-<id>.<vps_hostname_domain>, and one HELO (PTR) name per sending IP.
+    vps_hostname_domain: str = "mta.penguinmails.test"
+    # MailU on each VPS: deployed over SSH as this user with this key (known_hosts: None trusts
+    # the key first seen, recorded with the instance), its submission and IMAP ports.
+    vps_ssh_user: str = "root"
+    vps_ssh_port: int = 22
+    vps_ssh_key: Path | None = None
+    vps_ssh_known_hosts: Path | None = None
+    vps_ssh_timeout_seconds: float = Field(default=60.0, gt=0)
+    vps_submission_port: int = 587
+    vps_imap_port: int = 993
+    vps_smtp_ready_seconds: float = Field(default=300.0, gt=0)  # after `docker compose up -d`
+    # The state machine: each step is tried provisioning_attempts times (the queue's backoff
+    # between), a step that waits (instance booting, DNS verifying, warm-up) looks again every
+    # poll; DNS that has not verified after provisioning_dns_wait_seconds fails the step.
+    provisioning_attempts: int = Field(default=5, ge=1)
+    provisioning_poll_seconds: float = Field(default=15.0, gt=0)
+    provisioning_dns_wait_seconds: float = Field(default=3600.0, gt=0)
+    provisioning_warmup_check_seconds: float = Field(default=3600.0, gt=0)
+    provisioning_active_reputation: int = Field(default=70, ge=0, le=100)
+    # Infrastructure cost above this share of a tenant's subscription revenue raises an alert.
+    infra_cost_alert_ratio: float = Field(default=0.20, gt=0)
+    vps_health_check_seconds: float = Field(default=300.0, gt=0)
+
     # Live updates (graphql_api/live.py): shared reads pushed at most live_max_hz times a second
     # per tenant or campaign, and every live_refresh_seconds whatever the events (covers a lost
     # one); a client's queue holds live_client_queue pushes (full: dropped, close code 4408);
