@@ -274,12 +274,13 @@ class Settings(BaseSettings):
     hostwinds_vps_monthly_cost_cents: int = Field(default=1099, ge=0)
     hostwinds_ip_monthly_cost_cents: int = Field(default=400, ge=0)
     # The local provider: its regions, the addresses its instances and IPs take (each a
-    # loopback address this machine answers on), where their SSH and MailU admin API are, and
-    # what it says they cost (a demo of the cost report).
+    # loopback address this machine answers on), where their SSH server and MailU admin API
+    # are (empty: none; the configuration is rendered and stored, not deployed, and accounts
+    # send through the platform relay, the development sink), and what it says they cost.
     local_hosting_regions: list[str] = ["local"]
     local_hosting_network: str = "127.77.0.0/24"
-    local_hosting_ssh: str = "127.0.0.1:2222"
-    local_hosting_admin_url: str = "http://127.0.0.1:8026/api/v1"
+    local_hosting_ssh: str = ""  # host:port
+    local_hosting_admin_url: str = ""
     local_hosting_vps_monthly_cost_cents: int = Field(default=0, ge=0)
     local_hosting_ip_monthly_cost_cents: int = Field(default=0, ge=0)
     # Where DNS records are published: `zonefile` (master files in dns_zone_dir, served by the
