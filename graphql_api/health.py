@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiosmtplib
 from sqlalchemy import text
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from penguinmails.settings import TIERS
+from services import provisioning
 
 TIMEOUT_SECONDS = 2.0
 
@@ -69,7 +71,33 @@ async def health_email(request: Request) -> JSONResponse:
         await smtp.quit()
         return "ok"
 
-    return await _report({f"relay {settings.smtp_relay_host}:{settings.smtp_relay_port}": relay()})
+    response = await _report(
+        {f"relay {settings.smtp_relay_host}:{settings.smtp_relay_port}": relay()}
+    )
+    servers = await _tenant_servers(request)
+    body = json.loads(response.body)
+    body["vps"] = servers
+    body["unreachable_vps"] = [name for name, state in servers.items() if state != "ok"]
+    return JSONResponse(body, status_code=response.status_code)
+
+
+async def _tenant_servers(request: Request) -> dict[str, str]:
+    """Each serving VPS's SMTP server: reported, not counted as the platform failing (one
+    tenant's server down pauses that tenant's accounts, services/provisioning.py)."""
+    serving = await asyncio.wait_for(
+        provisioning.serving_vps(request.app.state.db), TIMEOUT_SECONDS
+    )
+
+    async def reach(host: str, port: int) -> str:
+        try:
+            await provisioning.smtp_reachable(host, port, TIMEOUT_SECONDS)
+        except (OSError, TimeoutError, ConnectionError) as error:
+            return f"error: {type(error).__name__}: {error}".strip().rstrip(":")
+        return "ok"
+
+    names = [f"{name} {host}:{port}" for _, _, name, host, port in serving]
+    states = await asyncio.gather(*(reach(host, port) for _, _, _, host, port in serving))
+    return dict(zip(names, states, strict=True))
 
 
 async def _report(checks: dict) -> JSONResponse:

@@ -14,6 +14,7 @@ from services import (
     domains,
     guards,
     planning,
+    provisioning,
     replies,
     sending,
     statistics,
@@ -103,3 +104,27 @@ async def post_alert_webhook(job: JobContext) -> None:
     await alerts.post_webhook(
         job.db, job.settings, uuid.UUID(job.payload["alert_id"]), job.payload["event"]
     )
+
+
+@handler(provisioning.KIND)
+async def provision_vps(job: JobContext) -> None:
+    """One step of a VPS's provisioning (services/provisioning.py)."""
+    await provisioning.run_step(job)
+
+
+@handler(provisioning.IP_KIND)
+async def configure_ip(job: JobContext) -> None:
+    """A new IP's MailU binding, DNS records and PTR."""
+    await provisioning.configure_ip(job)
+
+
+@handler(provisioning.RELEASE_KIND)
+async def release_ip(job: JobContext) -> None:
+    """A released IP given back to its provider and taken out of DNS and MailU."""
+    await provisioning.release(job)
+
+
+@handler(provisioning.DECOMMISSION_KIND)
+async def decommission_vps(job: JobContext) -> None:
+    """A decommissioned VPS's instance deleted and its records removed."""
+    await provisioning.decommission(job)

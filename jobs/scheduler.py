@@ -224,6 +224,19 @@ async def evaluate_alerts(settings: Settings) -> int:
     return len(evaluation.holding)
 
 
+@periodic(seconds=lambda settings: settings.vps_health_check_seconds)
+async def check_vps_health(settings: Settings) -> dict[str, str]:
+    """Every serving VPS's SMTP server: an unreachable one pauses its accounts (an alert), one
+    that answers again resumes them."""
+    from services import provisioning
+
+    report, events = await with_database(
+        settings, lambda db: provisioning.check_health(db, settings)
+    )
+    await publish_events(settings, events)
+    return report
+
+
 async def publish_events(settings: Settings, events: list) -> None:
     """Deliverability events, once what they tell of has committed."""
     from redis.asyncio import Redis

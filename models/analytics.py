@@ -150,6 +150,24 @@ class BillingAnalytics(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class InfrastructureCosts(Base):
+    """Per tenant and UTC day: its sending infrastructure (VPS instances in use, IPs held) and
+    what it costs a month, against what its subscription brings in a month (MRR). Written by
+    the billing_analytics pipeline for the current day; a tenant reads its own rows (RLS)."""
+
+    __tablename__ = "infrastructure_costs"
+    __table_args__ = {"schema": "analytics"}
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    plan_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    vps_instances: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sending_ips: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    infra_cost_cents: Mapped[int] = _count()
+    mrr_cents: Mapped[int] = _count()
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class QueueHealth(Base):
     """Platform figures per UTC hour and priority tier."""
 

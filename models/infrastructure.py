@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -103,6 +104,13 @@ class VpsInstance(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     smtp_host: Mapped[str | None] = mapped_column(String(253))
     smtp_port: Mapped[int | None] = mapped_column()
     config: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    # The provisioning state machine (services/provisioning.py): the step that failed and why,
+    # when the current step began, how many times it was resumed by hand, what it costs.
+    failed_step: Mapped[str | None] = mapped_column(String(32))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    step_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retries: Mapped[int] = mapped_column(default=0, server_default="0")
+    monthly_cost_cents: Mapped[int | None] = mapped_column()
 
 
 class SmtpIpAddress(UUIDPrimaryKey, TenantOwned, Timestamps, Guarded, Base):
@@ -112,13 +120,20 @@ class SmtpIpAddress(UUIDPrimaryKey, TenantOwned, Timestamps, Guarded, Base):
         CheckConstraint("guard IN ('NONE', 'THROTTLED', 'PAUSED')", name="guard_known"),
         Index("ix_smtp_ip_addresses_tenant_id_status", "tenant_id", "status"),
         Index("ix_smtp_ip_addresses_tenant_id_vps_id", "tenant_id", "vps_id"),
+        # An address is held by one tenant at a time; a released one may be bought again.
+        Index(
+            "uq_smtp_ip_addresses_address_held",
+            "address",
+            unique=True,
+            postgresql_where=text("status <> 'RELEASED'"),
+        ),
         {"schema": "app"},
     )
 
     vps_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("app.vps_instances.id", ondelete="SET NULL")
     )
-    address: Mapped[str] = mapped_column(INET, unique=True)
+    address: Mapped[str] = mapped_column(INET)
     ptr_hostname: Mapped[str | None] = mapped_column(String(253))  # its server's HELO name
     # Reverse DNS at the last check (services/reputation.py): the PTR name seen, and whether it
     # resolves back to the address and is the HELO name (PENDING/VERIFIED/MISMATCH/MISSING).
@@ -131,6 +146,7 @@ class SmtpIpAddress(UUIDPrimaryKey, TenantOwned, Timestamps, Guarded, Base):
     reputation_score: Mapped[int] = mapped_column(default=100, server_default="100")
     blacklisted_on: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    monthly_cost_cents: Mapped[int | None] = mapped_column()
 
 
 class Domain(UUIDPrimaryKey, TenantOwned, Timestamps, Guarded, Base):
@@ -171,6 +187,10 @@ class Domain(UUIDPrimaryKey, TenantOwned, Timestamps, Guarded, Base):
     dkim_retire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     blacklisted_on: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
     reputation_score: Mapped[int] = mapped_column(default=100, server_default="100")
+    # Once its accounts send from a VPS of the tenant's: the MX it publishes (the VPS's name;
+    # None: the platform's inbound host) and the addresses its SPF names.
+    mx_host: Mapped[str | None] = mapped_column(String(253))
+    spf_ips: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
 
 
 class EmailAccount(UUIDPrimaryKey, TenantOwned, Timestamps, Base):

@@ -279,6 +279,7 @@ class Settings(BaseSettings):
     # send through the platform relay, the development sink), and what it says they cost.
     local_hosting_regions: list[str] = ["local"]
     local_hosting_network: str = "127.77.0.0/24"
+    local_hosting_state: Path | None = None  # None: data_dir / "local-hosting.json"
     local_hosting_ssh: str = ""  # host:port
     local_hosting_admin_url: str = ""
     local_hosting_vps_monthly_cost_cents: int = Field(default=0, ge=0)
@@ -300,6 +301,7 @@ class Settings(BaseSettings):
     vps_ssh_known_hosts: Path | None = None
     vps_ssh_timeout_seconds: float = Field(default=60.0, gt=0)
     vps_submission_port: int = 587
+    vps_tls_ca_file: Path | None = None  # CA certificates for the VPS's TLS (None: the system's)
     vps_imap_port: int = 993
     vps_smtp_ready_seconds: float = Field(default=300.0, gt=0)  # after `docker compose up -d`
     # The state machine: each step is tried provisioning_attempts times (the queue's backoff

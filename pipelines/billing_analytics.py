@@ -1,6 +1,8 @@
 """billing_analytics: platform figures per UTC day and plan (staff's, no tenant): subscriptions
 active and their monthly recurring revenue, subscriptions started and canceled, revenue and
-failed payments.
+failed payments; and per tenant, today, its sending infrastructure's monthly cost against its
+subscription's monthly price (analytics.infrastructure_costs, which the infra_cost_high alert
+reads).
 
 extract: app.subscriptions, app.payments and app.plans as they are now (OLTP tier)
 transform: each day's figures from scratch, for the days the changes since the last run touch
@@ -50,6 +52,7 @@ def refresh(run: Run, *, full: bool = False, since: date | None = None) -> None:
     changed = fetch(oltp, statement(SQL, "billing_changes"), (seen_after,)).row(0, named=True)
     run.watermark.last_at = max((t for t in (mark, changed["last_at"]) if t), default=None)
     today = run.started.date()
+    _infrastructure(run, oltp, today)
     first = _first_day(run, changed["touched_from"], since, today if mark else None)
     if first is None:  # nothing to count yet
         return
@@ -61,6 +64,20 @@ def refresh(run: Run, *, full: bool = False, since: date | None = None) -> None:
     # load
     execute(run.olap, "DELETE FROM analytics.billing_analytics WHERE day >= $1::date", (first,))
     run.upsert(rows, SQL, "upsert_billing_analytics")
+
+
+def _infrastructure(run: Run, oltp, today: date) -> None:
+    """Today's infrastructure costs per tenant, against its revenue: the tenants' VPS instances
+    and IPs as they are now, so today's rows are written again on every run and past days keep
+    what they were."""
+    held = fetch(oltp, statement(SQL, "billing_infrastructure"))
+    run.result.rows_read += len(held)
+    rows = held.with_columns(
+        pl.lit(today).alias("day"), pl.col("plan").fill_null(NO_PLAN.bytes)
+    ).select("tenant", "day", "plan", "vps_instances", "sending_ips", "infra_cost_cents",
+             "mrr_cents")  # fmt: skip
+    execute(run.olap, "DELETE FROM analytics.infrastructure_costs WHERE day = $1::date", (today,))
+    run.upsert(rows, SQL, "upsert_infrastructure_costs")
 
 
 def _first_day(

@@ -145,6 +145,21 @@ async def platform_conditions(db: Database, settings: Settings) -> list[Conditio
             statement("alert_conditions.sql", "lagging_pipelines"),
             settings.alert_pipeline_lag_seconds,
         )
+    async with db.system_session("analytics") as session:
+        expensive = await (await driver_connection(session)).fetch(
+            statement("alert_conditions.sql", "infrastructure_costs"),
+            settings.infra_cost_alert_ratio,
+        )
+    for row in expensive:
+        cost, revenue = row["infra_cost_cents"], row["mrr_cents"]
+        share = f"{cost / revenue:.0%} of" if revenue else "with no"
+        found.append(Condition(
+            "infra_cost_high", str(row["tenant_id"]),
+            f"tenant {row['tenant_id']}: its sending infrastructure costs {cost / 100:.2f} a "
+            f"month, {share} its revenue of {revenue / 100:.2f} a month (the target is at "
+            f"most {settings.infra_cost_alert_ratio:.0%})",
+            {"infra_cost_cents": cost, "mrr_cents": revenue},
+        ))  # fmt: skip
     for row in lagging:
         found.append(Condition(
             "pipeline_lag", row["pipeline"],

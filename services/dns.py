@@ -294,7 +294,7 @@ async def check_records(
             resolver, r["host"], domain.dkim_retiring_public_key or ""
         ),
         "dmarc": lambda r: check_dmarc(resolver, domain.name),
-        "mx": lambda r: check_mx(resolver, r["host"], settings.mx_host),
+        "mx": lambda r: check_mx(resolver, r["host"], domain.mx_host or settings.mx_host),
         "return_path": lambda r: check_cname(resolver, r["host"], r["value"]),
         "tracking": lambda r: check_cname(resolver, r["host"], r["value"]),
     }

@@ -153,16 +153,28 @@ def normalise_name(raw: str) -> str:
 
 
 def dns_records(
-    settings: Settings, name: str, selector: str, public_key: str
+    settings: Settings,
+    name: str,
+    selector: str,
+    public_key: str,
+    *,
+    mx_host: str | None = None,
+    spf_ips: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """What the tenant publishes. Hosts are fully qualified, without the trailing dot. The DKIM
-    value is one logical string: DNS splits it into 255-byte strings, a check joins them."""
+    value is one logical string: DNS splits it into 255-byte strings, a check joins them. Once
+    the domain's accounts send from a VPS of the tenant's, its SPF names the VPS's addresses
+    and its MX is the VPS (`spf_ips`, `mx_host`)."""
+    addresses = " ".join(f"ip{6 if ':' in ip else 4}:{ip}" for ip in spf_ips or [])
+    spf = f"v=spf1 {addresses + ' ' if addresses else ''}include:{settings.spf_include} ~all"
+    mx = (mx_host or settings.mx_host).rstrip(".")
     return [
-        _record("spf", name, "TXT", f"v=spf1 include:{settings.spf_include} ~all"),
+        _record("spf", name, "TXT", spf),
         _record("dkim", f"{selector}._domainkey.{name}", "TXT", f"v=DKIM1; k=rsa; p={public_key}"),
         _record("dmarc", f"_dmarc.{name}", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{name}"),
-        # Replies, bounces and complaint reports to the domain reach the platform's inbound host.
-        _record("mx", name, "MX", f"{settings.mx_preference} {settings.mx_host.rstrip('.')}."),
+        # Replies, bounces and complaint reports to the domain reach the platform's inbound host
+        # (or the VPS's MailU, which the account's IMAP poll reads).
+        _record("mx", name, "MX", f"{settings.mx_preference} {mx}."),
         # The CNAME also answers the return path's MX and SPF lookups with the platform's.
         _record(
             "return_path",
@@ -177,7 +189,10 @@ def dns_records(
 def published_records(settings: Settings, domain: Domain) -> list[dict[str, Any]]:
     """What the domain should publish now: its records, and during a rotation the next key's
     record (`dkim_next`) or the replaced key's, until it is retired (`dkim_retiring`)."""
-    records = dns_records(settings, domain.name, domain.dkim_selector, domain.dkim_public_key or "")
+    records = dns_records(
+        settings, domain.name, domain.dkim_selector, domain.dkim_public_key or "",
+        mx_host=domain.mx_host, spf_ips=list(domain.spf_ips or []),
+    )  # fmt: skip
     for kind, selector, key in (
         ("dkim_next", domain.dkim_next_selector, domain.dkim_next_public_key),
         ("dkim_retiring", domain.dkim_retiring_selector, domain.dkim_retiring_public_key),

@@ -48,6 +48,7 @@ import ipaddress
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -168,7 +169,8 @@ NOTHING_BOUGHT = {"instances": 0, "ips": 0}
 
 
 class LocalProvider:
-    """Development: instances that exist only in `data_dir/local-hosting.json`, active at once,
+    """Development: instances that exist only in a JSON file (`local_hosting_state`, by default
+    `data_dir/local-hosting.json`), active at once,
     whose addresses are the lowest free host addresses of local_hosting_network (loopback
     addresses this machine answers on). Several processes share the file: each change is one
     read-modify-write under an exclusive lock, written by replacing the file. The file also
@@ -179,7 +181,7 @@ class LocalProvider:
     def __init__(self, settings: Settings, publish_ptr: PublishPtr | None = None) -> None:
         self.settings = settings
         self.publish_ptr = publish_ptr
-        self.path = settings.data_dir / "local-hosting.json"
+        self.path = settings.local_hosting_state or settings.data_dir / "local-hosting.json"
         self.network = ipaddress.ip_network(settings.local_hosting_network)
         self.vps_monthly_cost_cents = settings.local_hosting_vps_monthly_cost_cents
         self.ip_monthly_cost_cents = settings.local_hosting_ip_monthly_cost_cents
@@ -204,8 +206,9 @@ class LocalProvider:
             raise _unknown_region(region, self.settings.local_hosting_regions)
 
         def create(state: dict[str, Any]) -> Instance:
-            provider_id = str(state["next_id"])
-            state["next_id"] += 1
+            # Unique beyond this file (a fresh state file must not reuse an id the platform
+            # still records for a deleted instance).
+            provider_id = f"local-{uuid.uuid4().hex[:12]}"
             held = {"label": label, "region": region, "addresses": [self._free_address(state)]}
             state["instances"][provider_id] = held
             state["purchases"]["instances"] += 1
@@ -327,7 +330,7 @@ class LocalProvider:
         try:
             return json.loads(self.path.read_text())
         except FileNotFoundError:
-            return {"next_id": 1, "instances": {}, "ptr": {}, "purchases": NOTHING_BOUGHT.copy()}
+            return {"instances": {}, "ptr": {}, "purchases": NOTHING_BOUGHT.copy()}
 
     def _save(self, state: dict[str, Any]) -> None:
         """Replaced whole: a reader without the lock sees the old file or the new one."""

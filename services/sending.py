@@ -469,12 +469,12 @@ def _route(settings: Settings, world: World, sends: list[Send]) -> list[Send]:
     password cannot be decrypted) fails its own sends."""
     routes: dict[uuid.UUID, tuple[smtp.Server, str] | Exception] = {}
     for account in {world.accounts[send.account_id] for send in sends}:
+        ip = world.ips.get(account.ip_id) if account.ip_id else None
         try:
-            server = server_for(settings, account)
+            server = server_for(settings, account, ip)
         except Exception as e:
             routes[account.id] = e
             continue
-        ip = world.ips.get(account.ip_id) if account.ip_id else None
         routes[account.id] = server, send_limits.ip_key(server, ip)
     for send in sends:
         route = routes[send.account_id]
@@ -684,17 +684,26 @@ def _tracked_link(settings: Settings, message_id: uuid.UUID, url: str) -> str:
         return url
 
 
-def server_for(settings: Settings, account: EmailAccount) -> smtp.Server:
-    """The SMTP server the account sends through: its own, else the platform relay."""
+def server_for(
+    settings: Settings, account: EmailAccount, ip: SmtpIpAddress | None = None
+) -> smtp.Server:
+    """The SMTP server the account sends through: its own, else the platform relay. On its
+    VPS (an IP of a VPS): the submission port, STARTTLS required, greeting with its IP's HELO
+    name."""
+    on_vps = ip is not None and ip.vps_id is not None and account.smtp_host is not None
     if account.smtp_host:
         return smtp.Server(
             account.smtp_host,
             account.smtp_port or 587,
             account.smtp_username or account.address,
             accounts.smtp_password(settings, account),
+            require_tls=on_vps,
             connections=settings.smtp_pool_size,
             timeouts=_timeouts(settings),
-        )
+            local_hostname=ip.ptr_hostname if on_vps and ip is not None else None,
+            cert_bundle=str(settings.vps_tls_ca_file) if on_vps and settings.vps_tls_ca_file
+            else None,
+        )  # fmt: skip
     return relay_server(settings)
 
 

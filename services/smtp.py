@@ -47,6 +47,10 @@ class Server:
     require_tls: bool = False
     connections: int = 8  # transactions to this server at once, per process
     timeouts: Timeouts = Timeouts()
+    # The name this client greets with (None: the machine's), and the CA certificates its TLS
+    # certificate is checked against (None: the system's).
+    local_hostname: str | None = None
+    cert_bundle: str | None = None
 
 
 # --- the outcome rule ------------------------------------------------------------------------
@@ -191,6 +195,7 @@ async def connect(server: Server) -> aiosmtplib.SMTP:
     smtp = aiosmtplib.SMTP(
         hostname=server.host, port=server.port, timeout=server.timeouts.connect,
         start_tls=True if server.require_tls else None,  # None: upgrade when offered
+        local_hostname=server.local_hostname, cert_bundle=server.cert_bundle,
     )  # fmt: skip
     try:
         await smtp.connect()

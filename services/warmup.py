@@ -422,7 +422,7 @@ async def send(
         if why is not None:
             message.status, message.smtp_response = STATUS.CANCELLED, why
             return f"skipped: {why}"
-    server = sending.server_for(settings, sender)
+    server = sending.server_for(settings, sender, ip)
     [full] = await send_limits.take_slots(settings, redis, [
         send_limits.Route(sender.tenant_id, domain.id, send_limits.ip_key(server, ip), sender.id,
                           recipient.address.rpartition("@")[2], send_limits.share(domain, ip))

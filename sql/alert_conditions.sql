@@ -40,3 +40,11 @@ LIMIT 5;
 SELECT pipeline, extract(epoch FROM now() - last_ok_at)::float8 AS lag, last_error
 FROM analytics.pipeline_watermarks
 WHERE last_ok_at < now() - make_interval(secs => $1);
+
+-- name: infrastructure_costs
+-- Tenants whose infrastructure costs more than $1 of their revenue a month, on the latest day
+-- the billing_analytics pipeline wrote.
+SELECT tenant_id, infra_cost_cents, mrr_cents
+FROM analytics.infrastructure_costs
+WHERE day = (SELECT max(day) FROM analytics.infrastructure_costs)
+  AND infra_cost_cents > 0 AND infra_cost_cents > $1 * mrr_cents;

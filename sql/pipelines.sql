@@ -315,3 +315,43 @@ ON CONFLICT (hour, tier) DO UPDATE SET
     finished = EXCLUDED.finished, failed = EXCLUDED.failed, dead = EXCLUDED.dead,
     wait_p50_ms = EXCLUDED.wait_p50_ms, wait_p95_ms = EXCLUDED.wait_p95_ms,
     run_p50_ms = EXCLUDED.run_p50_ms, run_p95_ms = EXCLUDED.run_p95_ms, updated_at = now();
+
+-- name: billing_infrastructure
+-- Each tenant holding sending infrastructure now (VPS instances neither failed nor
+-- decommissioned, IPs not released): how many, their monthly cost, its plan (its paying
+-- subscription's, else the tenant's), and that subscription's monthly price (0: none paying).
+WITH vps AS (
+    SELECT tenant_id, count(*) AS n, coalesce(sum(monthly_cost_cents), 0) AS cents
+    FROM app.vps_instances WHERE status NOT IN ('FAILED', 'DECOMMISSIONED') GROUP BY tenant_id
+), ips AS (
+    SELECT tenant_id, count(*) AS n, coalesce(sum(monthly_cost_cents), 0) AS cents
+    FROM app.smtp_ip_addresses WHERE status <> 'RELEASED' GROUP BY tenant_id
+), paying AS (
+    SELECT DISTINCT ON (s.tenant_id) s.tenant_id, s.plan_id,
+           (CASE WHEN pl.interval = 'year' THEN round(pl.price_cents / 12.0)
+                 ELSE pl.price_cents END)::bigint AS monthly_cents
+    FROM app.subscriptions s JOIN app.plans pl ON pl.id = s.plan_id
+    WHERE s.status IN ('ACTIVE', 'PAST_DUE', 'GRACE')
+    ORDER BY s.tenant_id, s.created_at DESC
+)
+SELECT uuid_send(t.id) AS tenant, uuid_send(coalesce(p.plan_id, t.plan_id)) AS plan,
+       coalesce(v.n, 0)::int AS vps_instances, coalesce(i.n, 0)::int AS sending_ips,
+       (coalesce(v.cents, 0) + coalesce(i.cents, 0))::bigint AS infra_cost_cents,
+       coalesce(p.monthly_cents, 0)::bigint AS mrr_cents
+FROM (SELECT tenant_id FROM vps UNION SELECT tenant_id FROM ips) held
+JOIN app.tenants t ON t.id = held.tenant_id
+LEFT JOIN vps v ON v.tenant_id = t.id
+LEFT JOIN ips i ON i.tenant_id = t.id
+LEFT JOIN paying p ON p.tenant_id = t.id;
+
+-- name: upsert_infrastructure_costs
+-- The day was cleared first: its rows are the tenants' infrastructure now.
+INSERT INTO analytics.infrastructure_costs AS t (
+    tenant_id, day, plan_id, vps_instances, sending_ips, infra_cost_cents, mrr_cents
+)
+SELECT s.tenant, s.day, s.plan, s.vps_instances, s.sending_ips, s.infra_cost_cents, s.mrr_cents
+FROM pg_temp.staging s
+ON CONFLICT (tenant_id, day) DO UPDATE SET
+    plan_id = EXCLUDED.plan_id, vps_instances = EXCLUDED.vps_instances,
+    sending_ips = EXCLUDED.sending_ips, infra_cost_cents = EXCLUDED.infra_cost_cents,
+    mrr_cents = EXCLUDED.mrr_cents, updated_at = now();

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -39,6 +42,13 @@ def pytest_configure(config: pytest.Config) -> None:
     _state["started"] = services.started
     # The queue's keys of this session, apart from any other user of the same Redis.
     os.environ["PENGUINMAILS_REDIS_NAMESPACE"] = f"pmtest-{uuid.uuid4().hex[:8]}"
+    # The local hosting provider's instances and the zone files DNS records are published to:
+    # this session's own, in a directory removed at its end.
+    infra = Path(tempfile.mkdtemp(prefix="pm-infra-"))
+    _state["infra_dir"] = infra
+    os.environ["PENGUINMAILS_LOCAL_HOSTING_STATE"] = str(infra / "local-hosting.json")
+    os.environ["PENGUINMAILS_LOCAL_HOSTING_NETWORK"] = "127.77.0.0/16"
+    os.environ["PENGUINMAILS_DNS_ZONE_DIR"] = str(infra / "zones")
     server_url = os.environ["DATABASE_URL"]
     name = f"pm_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
@@ -72,6 +82,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             )
         )
     embedded.stop_services(get_settings(), _state.get("started", []))
+    if "infra_dir" in _state:
+        shutil.rmtree(_state["infra_dir"], ignore_errors=True)
 
 
 async def _admin(server_url: str, sql: str) -> None:

@@ -13,7 +13,7 @@ answer 503 to everything. Every request is recorded.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
@@ -36,7 +36,8 @@ class Received(NamedTuple):
 
 class FakeMailu:
     def __init__(self, token: str = API_TOKEN) -> None:
-        self.token = token
+        # Or a function giving it: MailU's token is the one in the mailu.env deployed to it.
+        self.token: str | Callable[[], str | None] = token
         self.requests: list[Received] = []
         self.domains: set[str] = set()
         self.passwords: dict[str, str] = {}  # user address -> raw password
@@ -66,7 +67,8 @@ class FakeMailu:
             return body, _answer(503, "Service Unavailable")
         if not authorization:
             return body, _aborted(401, "A valid Authorization header is mandatory")
-        if authorization.removeprefix("Bearer ") != self.token:
+        token = self.token() if callable(self.token) else self.token
+        if authorization.removeprefix("Bearer ") != token:
             return body, _aborted(403, "Invalid API token")
         if request.method in ("POST", "PATCH") and not isinstance(body, dict):
             return body, _answer(400, "Input payload validation failed")

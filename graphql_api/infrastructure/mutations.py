@@ -1,4 +1,5 @@
-"""addDomain, verifyDomain, requestVps, acquireIp, createEmailAccount, setWarmup."""
+"""addDomain, verifyDomain, requestVps, acquireIp, releaseIp, decommissionVps,
+retryProvisioning, createEmailAccount, setWarmup."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from graphql_api.input_limits import (
     OptionalShort,
 )
 from graphql_api.permissions import IsAdmin, IsMember, allow
-from services import accounts, domains, infrastructure, warmup
+from services import accounts, deliverability_events, domains, provisioning, warmup
 from services.errors import DomainError
 
 
@@ -74,27 +75,88 @@ class InfrastructureMutation:
             return DomainPayload(errors=user_errors(e))
         return DomainPayload(domain=Domain.from_row(row))
 
-    @strawberry.mutation(extensions=allow(IsAdmin))
+    @strawberry.mutation(
+        extensions=allow(IsAdmin),
+        description="Starts provisioning a VPS; an unknown region is a REGION_UNKNOWN error.",
+    )
     async def request_vps(self, info: Info, region: OptionalShort = None) -> VpsPayload:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
-                row = await infrastructure.request_vps(session, access.tenant_id, region)
+                row = await provisioning.request_vps(
+                    session, info.context.settings, access.tenant_id, region,
+                    actor_user_id=access.user_id,
+                )  # fmt: skip
         except DomainError as e:
             return VpsPayload(errors=user_errors(e))
         return VpsPayload(vps=VpsInstance.from_row(row))
 
-    @strawberry.mutation(extensions=allow(IsAdmin))
+    @strawberry.mutation(
+        extensions=allow(IsAdmin),
+        description="Buys one more IP for a VPS whose server exists (configuring or active).",
+    )
     async def acquire_ip(self, info: Info, vps_id: strawberry.ID) -> SendingIpPayload:
         access = await info.context.require_access()
         try:
             async with info.context.tenant_session() as session:
-                row = await infrastructure.acquire_ip(
-                    session, access.tenant_id, decode_id(vps_id, "VpsInstance", "vpsId")
-                )
+                row = await provisioning.acquire_ip(
+                    session, info.context.settings, access.tenant_id,
+                    decode_id(vps_id, "VpsInstance", "vpsId"), actor_user_id=access.user_id,
+                )  # fmt: skip
         except DomainError as e:
             return SendingIpPayload(errors=user_errors(e))
         return SendingIpPayload(sending_ip=SendingIp.from_row(row))
+
+    @strawberry.mutation(
+        extensions=allow(IsAdmin),
+        description="Stops sending from the IP (its accounts move to the VPS's own address) "
+        "and gives it back to the provider.",
+    )
+    async def release_ip(self, info: Info, id: strawberry.ID) -> SendingIpPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                row = await provisioning.release_ip(
+                    session, info.context.settings, access.tenant_id,
+                    decode_id(id, "SendingIp", "id"), actor_user_id=access.user_id,
+                )  # fmt: skip
+        except DomainError as e:
+            return SendingIpPayload(errors=user_errors(e))
+        return SendingIpPayload(sending_ip=SendingIp.from_row(row))
+
+    @strawberry.mutation(
+        extensions=allow(IsAdmin),
+        description="Stops sending from the VPS at once, then deletes its server, gives back "
+        "its IPs and takes its records out of DNS.",
+    )
+    async def decommission_vps(self, info: Info, id: strawberry.ID) -> VpsPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                row, event = await provisioning.decommission_vps(
+                    session, info.context.settings, access.tenant_id,
+                    decode_id(id, "VpsInstance", "id"), actor_user_id=access.user_id,
+                )  # fmt: skip
+        except DomainError as e:
+            return VpsPayload(errors=user_errors(e))
+        await deliverability_events.publish(info.context.redis, [event] if event else [])
+        return VpsPayload(vps=VpsInstance.from_row(row))
+
+    @strawberry.mutation(
+        extensions=allow(IsAdmin), description="Resumes a FAILED VPS from the step that failed."
+    )
+    async def retry_provisioning(self, info: Info, id: strawberry.ID) -> VpsPayload:
+        access = await info.context.require_access()
+        try:
+            async with info.context.tenant_session() as session:
+                row, event = await provisioning.retry(
+                    session, info.context.settings, access.tenant_id,
+                    decode_id(id, "VpsInstance", "id"), actor_user_id=access.user_id,
+                )  # fmt: skip
+        except DomainError as e:
+            return VpsPayload(errors=user_errors(e))
+        await deliverability_events.publish(info.context.redis, [event])
+        return VpsPayload(vps=VpsInstance.from_row(row))
 
     @strawberry.mutation(extensions=allow(IsMember))
     async def create_email_account(

@@ -124,6 +124,12 @@ class SendingIp(Node):
     def ptr_status(self) -> DnsRecordStatus:
         return DnsRecordStatus(self.row.ptr_status)
 
+    @strawberry.field(
+        description="What the IP costs a month (0: the VPS's own address, in its price)."
+    )
+    def monthly_cost_cents(self) -> int | None:
+        return self.row.monthly_cost_cents
+
     @strawberry.field
     def guard(self) -> SendingGuard:
         return infra.Guard(self.row.guard)
@@ -164,6 +170,21 @@ class VpsInstance(Node):
     @strawberry.field
     async def ips(self, info: Info) -> list[SendingIp]:
         return await info.context.loaders.ips_by_vps.load(self.row.id)
+
+    @strawberry.field(description="The provisioning step that failed (a VpsStatus name).")
+    def failed_step(self) -> str | None:
+        return self.row.failed_step
+
+    @strawberry.field(
+        description="Why the VPS failed, or what its current step is waiting for or failed "
+        "with last (it is retried)."
+    )
+    def failure_reason(self) -> str | None:
+        return self.row.failure_reason
+
+    @strawberry.field(description="What the server costs a month, from the provider's plan.")
+    def monthly_cost_cents(self) -> int | None:
+        return self.row.monthly_cost_cents
 
 
 @strawberry.type

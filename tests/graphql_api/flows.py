@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
@@ -172,12 +173,35 @@ async def build_estate(api: Api, db: Database, account: Account, prefix: str) ->
         "importLeads",
     )
     assert imported["imported"] == 20, imported
-    estate.vps = (await call(api, account, REQUEST_VPS, {"region": "eu-west"}, "requestVps"))["vps"]
+    estate.vps = (await call(api, account, REQUEST_VPS, {"region": None}, "requestVps"))["vps"]
+    await _provision_instance(db, estate.vps["id"])  # an IP is bought once the server exists
     estate.sending_ip = (
         await call(api, account, ACQUIRE_IP, {"vpsId": estate.vps["id"]}, "acquireIp")
     )["sendingIp"]
     estate.invitation = await invite(api, account, f"{prefix}-invitee@example.com")
     return estate
+
+
+async def _provision_instance(db: Database, vps_id: str) -> None:
+    """The VPS's first step, as a worker runs it: its instance at the (local) provider."""
+    from redis.asyncio import Redis
+
+    from graphql_api.ids import decode_id
+    from tests.provisioning import run_step
+
+    redis = Redis.from_url(db.settings.redis_url)
+    try:
+        tenant = await _tenant_of_vps(db, decode_id(vps_id, "VpsInstance", "id"))
+        await run_step(db, db.settings, redis, tenant, decode_id(vps_id, "VpsInstance", "id"))
+    finally:
+        await redis.aclose()
+
+
+async def _tenant_of_vps(db: Database, vps_id) -> uuid.UUID:
+    from models.infrastructure import VpsInstance
+
+    async with db.system_session() as s:
+        return (await s.get_one(VpsInstance, vps_id)).tenant_id
 
 
 async def sending_account(api: Api, db: Database, prefix: str) -> tuple[Account, str, str]:

@@ -85,7 +85,7 @@ async def test_a_client_can_set_up_import_launch_pause_and_read_everything_back(
         "emailsLimit": None,
         "domains": 1,
         "emailAccounts": 1,
-        "ips": 1,
+        "ips": 2,  # the VPS's own address and the one bought for it
         "seats": 2,  # the owner and the estate's pending invitation, which holds a seat
     }
     assert data["emailAccounts"]["edges"][0]["node"] == {
@@ -93,7 +93,7 @@ async def test_a_client_can_set_up_import_launch_pause_and_read_everything_back(
         "warmup": {"enabled": False},
         "sentToday": 0,
     }
-    assert data["sendingIps"][0]["vps"]["region"] == "eu-west"
+    assert data["sendingIps"][0]["vps"]["region"] == "local"  # the provider's default
     campaign = data["campaigns"]["edges"][0]["node"]
     assert campaign["steps"][0]["template"]["name"] == "flow intro"
     assert campaign["accounts"] == [{"address": "hello@flow-mail.example"}]
@@ -295,9 +295,8 @@ async def test_set_warmup_and_verify_domain_report_their_new_state(api: Api, db:
     )
     assert verify == {"domain": {"status": "PENDING"}, "errors": []}
     status = await api.gql("{ queueStatus { queued tiers { name ready } } }", token=account.token)
-    assert {"name": "high", "ready": 1} in status["data"]["queueStatus"][
-        "tiers"
-    ]  # the verification job
+    # The verification job, the VPS's next step and the configuration of the IP bought for it.
+    assert {"name": "high", "ready": 3} in status["data"]["queueStatus"]["tiers"]
 
 
 async def test_queries_refuse_bad_ranges_pages_and_cursors_with_a_clear_message(api: Api) -> None:

@@ -98,7 +98,7 @@ class Olap:
             self.execute(
                 "INSERT INTO app.smtp_ip_addresses (tenant_id, address)"
                 " SELECT tenant_id, $2::inet FROM app.email_accounts WHERE id = $1::uuid"
-                " ON CONFLICT (address) DO NOTHING",
+                " ON CONFLICT (address) WHERE status <> 'RELEASED' DO NOTHING",
                 str(account), ip,
             )  # fmt: skip
         self.execute(

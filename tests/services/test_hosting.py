@@ -309,6 +309,7 @@ def local_settings(settings: Settings, data_dir: Path, **more: object) -> Settin
     return settings.model_copy(
         update={
             "data_dir": data_dir,
+            "local_hosting_state": None,
             "local_hosting_network": "127.77.0.0/29",
             "local_hosting_regions": ["local", "local-2"],
             "local_hosting_ssh": "",

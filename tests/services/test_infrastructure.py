@@ -1,27 +1,36 @@
-"""VPS instances and sending IPs: requests, plan limits and address allocation."""
+"""VPS instances and sending IPs: requests, plan limits, buying and releasing IPs, and how a
+step's failure is recorded, retried, ends the VPS FAILED and is resumed by hand."""
 
 from __future__ import annotations
 
-import ipaddress
-import itertools
-import random
+import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from redis.asyncio import Redis
+from sqlalchemy import select, update
 
+from jobs.registry import PermanentJobError
 from models.billing import Plan
-from models.infrastructure import IpStatus, SmtpIpAddress, VpsInstance, VpsStatus
+from models.infrastructure import (
+    EmailAccount,
+    IpStatus,
+    SmtpIpAddress,
+    VpsInstance,
+    VpsStatus,
+)
 from models.queue import Job
 from models.sessions import Database
 from models.tenancy import Tenant
-from services import infrastructure
+from penguinmails.settings import Settings
+from services import accounts, domains, provisioning
 from services.errors import DomainError
-from services.infrastructure import LocalProvider, acquire_ip, request_vps
+from services.hosting import LocalProvider
+from tests.dns_server import DnsServer
 from tests.factories import create_tenant
-
-BENCHMARKING = ipaddress.ip_network("198.18.0.0/15")
+from tests.provisioning import queued_job, run_job, run_step, status_of
+from tests.ssh_server import Failure, ssh_server
 
 
 async def _tenant_on_plan(db: Database, *, ips: int = 2) -> uuid.UUID:
@@ -37,24 +46,23 @@ async def _tenant_on_plan(db: Database, *, ips: int = 2) -> uuid.UUID:
     return tenant
 
 
-async def _vps(db: Database, tenant: uuid.UUID, status: VpsStatus = VpsStatus.ACTIVE) -> uuid.UUID:
-    async with db.system_session() as s:
-        vps = VpsInstance(tenant_id=tenant, provider="local", status=status)
-        s.add(vps)
-        await s.flush()
-    return vps.id
-
-
-async def _request(db: Database, tenant: uuid.UUID, region: str | None = None) -> VpsInstance:
+async def _request(db: Database, settings: Settings, tenant: uuid.UUID, region=None):
     async with db.tenant_session(tenant) as s:
-        return await request_vps(s, tenant_id=tenant, region=region)
+        return await provisioning.request_vps(s, settings, tenant, region)
 
 
-async def _acquire(
-    db: Database, tenant: uuid.UUID, vps_id: uuid.UUID, provider=None
-) -> SmtpIpAddress:
+async def _acquire(db: Database, settings: Settings, tenant: uuid.UUID, vps_id: uuid.UUID):
     async with db.tenant_session(tenant) as s:
-        return await acquire_ip(s, tenant_id=tenant, vps_id=vps_id, provider=provider)
+        return await provisioning.acquire_ip(s, settings, tenant, vps_id)
+
+
+async def _provisioned(
+    db: Database, settings: Settings, redis: Redis, tenant: uuid.UUID
+) -> VpsInstance:
+    """A VPS whose instance exists (CONFIGURING_SMTP), with the local provider."""
+    vps = await _request(db, settings, tenant)
+    assert await run_step(db, settings, redis, tenant, vps.id) == VpsStatus.CONFIGURING_SMTP
+    return await status_of(db, tenant, vps.id)
 
 
 async def _jobs(db: Database, tenant: uuid.UUID, kind: str) -> list[dict]:
@@ -62,54 +70,44 @@ async def _jobs(db: Database, tenant: uuid.UUID, kind: str) -> list[dict]:
         return [job.payload for job in await s.scalars(select(Job).where(Job.kind == kind))]
 
 
-class FixedPool:
-    """A provider offering the same few addresses over and over (documentation range)."""
-
-    name = "local"
-
-    def __init__(self, addresses: list[str]) -> None:
-        self.offers = itertools.cycle(addresses)
-        self.calls = 0
-
-    async def allocate_ip(self, vps: VpsInstance) -> str:
-        self.calls += 1
-        return next(self.offers)
+async def _set_status(db: Database, vps_id: uuid.UUID, status: VpsStatus) -> None:
+    async with db.system_session() as s:
+        await s.execute(update(VpsInstance).where(VpsInstance.id == vps_id).values(status=status))
 
 
-async def test_requesting_a_vps_records_it_and_queues_its_provisioning(db: Database):
+async def test_requesting_a_vps_records_it_and_queues_its_first_step(
+    db: Database, settings: Settings
+):
     tenant = await _tenant_on_plan(db)
 
-    vps = await _request(db, tenant, region=" Dallas ")
+    vps = await _request(db, settings, tenant, region=" Local ")
 
     async with db.tenant_session(tenant) as s:
         stored = await s.get_one(VpsInstance, vps.id)
-    assert (stored.provider, stored.region, stored.status) == ("local", "dallas", "REQUESTED")
-    assert await _jobs(db, tenant, "provision_vps") == [{"vps_id": str(vps.id)}]
+    assert (stored.provider, stored.region, stored.status) == ("local", "local", "REQUESTED")
+    assert await _jobs(db, tenant, "provision_vps") == [
+        {"vps_id": str(vps.id), "step": "PROVISIONING"}
+    ]
 
 
-async def test_a_vps_requested_without_a_region_leaves_it_to_the_provider(db: Database):
-    tenant = await _tenant_on_plan(db)
-
-    vps = await _request(db, tenant, region=None)
-
-    assert vps.region is None
-
-
-@pytest.mark.parametrize("region", ["new york", "dallas/1", "-dallas", "x" * 65])
-async def test_a_malformed_region_is_refused(db: Database, region: str):
+@pytest.mark.parametrize("region", ["new york", "dallas/1", "x" * 65])
+async def test_a_region_the_provider_does_not_serve_is_refused(
+    db: Database, settings: Settings, region: str
+):
     tenant = await _tenant_on_plan(db)
 
     with pytest.raises(DomainError) as raised:
-        await _request(db, tenant, region=region)
+        await _request(db, settings, tenant, region=region)
 
-    assert (raised.value.code, raised.value.field) == ("REGION_INVALID", "region")
+    assert (raised.value.code, raised.value.field) == ("REGION_UNKNOWN", "region")
+    assert await _jobs(db, tenant, "provision_vps") == []
 
 
-async def test_a_plan_without_sending_ips_cannot_have_a_vps(db: Database):
+async def test_a_plan_without_sending_ips_cannot_have_a_vps(db: Database, settings: Settings):
     tenant = await _tenant_on_plan(db, ips=0)
 
     with pytest.raises(DomainError) as raised:
-        await _request(db, tenant)
+        await _request(db, settings, tenant)
 
     assert raised.value.code == "PLAN_LIMIT_IPS"
     assert "Test plan includes no sending IPs" in raised.value.message
@@ -117,47 +115,43 @@ async def test_a_plan_without_sending_ips_cannot_have_a_vps(db: Database):
 
 
 async def test_vps_instances_in_use_are_capped_by_the_ip_limit_and_gone_ones_do_not_count(
-    db: Database,
+    db: Database, settings: Settings
 ):
     tenant = await _tenant_on_plan(db, ips=1)
-    first = await _request(db, tenant)
+    first = await _request(db, settings, tenant)
     with pytest.raises(DomainError) as raised:
-        await _request(db, tenant)
-    async with db.system_session() as s:
-        await s.execute(
-            update(VpsInstance)
-            .where(VpsInstance.id == first.id)
-            .values(status=VpsStatus.DECOMMISSIONED)
-        )
+        await _request(db, settings, tenant)
+    await _set_status(db, first.id, VpsStatus.DECOMMISSIONED)
 
-    second = await _request(db, tenant)
+    second = await _request(db, settings, tenant)
 
     assert raised.value.code == "PLAN_LIMIT_IPS"
     assert second.id != first.id
 
 
-async def test_acquiring_an_ip_allocates_a_pending_address_and_queues_its_configuration(
-    db: Database,
+async def test_an_ip_is_bought_for_a_vps_whose_server_exists_and_its_configuration_queued(
+    db: Database, settings: Settings, redis: Redis
 ):
-    tenant = await _tenant_on_plan(db)
-    vps_id = await _vps(db, tenant)
+    tenant = await _tenant_on_plan(db, ips=3)
+    vps = await _provisioned(db, settings, redis, tenant)
 
-    ip = await _acquire(db, tenant, vps_id)  # the VPS's own provider: local
+    ip = await _acquire(db, settings, tenant, vps.id)
 
-    async with db.tenant_session(tenant) as s:
-        stored = await s.get_one(SmtpIpAddress, ip.id)
-    assert ipaddress.ip_address(stored.address) in BENCHMARKING
-    assert (stored.status, stored.vps_id) == (IpStatus.PENDING, vps_id)
-    assert await _jobs(db, tenant, "configure_ip") == [{"ip_id": str(ip.id)}]
+    listed = await LocalProvider(settings).list_ips(vps.provider_id)
+    assert listed == [str(vps.primary_ip), str(ip.address)]
+    assert (ip.status, ip.vps_id) == (IpStatus.PENDING, vps.id)
+    assert ip.ptr_hostname == provisioning.helo_name(settings, str(ip.address))
+    assert await _jobs(db, tenant, "configure_ip") == [{"vps_id": str(vps.id), "ip_id": str(ip.id)}]
 
 
-async def test_acquiring_an_ip_on_another_tenants_vps_is_refused_as_not_found(db: Database):
-    owner = await _tenant_on_plan(db)
-    vps_id = await _vps(db, owner)
+async def test_an_ip_on_another_tenants_vps_is_refused_as_not_found(
+    db: Database, settings: Settings, redis: Redis
+):
+    vps = await _provisioned(db, settings, redis, await _tenant_on_plan(db))
     other = await _tenant_on_plan(db)
 
     with pytest.raises(DomainError) as raised:
-        await _acquire(db, other, vps_id)
+        await _acquire(db, settings, other, vps.id)
 
     assert (raised.value.code, raised.value.field) == ("NOT_FOUND", "vpsId")
 
@@ -166,76 +160,139 @@ async def test_acquiring_an_ip_on_another_tenants_vps_is_refused_as_not_found(db
     "status", [VpsStatus.FAILED, VpsStatus.DECOMMISSIONED, VpsStatus.SUSPENDED]
 )
 async def test_a_vps_that_failed_or_is_gone_or_suspended_takes_no_new_ip(
-    db: Database, status: VpsStatus
+    db: Database, settings: Settings, redis: Redis, status: VpsStatus
 ):
     tenant = await _tenant_on_plan(db)
-    vps_id = await _vps(db, tenant, status)
+    vps = await _provisioned(db, settings, redis, tenant)
+    await _set_status(db, vps.id, status)
 
     with pytest.raises(DomainError) as raised:
-        await _acquire(db, tenant, vps_id)
+        await _acquire(db, settings, tenant, vps.id)
 
-    assert (raised.value.code, raised.value.field) == ("VPS_NOT_USABLE", "vpsId")
+    assert (raised.value.code, raised.value.field) == ("VPS_NOT_READY", "vpsId")
 
 
-async def test_the_ip_limit_counts_every_ip_the_tenant_holds_but_released_ones(db: Database):
+async def test_the_ip_limit_counts_every_ip_held_the_vps_address_too_but_not_released_ones(
+    db: Database, settings: Settings, redis: Redis
+):
     tenant = await _tenant_on_plan(db, ips=2)
-    vps_id = await _vps(db, tenant)
-    first = await _acquire(db, tenant, vps_id)
-    await _acquire(db, tenant, vps_id)
+    vps = await _provisioned(db, settings, redis, tenant)  # its own address is the first
+    second = await _acquire(db, settings, tenant, vps.id)
     with pytest.raises(DomainError) as raised:
-        await _acquire(db, tenant, vps_id)
+        await _acquire(db, settings, tenant, vps.id)
     async with db.tenant_session(tenant) as s:
-        await s.execute(
-            update(SmtpIpAddress)
-            .where(SmtpIpAddress.id == first.id)
-            .values(status=IpStatus.RELEASED)
-        )
+        await provisioning.release_ip(s, settings, tenant, second.id)
 
-    third = await _acquire(db, tenant, vps_id)
+    third = await _acquire(db, settings, tenant, vps.id)
 
     assert raised.value.code == "PLAN_LIMIT_IPS"
     assert "Test plan allows 2 sending IPs" in raised.value.message
     assert third.status == IpStatus.PENDING
 
 
-async def test_an_address_another_tenant_holds_is_skipped(db: Database):
-    first_offer = str(BENCHMARKING[random.Random(42).randrange(1, BENCHMARKING.num_addresses - 1)])
-    holder = await _tenant_on_plan(db)
-    async with db.system_session() as s:
-        await s.execute(
-            insert(SmtpIpAddress)
-            .values(tenant_id=holder, address=first_offer)
-            .on_conflict_do_nothing()
-        )
-    tenant = await _tenant_on_plan(db)
-    vps_id = await _vps(db, tenant)
-
-    ip = await _acquire(db, tenant, vps_id, LocalProvider(random.Random(42)))
-
-    assert str(ip.address) != first_offer
-    assert ipaddress.ip_address(ip.address) in BENCHMARKING
-
-
-async def test_addresses_are_never_shared_between_tenants_and_running_out_is_an_error(
-    db: Database,
+async def test_releasing_an_ip_moves_its_accounts_to_the_vps_address_and_gives_it_back(
+    db: Database, settings: Settings, redis: Redis
 ):
-    pool = FixedPool(["203.0.113.1", "203.0.113.2", "203.0.113.3"])
-    a, b = await _tenant_on_plan(db, ips=5), await _tenant_on_plan(db, ips=5)
-    vps_a, vps_b = await _vps(db, a), await _vps(db, b)
+    tenant = await _tenant_on_plan(db, ips=3)
+    vps = await _provisioned(db, settings, redis, tenant)
+    ip = await _acquire(db, settings, tenant, vps.id)
+    async with db.tenant_session(tenant) as s:
+        domain = await domains.add_domain(s, settings, tenant, f"r{tenant.hex[:8]}.example")
+        account = await accounts.create_email_account(s, settings, tenant, domain.id, "a")
+        account.ip_id = ip.id
+        primary = await s.scalar(
+            select(SmtpIpAddress).where(SmtpIpAddress.address == str(vps.primary_ip))
+        )
+    async with db.tenant_session(tenant) as s:
+        with pytest.raises(DomainError) as own:
+            await provisioning.release_ip(s, settings, tenant, primary.id)
+        released = await provisioning.release_ip(s, settings, tenant, ip.id)
+    job = await queued_job(db, tenant, provisioning.RELEASE_KIND, ip_id=str(ip.id))
 
-    held = [
-        await _acquire(db, a, vps_a, pool),
-        await _acquire(db, b, vps_b, pool),
-        await _acquire(db, a, vps_a, pool),
-    ]
-    pool.calls = 0
-    async with db.tenant_session(b) as s:
-        with pytest.raises(DomainError) as raised:
-            await acquire_ip(s, tenant_id=b, vps_id=vps_b, provider=pool)
-        # The failed attempts did not abort the transaction.
-        still_held = await s.scalar(select(func.count()).select_from(SmtpIpAddress))
+    assert await run_job(db, settings, redis, job) is None
 
-    assert sorted(str(ip.address) for ip in held) == ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
-    assert raised.value.code == "NO_IP_AVAILABLE"
-    assert pool.calls == infrastructure.ALLOCATION_ATTEMPTS
-    assert still_held == 1
+    assert own.value.code == "IP_IS_PRIMARY"
+    assert released.status == IpStatus.RELEASED
+    async with db.tenant_session(tenant) as s:
+        assert (await s.get_one(EmailAccount, account.id)).ip_id == primary.id
+    assert await LocalProvider(settings).list_ips(vps.provider_id) == [str(vps.primary_ip)]
+
+
+async def test_a_step_that_fails_is_retried_then_fails_the_vps_which_resumes_from_that_step(
+    db: Database, settings: Settings, redis: Redis, tmp_path: Path
+):
+    tenant = await _tenant_on_plan(db)
+    vps = await _provisioned(db, settings, redis, tenant)
+    async with ssh_server(tmp_path) as ssh:
+        target = ssh.target()
+        deploying = settings.model_copy(
+            update={
+                "local_hosting_ssh": f"127.0.0.1:{target.port}",
+                "vps_ssh_key": target.client_key,
+                "vps_ssh_user": target.username,
+            }
+        )
+        ssh.compose_failure = Failure(1, "Error response from daemon: pull access denied")
+        job = await queued_job(
+            db, tenant, provisioning.KIND, vps_id=str(vps.id), step="CONFIGURING_SMTP"
+        )
+
+        first = await run_job(db, deploying, redis, job, attempt=1)
+        waiting = await status_of(db, tenant, vps.id)
+        last = await run_job(db, deploying, redis, job, attempt=job.max_attempts)
+        failed = await status_of(db, tenant, vps.id)
+
+        assert first is not None and not isinstance(first, PermanentJobError)  # retried
+        assert waiting.status == VpsStatus.CONFIGURING_SMTP
+        assert "pull access denied" in (waiting.failure_reason or "")
+        assert isinstance(last, PermanentJobError)
+        assert (failed.status, failed.failed_step) == (VpsStatus.FAILED, "CONFIGURING_SMTP")
+        assert "pull access denied" in (failed.failure_reason or "")
+
+        ssh.compose_failure = None
+        async with db.tenant_session(tenant) as s:
+            resumed, _ = await provisioning.retry(s, deploying, tenant, vps.id)
+            with pytest.raises(DomainError) as again:
+                await provisioning.retry(s, deploying, tenant, vps.id)
+        assert (resumed.status, resumed.failed_step, resumed.failure_reason) == (
+            VpsStatus.CONFIGURING_SMTP, None, None,
+        )  # fmt: skip
+        assert again.value.code == "NOT_FAILED"
+    # The step's new job runs it again (here with nothing to deploy to) and it moves on.
+    assert await run_step(db, settings, redis, tenant, vps.id) == VpsStatus.CONFIGURING_DNS
+
+
+async def test_dns_that_never_verifies_fails_the_vps_with_what_did_not_verify(
+    db: Database, settings: Settings, redis: Redis, dns_server: DnsServer
+):
+    tenant = await _tenant_on_plan(db)
+    async with db.tenant_session(tenant) as s:
+        domain = await domains.add_domain(s, settings, tenant, f"n{tenant.hex[:8]}.example")
+        await accounts.create_email_account(s, settings, tenant, domain.id, "a")
+    # Published to zone files the DNS server asked does not serve: nothing ever verifies.
+    unserved = settings.model_copy(
+        update={
+            "dns_nameservers": dns_server.nameservers,
+            "dns_timeout_seconds": 1.0,
+            "provisioning_dns_wait_seconds": 0.5,
+            "provisioning_poll_seconds": 0.1,
+        }
+    )
+    vps = await _provisioned(db, unserved, redis, tenant)
+    assert await run_step(db, unserved, redis, tenant, vps.id) == VpsStatus.CONFIGURING_DNS
+    job = await queued_job(
+        db, tenant, provisioning.KIND, vps_id=str(vps.id), step="CONFIGURING_DNS"
+    )
+
+    waited = await run_job(db, unserved, redis, job)
+    reason_while_waiting = (await status_of(db, tenant, vps.id)).failure_reason
+    await asyncio.sleep(0.6)
+    ended = await run_job(db, unserved, redis, job)
+    failed = await status_of(db, tenant, vps.id)
+
+    assert type(waited).__name__ == "DeferJob"
+    assert reason_while_waiting.startswith(f"waiting for DNS: {domain.name} (")
+    assert isinstance(ended, PermanentJobError)
+    assert (failed.status, failed.failed_step) == (VpsStatus.FAILED, "CONFIGURING_DNS")
+    assert failed.failure_reason.startswith("DNS did not verify: ")
+    assert "mx MISSING" in failed.failure_reason and "PTR of" in failed.failure_reason
