@@ -17,7 +17,7 @@ IDS = ("request_id", "tenant_id", "job_id")
 # Routine chatter shown only at DEBUG: the SMTP sink's and inbound server's dialogue (aiosmtpd),
 # the scheduler's every tick (APScheduler), every request an HTTP client makes (httpx: `up`'s
 # readiness checks, the Stripe and Loops clients).
-QUIET = ("mail.log", "apscheduler", "httpx", "httpcore")
+QUIET = ("mail.log", "apscheduler", "httpx", "httpcore", "asyncssh")
 
 # One dict per scope (a request, a job), shared by the tasks it starts: an id learnt in one of
 # them (the tenant, once the caller is authenticated) reaches every later line of the scope.

@@ -142,6 +142,13 @@ class HostingProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
+def vps_hostname(settings: Settings, label: str) -> str:
+    """The VPS's name, from its label (pm-<VPS id>): vps-<12 hex digits>.<vps_hostname_domain>,
+    what its A record and MX are, and its MailU's HOSTNAME."""
+    short = label.removeprefix(LABEL_PREFIX).replace("-", "")[:12]
+    return f"vps-{short}.{settings.vps_hostname_domain}"
+
+
 def provider(
     settings: Settings, name: str | None = None, *, publish_ptr: PublishPtr | None = None
 ) -> HostingProvider:
@@ -487,13 +494,11 @@ class HostwindsProvider:
         ip = instance.primary_ip
         if ip is None:
             raise HostingError(f"instance {instance.provider_id} has no address yet")
-        if instance.label.startswith(LABEL_PREFIX):
-            host = f"vps-{instance.label.removeprefix(LABEL_PREFIX)}.{self.settings.vps_hostname_domain}"
-        else:
-            host = ip
         return Management(
             ssh=(ip, self.settings.vps_ssh_port),
-            admin_url=f"https://{host}/api/v1",
+            admin_url=self.settings.vps_admin_url.format(
+                hostname=vps_hostname(self.settings, instance.label), ip=ip
+            ),
             submission=(ip, self.settings.vps_submission_port),
             imap=(ip, self.settings.vps_imap_port),
         )

@@ -373,7 +373,7 @@ async def _provision(step: Step) -> None:
         if vps is None:
             return
         vps.primary_ip = instance.primary_ip
-        vps.hostname = f"vps-{vps.id.hex[:12]}.{step.settings.vps_hostname_domain}"
+        vps.hostname = hosting.vps_hostname(step.settings, _label(vps))
         await _record_ip(session, step.settings, vps, instance.primary_ip, 0)
         await _advance(session, step, vps)
 

@@ -18,7 +18,7 @@ import asyncio
 import ipaddress
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
@@ -60,6 +60,11 @@ class FakeHostwinds:
         self.purchases: Counter[str] = Counter()
         self.slow_seconds = 0.0
         self.ip_lag = 0
+        # action -> seconds: the call is done, then its answer waits (a worker killed meanwhile
+        # never hears that it bought); `hanging` is set while one waits.
+        self.hang_after: dict[str, float] = {}
+        self.hanging = asyncio.Event()
+        self.on_rdns: Callable[[str, str], None] | None = None
         self._failures: dict[str, tuple[str, int]] = {}
         self._ids = itertools.count(5001)
         self._hidden: dict[str, int] = {}  # bought address -> listings it is still hidden from
@@ -95,7 +100,11 @@ class FakeHostwinds:
         handler = getattr(self, f"_{action}", None)
         if handler is None:
             return _error(action, f"Unknown action {action}.")
-        return handler(form)
+        answer = handler(form)
+        if action in self.hang_after:
+            self.hanging.set()
+            await asyncio.sleep(self.hang_after.pop(action))
+        return answer
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -175,6 +184,8 @@ class FakeHostwinds:
         if form.get("ip") not in [found["main_ip"], *found["secondary"]]:
             return _error("set_rdns", "IP address not found on this instance.")
         self.rdns[form["ip"]] = form.get("rdns", "")
+        if self.on_rdns is not None:  # Hostwinds' reverse zone, served by a test DNS server
+            self.on_rdns(form["ip"], self.rdns[form["ip"]])
         return JSONResponse(
             [{"result": "success", "action": "Set rDNS", "message": "rDNS record updated."}]
         )

@@ -10,6 +10,7 @@ test configures). Every file written and every command run is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 from collections.abc import AsyncIterator
@@ -40,6 +41,8 @@ class SshServer:
     port: int = 0
     commands: list[str] = field(default_factory=list)  # every exec request, in order
     writes: list[str] = field(default_factory=list)  # every path opened for writing, in order
+    compose_seconds: float = 0.0  # how long the next `docker compose up -d` takes
+    composing: asyncio.Event = field(default_factory=asyncio.Event)
     compose_failure: Failure | None = None  # set: `docker compose up -d` fails so
 
     @property
@@ -84,6 +87,10 @@ class SshServer:
         command = process.command or ""
         self.commands.append(command)
         status, stderr = self._answer(command)
+        if self.compose_seconds and "docker compose up -d" in command:
+            seconds, self.compose_seconds = self.compose_seconds, 0.0  # the next one only
+            self.composing.set()  # images being pulled: a client killed now never hears
+            await asyncio.sleep(seconds)
         if stderr:
             process.stderr.write(stderr)
         process.exit(status)
@@ -117,8 +124,8 @@ class _Sftp(asyncssh.SFTPServer):
 
 
 @asynccontextmanager
-async def ssh_server(directory: Path) -> AsyncIterator[SshServer]:
-    """The server on a free loopback port, its root and keys under `directory`."""
+async def ssh_server(directory: Path, host: str = "127.0.0.1") -> AsyncIterator[SshServer]:
+    """The server on a free port of a loopback address, its root and keys under `directory`."""
     root = directory / "root"
     root.mkdir(parents=True)
     client_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -132,7 +139,7 @@ async def ssh_server(directory: Path) -> AsyncIterator[SshServer]:
     )
     authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
     acceptor = await asyncssh.listen(
-        "127.0.0.1",
+        host,
         0,
         server_host_keys=[server.host_key],
         authorized_client_keys=authorized,
