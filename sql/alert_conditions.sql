@@ -47,4 +47,4 @@ WHERE last_ok_at < now() - make_interval(secs => $1);
 SELECT tenant_id, infra_cost_cents, mrr_cents
 FROM analytics.infrastructure_costs
 WHERE day = (SELECT max(day) FROM analytics.infrastructure_costs)
-  AND infra_cost_cents > 0 AND infra_cost_cents > $1 * mrr_cents;
+  AND infra_cost_cents > 0 AND infra_cost_cents > $1::float8 * mrr_cents;

@@ -7,7 +7,10 @@ import socket
 
 from aiosmtpd.controller import Controller
 
+from models.infrastructure import VpsInstance, VpsStatus
+from models.sessions import Database
 from penguinmails.settings import Settings
+from tests.factories import create_tenant
 from tests.graphql_api.conftest import Api, serve
 
 
@@ -60,3 +63,32 @@ async def test_health_email_checks_the_configured_relay(settings: Settings) -> N
         finally:
             await asyncio.to_thread(controller.stop)
         assert up.status_code == 200
+
+
+async def test_health_email_reports_each_serving_vps_without_failing_the_platform(
+    settings: Settings, db: Database
+) -> None:
+    port = _closed_port()
+    async with db.system_session() as s:
+        tenant = await create_tenant(s)
+        name = f"vps-{tenant.hex[:12]}.mta.example.test"
+        s.add(
+            VpsInstance(
+                tenant_id=tenant, provider="local", status=VpsStatus.ACTIVE, hostname=name,
+                smtp_host="127.0.0.1", smtp_port=port,
+            )
+        )  # fmt: skip
+    relay_port = _closed_port()
+    relay = Controller(_Sink(), hostname="127.0.0.1", port=relay_port)
+    await asyncio.to_thread(relay.start)
+    try:
+        async for api in serve(settings.model_copy(update={"smtp_relay_port": relay_port})):
+            answer = await api.http.get(f"{api.url}/health/email")
+    finally:
+        await asyncio.to_thread(relay.stop)
+
+    body = answer.json()
+    key = f"{name} 127.0.0.1:{port}"
+    assert answer.status_code == 200 and body["failing"] == []  # the relay answers
+    assert body["vps"][key].startswith("error: ConnectionRefusedError")
+    assert key in body["unreachable_vps"]

@@ -153,3 +153,58 @@ def test_a_run_after_quiet_days_writes_the_days_in_between(scratch) -> None:
     )
     pipelines.run(brief, NAME)
     assert [row[:3] for row in _rows(olap, plan)] == [(d, 1, 700) for d in range(6, -1, -1)]
+
+
+async def test_infrastructure_cost_against_revenue_per_tenant_and_the_alert_above_a_fifth(
+    scratch,
+) -> None:
+    from models.sessions import Database
+    from services import alerts
+
+    settings, olap = scratch
+    plan = olap.plan(4900)  # 49.00 a month
+    costly = olap.subscription(plan, "ACTIVE", _at(3))
+    cheap = olap.subscription(olap.plan(49900), "ACTIVE", _at(3))
+    tenants = {}
+    for name, subscription in (("costly", costly), ("cheap", cheap)):
+        tenant = olap.frame(
+            "SELECT tenant_id::text FROM app.subscriptions WHERE id = $1::uuid", str(subscription)
+        ).item()
+        tenants[name] = tenant
+        vps = olap.frame(
+            "INSERT INTO app.vps_instances (tenant_id, provider, status, monthly_cost_cents)"
+            " VALUES ($1::uuid, 'local', 'ACTIVE', 1099) RETURNING id::text",
+            tenant,
+        ).item()
+        for n, (status, cost) in enumerate([("ACTIVE", 0), ("ACTIVE", 400), ("RELEASED", 400)]):
+            olap.execute(
+                "INSERT INTO app.smtp_ip_addresses (tenant_id, vps_id, address, status,"
+                " monthly_cost_cents) VALUES ($1::uuid, $2::uuid, $3::inet, $4, $5::int)",
+                tenant, vps, f"198.51.{len(tenants)}.{n + 1}", status, cost,
+            )  # fmt: skip
+    olap.execute(
+        "INSERT INTO app.vps_instances (tenant_id, provider, status, monthly_cost_cents)"
+        " VALUES ($1::uuid, 'local', 'DECOMMISSIONED', 5000)",
+        tenants["costly"],
+    )  # gone: costs nothing any more
+
+    pipelines.run(settings, NAME)
+
+    rows = olap.frame(
+        "SELECT tenant_id::text, day, plan_id::text, vps_instances, sending_ips,"
+        " infra_cost_cents, mrr_cents FROM analytics.infrastructure_costs"
+        " WHERE tenant_id = ANY($1::uuid[]) ORDER BY mrr_cents",
+        list(tenants.values()),
+    ).rows()
+    assert rows == [
+        (tenants["costly"], _today(), str(plan), 1, 2, 1499, 4900),
+        (tenants["cheap"], _today(), rows[1][2], 1, 2, 1499, 49900),
+    ]
+    db = Database(settings.model_copy(update={"infra_cost_alert_ratio": 0.2}))
+    try:
+        found = await alerts.platform_conditions(db, db.settings)
+    finally:
+        await db.dispose()
+    flagged = {c.subject: c for c in found if c.kind == "infra_cost_high"}
+    assert set(flagged) & set(tenants.values()) == {tenants["costly"]}  # 31 %, not 3 %
+    assert "14.99 a month, 31% of its revenue of 49.00" in flagged[tenants["costly"]].message

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 
@@ -20,6 +21,7 @@ from models.infrastructure import (
     VpsInstance,
     VpsStatus,
 )
+from models.operations import Alert
 from models.queue import Job
 from models.sessions import Database
 from models.tenancy import Tenant
@@ -29,7 +31,9 @@ from services.errors import DomainError
 from services.hosting import LocalProvider
 from tests.dns_server import DnsServer
 from tests.factories import create_tenant
+from tests.imap import free_port
 from tests.provisioning import queued_job, run_job, run_step, status_of
+from tests.smtp import Sink
 from tests.ssh_server import Failure, ssh_server
 
 
@@ -296,3 +300,54 @@ async def test_dns_that_never_verifies_fails_the_vps_with_what_did_not_verify(
     assert (failed.status, failed.failed_step) == (VpsStatus.FAILED, "CONFIGURING_DNS")
     assert failed.failure_reason.startswith("DNS did not verify: ")
     assert "mx MISSING" in failed.failure_reason and "PTR of" in failed.failure_reason
+
+
+async def test_an_unreachable_vps_pauses_its_accounts_with_an_alert_until_it_answers_again(
+    db: Database, settings: Settings
+):
+    tenant = await _tenant_on_plan(db)
+    port = free_port()
+    name = f"vps-{tenant.hex[:12]}.mta.example.test"
+    async with db.tenant_session(tenant) as s:
+        vps = VpsInstance(
+            tenant_id=tenant, provider="local", status=VpsStatus.ACTIVE, hostname=name,
+            smtp_host="127.0.0.1", smtp_port=port,
+        )  # fmt: skip
+        s.add(vps)
+        await s.flush()
+        ip = SmtpIpAddress(
+            tenant_id=tenant, vps_id=vps.id, address=f"198.18.{port % 250}.{port % 199 + 1}",
+            status=IpStatus.ACTIVE,
+        )  # fmt: skip
+        s.add(ip)
+        await s.flush()
+        domain = await domains.add_domain(s, settings, tenant, f"h{tenant.hex[:8]}.example")
+        account = await accounts.create_email_account(s, settings, tenant, domain.id, "a")
+        account.ip_id = ip.id
+
+    down, down_events = await provisioning.check_health(db, settings)
+    still, still_events = await provisioning.check_health(db, settings)
+    async with db.tenant_session(tenant) as s:
+        paused = await s.get_one(EmailAccount, account.id)
+        raised = list(await s.scalars(select(Alert).where(Alert.kind == "vps_unreachable")))
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        up, up_events = await provisioning.check_health(db, settings)
+    finally:
+        controller.stop()
+    async with db.tenant_session(tenant) as s:
+        resumed = await s.get_one(EmailAccount, account.id)
+        alert = await s.get_one(Alert, raised[0].id)
+
+    assert down[f"vps {name}"].startswith("ConnectionRefusedError")
+    assert (paused.status, paused.status_reason.split(" (")[0]) == (
+        "PAUSED", f"its server {name} is unreachable",
+    )  # fmt: skip
+    assert [(a.subject, a.resolved_at) for a in raised] == [(name, None)]
+    assert [e.kind for e in down_events if e.tenant_id == tenant] == ["vps_unreachable"]
+    assert still[f"vps {name}"] != "ok" and [e for e in still_events if e.tenant_id == tenant] == []
+    assert up[f"vps {name}"] == "ok"
+    assert (resumed.status, resumed.status_reason) == ("ACTIVE", None)
+    assert alert.resolved_at is not None
+    assert [e.kind for e in up_events if e.tenant_id == tenant] == ["vps_reachable"]
