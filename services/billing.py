@@ -323,12 +323,19 @@ async def set_status(
         suspend = status == SubscriptionStatus.SUSPENDED or (
             status == SubscriptionStatus.CANCELED and not await _other_live(session, subscription)
         )
+        from services import provisioning
+
         if suspend:
             tenant.status = TenantStatus.SUSPENDED
             tenant.sending_suspended_reason = reason
+            vps_events = await provisioning.suspend_for_billing(session, tenant.id, reason)
         elif status in LIVE_STATUSES and tenant.status == TenantStatus.SUSPENDED:
             tenant.status = TenantStatus.ACTIVE
             tenant.sending_suspended_reason = None
+            vps_events = await provisioning.resume_after_billing(session, tenant.id)
+        else:
+            vps_events = []
+        session.info.setdefault(_EVENTS, []).extend(vps_events)
     audit(session, subscription, f"billing.{status.value.lower()}", actor_kind, actor_user_id,
            {"from": before.value if before else None, "to": status.value, "reason": reason})  # fmt: skip
     message = f"subscription {status.value.lower().replace('_', ' ')}: {reason}"

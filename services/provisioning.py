@@ -721,6 +721,47 @@ async def decommission(job: JobContext) -> None:
         await publisher.aclose()
 
 
+# --- billing -----------------------------------------------------------------------------------
+
+
+async def suspend_for_billing(
+    session: AsyncSession, tenant_id: uuid.UUID, reason: str
+) -> list[Event]:
+    """The tenant's serving VPS instances SUSPENDED with its sending (the servers and what is
+    on them are kept); the events to publish once committed."""
+    events = []
+    for vps in await session.scalars(
+        select(VpsInstance)
+        .where(VpsInstance.tenant_id == tenant_id, VpsInstance.status.in_(SERVING))
+        .with_for_update()
+    ):
+        vps.config = {**vps.config, "suspended_from": vps.status.value}
+        events.append(_transition(session, vps, VpsStatus.SUSPENDED, reason=reason))
+    return events
+
+
+async def resume_after_billing(session: AsyncSession, tenant_id: uuid.UUID) -> list[Event]:
+    """Each VPS suspended with the tenant's sending back where it was; one still warming up
+    has its warm-up step queued again."""
+    events = []
+    for vps in await session.scalars(
+        select(VpsInstance)
+        .where(VpsInstance.tenant_id == tenant_id, VpsInstance.status == VpsStatus.SUSPENDED)
+        .with_for_update()
+    ):
+        back = VpsStatus(vps.config.get("suspended_from", VpsStatus.ACTIVE.value))
+        vps.config = {k: v for k, v in vps.config.items() if k != "suspended_from"}
+        events.append(_transition(session, vps, back, reason="payment received"))
+        if back in STEPS:
+            vps.retries += 1
+            await enqueue(
+                session, KIND, {"vps_id": str(vps.id), "step": back.value},
+                tenant_id=tenant_id, priority=PRIORITY,
+                idempotency_key=f"{KIND}:{vps.id}:{back.value}:{vps.retries}",
+            )  # fmt: skip
+    return events
+
+
 # --- health and cost ---------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select, update
 
 from jobs.registry import PermanentJobError
-from models.billing import Plan
+from models.billing import Plan, Subscription, SubscriptionStatus
 from models.infrastructure import (
     EmailAccount,
     IpStatus,
@@ -26,7 +26,7 @@ from models.queue import Job
 from models.sessions import Database
 from models.tenancy import Tenant
 from penguinmails.settings import Settings
-from services import accounts, domains, provisioning
+from services import accounts, billing, domains, provisioning
 from services.errors import DomainError
 from services.hosting import LocalProvider
 from tests.dns_server import DnsServer
@@ -351,3 +351,39 @@ async def test_an_unreachable_vps_pauses_its_accounts_with_an_alert_until_it_ans
     assert (resumed.status, resumed.status_reason) == ("ACTIVE", None)
     assert alert.resolved_at is not None
     assert [e.kind for e in up_events if e.tenant_id == tenant] == ["vps_reachable"]
+
+
+async def test_a_suspended_tenants_servers_are_suspended_and_come_back_where_they_were(
+    db: Database, settings: Settings
+):
+    tenant = await _tenant_on_plan(db)
+    async with db.system_session() as s:
+        plan_id = await s.scalar(select(Tenant.plan_id).where(Tenant.id == tenant))
+        subscription = Subscription(tenant_id=tenant, plan_id=plan_id, status="ACTIVE")
+        s.add(subscription)
+        active = VpsInstance(tenant_id=tenant, provider="local", status=VpsStatus.ACTIVE)
+        warming = VpsInstance(tenant_id=tenant, provider="local", status=VpsStatus.WARMING_UP)
+        s.add_all([active, warming])
+    async with db.system_session() as s:
+        held = await s.get_one(Subscription, subscription.id)
+        await billing.set_status(s, held, SubscriptionStatus.SUSPENDED, reason="payment overdue")
+        suspended_events = billing.take_events(s)
+    suspended = [await status_of(db, tenant, v.id) for v in (active, warming)]
+    async with db.system_session() as s:
+        held = await s.get_one(Subscription, subscription.id)
+        await billing.set_status(s, held, SubscriptionStatus.ACTIVE, reason="payment received")
+        restored_events = billing.take_events(s)
+    restored = [await status_of(db, tenant, v.id) for v in (active, warming)]
+
+    assert [v.status for v in suspended] == [VpsStatus.SUSPENDED] * 2
+    assert [v.status for v in restored] == [VpsStatus.ACTIVE, VpsStatus.WARMING_UP]
+    assert sorted(e.kind for e in suspended_events if e.subject_type == "VpsInstance") == [
+        "vps_suspended", "vps_suspended",
+    ]  # fmt: skip
+    assert sorted(e.kind for e in restored_events if e.subject_type == "VpsInstance") == [
+        "vps_active", "vps_warming_up",
+    ]  # fmt: skip
+    # The warm-up step's job ended while the server was suspended: it is queued again.
+    assert await queued_job(
+        db, tenant, provisioning.KIND, vps_id=str(warming.id), step="WARMING_UP"
+    )
