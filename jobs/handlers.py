@@ -124,6 +124,12 @@ async def release_ip(job: JobContext) -> None:
     await provisioning.release(job)
 
 
+@handler(provisioning.PLACE_KIND)
+async def place_accounts(job: JobContext) -> None:
+    """Accounts added after their tenant's VPS was configured, placed on it."""
+    await provisioning.place_accounts(job)
+
+
 @handler(provisioning.DECOMMISSION_KIND)
 async def decommission_vps(job: JobContext) -> None:
     """A decommissioned VPS's instance deleted and its records removed."""

@@ -59,6 +59,10 @@ async def create_email_account(
     await session.flush()
     session.add(WarmupState(tenant_id=tenant_id, account_id=account.id, enabled=False))
     await session.flush()
+    if not smtp_password:  # an account with a server of its own is not placed on a VPS
+        from services import provisioning
+
+        await provisioning.queue_placement(session, settings, tenant_id, account.id)
     return account
 
 

@@ -432,12 +432,7 @@ async def _warm_up(step: Step) -> None:
             )
         ).all()
         if not vps.config.get("warmup_started"):
-            for account, state in rows:
-                if not state.enabled:
-                    state.enabled, state.day, state.today_target = True, 0, 0
-                    state.started_on = None
-                if account.status == AccountStatus.ACTIVE:
-                    account.status = AccountStatus.WARMING_UP
+            _start_warmup(rows)
             for ip in ips:
                 if ip.status == IpStatus.PENDING:
                     ip.status = IpStatus.WARMING_UP
@@ -459,6 +454,15 @@ async def _warm_up(step: Step) -> None:
             await _advance(session, step, vps)
             return
     raise DeferJob(step.settings.provisioning_warmup_check_seconds, "warming up")
+
+
+def _start_warmup(rows) -> None:
+    """Warm-up on from day 0 (the next tick makes it day 1) for these (account, state) rows."""
+    for account, state in rows:
+        if not state.enabled:
+            state.enabled, state.day, state.today_target, state.started_on = True, 0, 0, None
+        if account.status == AccountStatus.ACTIVE:
+            account.status = AccountStatus.WARMING_UP
 
 
 STEP_RUNNERS: dict[VpsStatus, Callable[[Step], Awaitable[None]]] = {
@@ -719,6 +723,68 @@ async def decommission(job: JobContext) -> None:
             await publisher.apply(zone, records)
     finally:
         await publisher.aclose()
+
+
+# --- accounts added later ----------------------------------------------------------------------
+
+PLACE_KIND = "place_accounts"
+# A VPS whose configuration step has passed: an account added now needs a job of its own.
+CONFIGURED = (VpsStatus.CONFIGURING_DNS, VpsStatus.WARMING_UP, VpsStatus.ACTIVE)
+
+
+async def queue_placement(
+    session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, account_id: uuid.UUID
+) -> None:
+    """A new account of a tenant with a configured VPS is placed on it by a job (one still
+    provisioning places every account at its SMTP step)."""
+    vps_id = await session.scalar(
+        select(VpsInstance.id)
+        .where(VpsInstance.tenant_id == tenant_id, VpsInstance.status.in_(CONFIGURED))
+        .order_by(VpsInstance.created_at)
+        .limit(1)
+    )
+    if vps_id is None:
+        return
+    await enqueue(
+        session, PLACE_KIND, {"vps_id": str(vps_id)}, tenant_id=tenant_id, priority=PRIORITY,
+        idempotency_key=f"{PLACE_KIND}:{vps_id}:{account_id}",
+        max_attempts=settings.provisioning_attempts,
+    )  # fmt: skip
+
+
+async def place_accounts(job: JobContext) -> None:
+    """The tenant's accounts on no server yet, placed on the VPS: created on its MailU, its
+    DNS published for their domains, and warming up when the VPS is past its own warm-up."""
+    vps_id = uuid.UUID(job.payload["vps_id"])
+    async with job.db.tenant_session(job.tenant_id) as session:
+        vps = await session.get(VpsInstance, vps_id)
+        if vps is None or vps.status not in CONFIGURED:
+            return
+        before = set(
+            await session.scalars(
+                select(EmailAccount.id).where(
+                    EmailAccount.ip_id.in_([ip.id for ip in await _ips(session, vps)])
+                )
+            )
+        )
+        await _place_accounts(session, vps)
+    await deploy_mailu(job.db, job.settings, job.tenant_id, vps_id)
+    await publish_dns(job.db, job.settings, job.tenant_id, vps_id)
+    async with job.db.tenant_session(job.tenant_id) as session:
+        vps = await session.get(VpsInstance, vps_id)
+        if vps is None or vps.status not in (VpsStatus.WARMING_UP, VpsStatus.ACTIVE):
+            return
+        placed = (
+            await session.execute(
+                select(EmailAccount, WarmupState)
+                .join(WarmupState, WarmupState.account_id == EmailAccount.id)
+                .where(
+                    EmailAccount.ip_id.in_([ip.id for ip in await _ips(session, vps)]),
+                    EmailAccount.id.not_in(before),
+                )
+            )
+        ).all()
+        _start_warmup(placed)
 
 
 # --- billing -----------------------------------------------------------------------------------

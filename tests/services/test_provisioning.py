@@ -156,6 +156,7 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
             placed = await s.get_one(EmailAccount, account.id)
             ip_of_account = await s.get_one(SmtpIpAddress, placed.ip_id)
         assert (placed.smtp_host, placed.smtp_port) == (primary, settings.vps_submission_port)
+        assert (placed.imap_host, placed.imap_port) == (primary, settings.vps_imap_port)
         password = accounts.smtp_password(settings, placed)
         assert password and mailu.can_log_in(account.address, password)
 
@@ -223,6 +224,18 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
             parsed = email.message_from_bytes(message.data, policy=policy.default)
             assert parsed["From"].addresses[0].addr_spec == account.address
 
+        # An account added now is placed on the server by a job of its own, and warms up.
+        async with db.tenant_session(tenant) as s:
+            later = await accounts.create_email_account(s, settings, tenant, domain.id, "later")
+        job = await queued_job(db, tenant, provisioning.PLACE_KIND, vps_id=str(vps.id))
+        assert await run_job(db, settings, redis, job) is None
+        async with db.tenant_session(tenant) as s:
+            added = await s.get_one(EmailAccount, later.id)
+            warming = await s.get_one(WarmupState, later.id)
+        assert added.ip_id is not None and added.smtp_host == primary
+        assert mailu.can_log_in(later.address, accounts.smtp_password(settings, added))
+        assert (added.status, warming.enabled) == (AccountStatus.WARMING_UP, True)
+
     # Decommissioned: nothing sends from it, the instance and its IPs are gone at the provider,
     # its names are out of DNS, its domain points at the platform again.
     async with db.tenant_session(tenant) as s:
@@ -236,7 +249,8 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
         detached = await s.get_one(EmailAccount, account.id)
         released = {ip.status for ip in await s.scalars(select(SmtpIpAddress))}
         back = await s.get_one(Domain, domain.id)
-    assert (detached.smtp_host, detached.ip_id) == (None, None) and released == {IpStatus.RELEASED}
+    assert (detached.smtp_host, detached.imap_host, detached.ip_id) == (None, None, None)
+    assert released == {IpStatus.RELEASED}
     assert back.mx_host is None and back.spf_ips == []
     lookup = await Resolver(settings).lookup(vps.hostname, "A")
     assert lookup.values == [] and lookup.error is None
