@@ -16,10 +16,11 @@ from pathlib import Path
 import dkim
 import dns.resolver
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 
-from jobs.registry import DeferJob
+from jobs.registry import DeferJob, PermanentJobError
 from models.billing import Plan
 from models.infrastructure import (
     AccountStatus,
@@ -49,6 +50,7 @@ from services.errors import DomainError
 from services.hosting import LocalProvider
 from tests.dns_server import DnsServer
 from tests.factories import create_tenant
+from tests.hostwinds_server import API_KEY, running_hostwinds
 from tests.imap import free_port
 from tests.mailu_server import running_mailu
 from tests.provisioning import queued_job, run_job, run_step, status_of
@@ -324,3 +326,34 @@ async def test_an_ip_bought_but_not_recorded_is_adopted_not_bought_again(
 
     assert str(ip.address) == orphan
     assert await _bought_since(settings, bought) == {"instances": 0, "ips": 0}
+
+
+async def test_a_hostwinds_error_answered_with_http_200_is_the_vps_reason_and_is_retried(
+    db: Database, settings: Settings, redis: Redis
+) -> None:
+    async with running_hostwinds(build_reads=1) as (url, hostwinds):
+        configured = settings.model_copy(
+            update={
+                "hosting_provider": "hostwinds", "hostwinds_api_key": SecretStr(API_KEY),
+                "hostwinds_api_base": url, "provisioning_poll_seconds": 0.1,
+            }
+        )  # fmt: skip
+        tenant, _, _ = await _tenant_with_account(db, configured)
+        async with db.tenant_session(tenant) as s:
+            vps = await provisioning.request_vps(s, configured, tenant, "amsterdam")
+        job = await queued_job(db, tenant, provisioning.KIND, vps_id=str(vps.id))
+        hostwinds.fail_next("add_instance", "Insufficient stock in this location.")
+
+        failed = await run_job(db, configured, redis, job, attempt=1)
+        waiting = await status_of(db, tenant, vps.id)
+        moved_on = await run_step(db, configured, redis, tenant, vps.id)
+
+    assert failed is not None and not isinstance(failed, PermanentJobError)  # retried
+    assert waiting.status == VpsStatus.PROVISIONING
+    assert "Insufficient stock in this location." in waiting.failure_reason
+    assert moved_on == VpsStatus.CONFIGURING_SMTP
+    orders = [(r.action, r.params.get("location_id")) for r in hostwinds.orders()]
+    assert orders == [("add_instance", "3"), ("add_instance", "3")]  # refused, then bought
+    assert hostwinds.purchases["instances"] == 1
+    done = await status_of(db, tenant, vps.id)
+    assert (done.provider_id, done.failure_reason) == (str(min(hostwinds.instances)), None)
