@@ -293,8 +293,8 @@ class Settings(BaseSettings):
     cloudflare_timeout_seconds: float = Field(default=30.0, gt=0)
     # A VPS's names: vps-<id>.<vps_hostname_domain>, and one HELO (PTR) name per sending IP.
     vps_hostname_domain: str = "mta.penguinmails.test"
-    # MailU on each VPS: deployed over SSH as this user with this key (known_hosts: None trusts
-    # the key first seen, recorded with the instance), its submission and IMAP ports.
+    # MailU on each VPS: deployed over SSH as this user with this key (known_hosts None: any
+    # host key is accepted, the one seen recorded with the VPS), its submission and IMAP ports.
     vps_ssh_user: str = "root"
     vps_ssh_port: int = 22
     vps_ssh_key: Path | None = None
