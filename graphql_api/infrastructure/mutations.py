@@ -3,10 +3,13 @@ retryProvisioning, createEmailAccount, setWarmup."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import strawberry
 from strawberry.types import Info
 
-from graphql_api.errors import user_errors
+from graphql_api.errors import UserError, user_errors
 from graphql_api.ids import decode_id
 from graphql_api.infrastructure.types import (
     Domain,
@@ -27,8 +30,12 @@ from graphql_api.input_limits import (
     OptionalShort,
 )
 from graphql_api.permissions import IsAdmin, IsMember, allow
+from models.infrastructure import VpsInstance as VpsRow
 from services import accounts, deliverability_events, domains, provisioning, warmup
+from services.deliverability_events import Event
 from services.errors import DomainError
+
+T = TypeVar("T")
 
 
 @strawberry.type
@@ -96,16 +103,8 @@ class InfrastructureMutation:
         description="Buys one more IP for a VPS whose server exists (configuring or active).",
     )
     async def acquire_ip(self, info: Info, vps_id: strawberry.ID) -> SendingIpPayload:
-        access = await info.context.require_access()
-        try:
-            async with info.context.tenant_session() as session:
-                row = await provisioning.acquire_ip(
-                    session, info.context.settings, access.tenant_id,
-                    decode_id(vps_id, "VpsInstance", "vpsId"), actor_user_id=access.user_id,
-                )  # fmt: skip
-        except DomainError as e:
-            return SendingIpPayload(errors=user_errors(e))
-        return SendingIpPayload(sending_ip=SendingIp.from_row(row))
+        row, errors = await _on(info, provisioning.acquire_ip, vps_id, "VpsInstance", "vpsId")
+        return SendingIpPayload(sending_ip=row and SendingIp.from_row(row), errors=errors)
 
     @strawberry.mutation(
         extensions=allow(IsAdmin),
@@ -113,16 +112,8 @@ class InfrastructureMutation:
         "and gives it back to the provider.",
     )
     async def release_ip(self, info: Info, id: strawberry.ID) -> SendingIpPayload:
-        access = await info.context.require_access()
-        try:
-            async with info.context.tenant_session() as session:
-                row = await provisioning.release_ip(
-                    session, info.context.settings, access.tenant_id,
-                    decode_id(id, "SendingIp", "id"), actor_user_id=access.user_id,
-                )  # fmt: skip
-        except DomainError as e:
-            return SendingIpPayload(errors=user_errors(e))
-        return SendingIpPayload(sending_ip=SendingIp.from_row(row))
+        row, errors = await _on(info, provisioning.release_ip, id, "SendingIp", "id")
+        return SendingIpPayload(sending_ip=row and SendingIp.from_row(row), errors=errors)
 
     @strawberry.mutation(
         extensions=allow(IsAdmin),
@@ -130,33 +121,15 @@ class InfrastructureMutation:
         "its IPs and takes its records out of DNS.",
     )
     async def decommission_vps(self, info: Info, id: strawberry.ID) -> VpsPayload:
-        access = await info.context.require_access()
-        try:
-            async with info.context.tenant_session() as session:
-                row, event = await provisioning.decommission_vps(
-                    session, info.context.settings, access.tenant_id,
-                    decode_id(id, "VpsInstance", "id"), actor_user_id=access.user_id,
-                )  # fmt: skip
-        except DomainError as e:
-            return VpsPayload(errors=user_errors(e))
-        await deliverability_events.publish(info.context.redis, [event] if event else [])
-        return VpsPayload(vps=VpsInstance.from_row(row))
+        done, errors = await _on(info, provisioning.decommission_vps, id, "VpsInstance", "id")
+        return await _vps_payload(info, done, errors)
 
     @strawberry.mutation(
         extensions=allow(IsAdmin), description="Resumes a FAILED VPS from the step that failed."
     )
     async def retry_provisioning(self, info: Info, id: strawberry.ID) -> VpsPayload:
-        access = await info.context.require_access()
-        try:
-            async with info.context.tenant_session() as session:
-                row, event = await provisioning.retry(
-                    session, info.context.settings, access.tenant_id,
-                    decode_id(id, "VpsInstance", "id"), actor_user_id=access.user_id,
-                )  # fmt: skip
-        except DomainError as e:
-            return VpsPayload(errors=user_errors(e))
-        await deliverability_events.publish(info.context.redis, [event])
-        return VpsPayload(vps=VpsInstance.from_row(row))
+        done, errors = await _on(info, provisioning.retry, id, "VpsInstance", "id")
+        return await _vps_payload(info, done, errors)
 
     @strawberry.mutation(extensions=allow(IsMember))
     async def create_email_account(
@@ -208,3 +181,31 @@ class InfrastructureMutation:
         except DomainError as e:
             return EmailAccountPayload(errors=user_errors(e))
         return EmailAccountPayload(email_account=EmailAccount.from_row(row))
+
+
+async def _on(
+    info: Info, operation: Callable[..., Awaitable[T]], node_id: strawberry.ID, node_type: str,
+    field_name: str,
+) -> tuple[T | None, list[UserError]]:  # fmt: skip
+    """A provisioning operation on one VPS or IP of the caller's tenant, in its transaction:
+    (what it returned, no errors), or (None, its user errors)."""
+    access = await info.context.require_access()
+    try:
+        async with info.context.tenant_session() as session:
+            return await operation(
+                session, info.context.settings, access.tenant_id,
+                decode_id(node_id, node_type, field_name), actor_user_id=access.user_id,
+            ), []  # fmt: skip
+    except DomainError as e:
+        return None, user_errors(e)
+
+
+async def _vps_payload(
+    info: Info, done: tuple[VpsRow, Event | None] | None, errors: list[UserError]
+) -> VpsPayload:
+    """The VPS after a transition, its event published once committed."""
+    if done is None:
+        return VpsPayload(errors=errors)
+    row, event = done
+    await deliverability_events.publish(info.context.redis, [event] if event else [])
+    return VpsPayload(vps=VpsInstance.from_row(row))
