@@ -156,6 +156,14 @@ def _zone(zone: str) -> str:
     return name
 
 
+def _zoned(zone: str, records: list[Record]) -> tuple[str, list[Record]]:
+    """The zone's name and the records, normal; one outside the zone is refused."""
+    zone, records = _zone(zone), [normal(r) for r in records]
+    for record in records:
+        _in_zone(zone, record)
+    return zone, records
+
+
 def _in_zone(zone: str, record: Record) -> None:
     if record.host != zone and not record.host.endswith("." + zone):
         raise DnsProviderError(f"{record.host} is not in the zone {zone}", retryable=False)
@@ -391,9 +399,7 @@ class CloudflareProvider:
         self._zones: dict[str, str] = {}
 
     async def apply(self, zone: str, records: list[Record]) -> None:
-        zone, records = _zone(zone), [normal(r) for r in records]
-        for record in records:
-            _in_zone(zone, record)
+        zone, records = _zoned(zone, records)
         if not records:
             return
         zone_id = await self._zone_id(zone)
@@ -407,9 +413,7 @@ class CloudflareProvider:
             await self._call("DELETE", f"{path}/{record_id}")
 
     async def remove(self, zone: str, records: list[Record]) -> None:
-        zone, records = _zone(zone), [normal(r) for r in records]
-        for record in records:
-            _in_zone(zone, record)
+        zone, records = _zoned(zone, records)
         if not records:
             return
         zone_id = await self._zone_id(zone)
