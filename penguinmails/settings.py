@@ -301,8 +301,10 @@ class Settings(BaseSettings):
     vps_ssh_known_hosts: Path | None = None
     vps_ssh_timeout_seconds: float = Field(default=60.0, gt=0)
     vps_submission_port: int = 587
-    # MailU's admin API on a VPS ({hostname}: the VPS's name, {ip}: its primary address).
+    # MailU's admin API on a VPS, and the host its accounts submit to and read over IMAP
+    # ({hostname}: the VPS's name, which its TLS certificate is for; {ip}: its primary address).
     vps_admin_url: str = "https://{hostname}/api/v1"
+    vps_mail_host: str = "{hostname}"
     vps_tls_ca_file: Path | None = None  # CA certificates for the VPS's TLS (None: the system's)
     vps_imap_port: int = 993
     vps_smtp_ready_seconds: float = Field(default=300.0, gt=0)  # after `docker compose up -d`

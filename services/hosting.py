@@ -89,6 +89,10 @@ class HostingError(Exception):
     """The provider refused or failed. `reason` is one readable line shown on the VPS;
     retryable=False when retrying cannot help (bad API key, unknown region, no such instance)."""
 
+    # refused: the provider answered no (an error answer, a refused key), so nothing was
+    # bought; otherwise (a timeout, a lost connection, a 5xx) an order may have gone through.
+    refused: bool = False
+
     def __init__(self, reason: str, *, retryable: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -163,10 +167,12 @@ def provider(
 
 
 def _unknown_region(region: str, known: Iterable[str]) -> HostingError:
-    return HostingError(
+    error = HostingError(
         f"no such region {region!r}; this provider serves {', '.join(known) or 'none'}",
         retryable=False,
     )
+    error.refused = True  # refused before anything was ordered
+    return error
 
 
 # --- local -------------------------------------------------------------------------------------
@@ -494,13 +500,14 @@ class HostwindsProvider:
         ip = instance.primary_ip
         if ip is None:
             raise HostingError(f"instance {instance.provider_id} has no address yet")
+        names = {"hostname": vps_hostname(self.settings, instance.label), "ip": ip}
+        mail_host = self.settings.vps_mail_host.format(**names)
         return Management(
             ssh=(ip, self.settings.vps_ssh_port),
-            admin_url=self.settings.vps_admin_url.format(
-                hostname=vps_hostname(self.settings, instance.label), ip=ip
-            ),
-            submission=(ip, self.settings.vps_submission_port),
-            imap=(ip, self.settings.vps_imap_port),
+            admin_url=self.settings.vps_admin_url.format(**names),
+            # By name by default: MailU's certificate (Let's Encrypt) is for its name.
+            submission=(mail_host, self.settings.vps_submission_port),
+            imap=(mail_host, self.settings.vps_imap_port),
         )
 
     async def aclose(self) -> None:
@@ -570,11 +577,11 @@ class HostwindsProvider:
             body = None
         error = _error(body)
         if response.status_code in (401, 403) or NOT_AUTHORIZED in (error or "").lower():
-            raise HostingError(
+            raise _refused(HostingError(
                 f"Hostwinds refused the API key ({error or f'HTTP {response.status_code}'}): "
                 "check PENGUINMAILS_HOSTWINDS_API_KEY and the addresses the key is allowed from",
                 retryable=False,
-            )
+            ))  # fmt: skip
         if not response.is_success:
             detail = error or response.text[:200].strip()
             raise HostingError(
@@ -587,12 +594,18 @@ class HostwindsProvider:
             if any(words in lowered for words in NO_SUCH_INSTANCE):
                 raise NoSuchInstance(f"Hostwinds {action}: no such instance ({error})")
             permanent = any(words in lowered for words in PERMANENT)
-            raise HostingError(f"Hostwinds {action}: {error}", retryable=not permanent)
+            raise _refused(HostingError(f"Hostwinds {action}: {error}", retryable=not permanent))
         if body is None:
             raise HostingError(
                 f"Hostwinds {action}: the answer is not JSON: {response.text[:200]!r}"
             )
         return body
+
+
+def _refused(error: HostingError) -> HostingError:
+    """Hostwinds answered no: nothing was bought."""
+    error.refused = True
+    return error
 
 
 def _error(body: Any) -> str | None:

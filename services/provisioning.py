@@ -35,7 +35,8 @@ import base64
 import logging
 import secrets as token_source
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,13 +57,14 @@ from models.infrastructure import (
     VpsStatus,
     WarmupState,
 )
+from models.queue import Job
 from models.sessions import Database
 from models.tenancy import AuditLog
-from penguinmails.settings import Settings
+from penguinmails.settings import Settings, get_settings
 from services import accounts, alerts, deliverability_events, dns, dns_providers, hosting, mailu
 from services import secrets as vault
 from services.deliverability_events import Event
-from services.domains import published_records
+from services.domains import dns_records, published_records
 from services.errors import DomainError
 from services.reputation import check_ptr
 
@@ -82,14 +84,17 @@ STEPS = (
     VpsStatus.WARMING_UP,
 )
 AFTER = {step: after for step, after in zip(STEPS, (*STEPS[1:], VpsStatus.ACTIVE), strict=True)}
-# A VPS in these states takes no new IPs and does not count against the plan.
+# A VPS in these states is not worked on (no deployment, no DNS, no new IPs). A FAILED one
+# still counts against the plan and in the costs: its server may exist until decommissioned.
 GONE = (VpsStatus.FAILED, VpsStatus.DECOMMISSIONED)
 # Where an IP can be bought: the instance exists.
 TAKES_IPS = (*STEPS[1:], VpsStatus.ACTIVE)
 # Whose SMTP server is checked by the health check.
 SERVING = (VpsStatus.WARMING_UP, VpsStatus.ACTIVE)
+# What a billing suspension holds: every state with work going on or mail going out.
+HELD = (VpsStatus.REQUESTED, *STEPS, VpsStatus.ACTIVE)
 UNREACHABLE_ALERT = "vps_unreachable"
-INFRA_COST_ALERT = "infra_cost_high"
+UNREACHABLE_AFTER = 2  # checks in a row that found the server not answering
 
 
 class StepFailed(Exception):
@@ -101,13 +106,20 @@ class StepFailed(Exception):
         self.retryable = retryable
 
 
-# What a step may fail with, and its reason.
+# What a step fails with when a provider, SSH or DNS says no: each carries a readable reason.
 FAILURES = (
     StepFailed,
     hosting.HostingError,
     dns_providers.DnsProviderError,
     mailu.MailuError,
 )
+
+
+def _reason(error: Exception) -> str:
+    """The line shown on the VPS: a provider's own reason, else the error's type and text."""
+    if isinstance(error, FAILURES):
+        return str(getattr(error, "reason", error))
+    return f"{type(error).__name__}: {error}".rstrip(": ")
 
 
 # --- what the tenant asks for ------------------------------------------------------------------
@@ -121,21 +133,17 @@ async def request_vps(
     *,
     actor_user_id: uuid.UUID | None = None,
 ) -> VpsInstance:
-    """Records a VPS request and queues its first step.
+    """Records a VPS request and queues its first step (its event is left in
+    `session.info[EVENTS]`, to publish once committed).
 
-    A VPS exists to carry sending IPs, so the plan's IP limit caps the VPS instances in use
-    too (a plan without IPs has none)."""
+    A VPS's own address is a sending IP, so the plan's IP limit counts the IPs held and every
+    VPS not decommissioned that has no address yet (a plan without IPs has no VPS)."""
     provider = hosting_provider(settings)
     try:
         region = _region(provider, region)
-        await _check_ip_limit(
-            session, tenant_id,
-            select(func.count()).select_from(VpsInstance).where(
-                VpsInstance.tenant_id == tenant_id, VpsInstance.status.not_in(GONE)
-            ),
-        )  # fmt: skip
     finally:
         await provider.aclose()
+    await _check_ip_limit(session, tenant_id, with_vps_to_come=True)
     vps = VpsInstance(
         tenant_id=tenant_id,
         provider=provider.name,
@@ -147,6 +155,8 @@ async def request_vps(
     session.add(vps)
     await session.flush()
     _audit(session, vps, "vps.requested", {"region": region}, actor_user_id)
+    _note(session, Event(tenant_id, "vps_requested", "VpsInstance", vps.id,
+                         f"VPS {vps.id.hex[:12]} requested in {region}", _now()))  # fmt: skip
     await _queue_step(session, settings, vps, VpsStatus.PROVISIONING)
     return vps
 
@@ -172,12 +182,7 @@ async def acquire_ip(
             "(configuring or active).",
             "vpsId",
         )
-    await _check_ip_limit(
-        session, tenant_id,
-        select(func.count()).select_from(SmtpIpAddress).where(
-            SmtpIpAddress.tenant_id == tenant_id, SmtpIpAddress.status != IpStatus.RELEASED
-        ),
-    )  # fmt: skip
+    await _check_ip_limit(session, tenant_id, with_vps_to_come=True)
     provider = hosting_provider(settings, vps.provider)
     try:
         address = await _adopt_or_buy(session, provider, vps)
@@ -252,6 +257,9 @@ async def decommission_vps(
     vps = await _tenant_vps(session, tenant_id, vps_id, "id")
     if vps.status == VpsStatus.DECOMMISSIONED:
         return vps, None
+    if paused := vps.config.get("health_paused"):  # they go back to the relay, unpaused
+        await _resume_paused(session, vps, paused, _now())
+        vps.config = _without(vps.config, "health_paused", "unreachable_checks")
     ips = await _ips(session, vps)
     await _detach_accounts(session, vps, [ip.id for ip in ips])
     for ip in ips:
@@ -274,11 +282,17 @@ async def retry(
     *,
     actor_user_id: uuid.UUID | None = None,
 ) -> tuple[VpsInstance, Event]:
-    """Resumes a FAILED VPS from the step that failed."""
+    """Resumes a FAILED VPS from the step that failed, or one in a step whose job is gone (it
+    died with its worker on its last attempt, or was cut short)."""
     vps = await _tenant_vps(session, tenant_id, vps_id, "id")
-    if vps.status != VpsStatus.FAILED or vps.failed_step is None:
+    if vps.status == VpsStatus.FAILED and vps.failed_step is not None:
+        step = VpsStatus(vps.failed_step)
+    elif vps.status in (VpsStatus.REQUESTED, *STEPS) and not await _step_job_alive(session, vps):
+        step = VpsStatus.PROVISIONING if vps.status == VpsStatus.REQUESTED else vps.status
+    else:
         raise DomainError("NOT_FAILED", f"The VPS is {vps.status.value.lower()}, not failed.", "id")
-    step = VpsStatus(vps.failed_step)
+    if step == VpsStatus.PROVISIONING and vps.provider_id is None:
+        vps.config = _without(vps.config, "ordered_at")  # looked for by its label first
     vps.retries += 1
     event = _transition(session, vps, step, actor_user_id=actor_user_id)
     vps.failed_step = vps.failure_reason = None
@@ -312,6 +326,14 @@ class Step:
         assert self.job.tenant_id is not None
         return self.job.tenant_id
 
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A tenant session whose transitions' events are published only once it commits."""
+        async with self.db.tenant_session(self.tenant_id) as session:
+            yield session
+            pending = session.info.pop(EVENTS, [])
+        self.events += pending
+
 
 async def run_step(job: JobContext) -> None:
     """One step of one VPS: a stale job (the VPS moved on, failed or was decommissioned) does
@@ -322,91 +344,163 @@ async def run_step(job: JobContext) -> None:
         await STEP_RUNNERS[step.status](step)
     except DeferJob:
         raise
-    except FAILURES as error:
+    except Exception as error:  # whatever it is, the VPS shows it and never stays stuck
         retryable = getattr(error, "retryable", True)
         final = not retryable or job.attempt >= job.max_attempts
-        await _record_failure(step, str(getattr(error, "reason", error)), final)
+        reason = _reason(error)
+        await _record_failure(step, reason, final)
         if final:
-            raise PermanentJobError(str(error)) from error
-        raise
-    except (OSError, TimeoutError) as error:
-        final = job.attempt >= job.max_attempts
-        await _record_failure(step, f"{type(error).__name__}: {error}".rstrip(": "), final)
+            raise PermanentJobError(reason) from error
         raise
     finally:
         await deliverability_events.publish(job.redis, step.events)
 
 
 async def _provision(step: Step) -> None:
-    """PROVISIONING: the instance (found by its label, else created; its id committed before
-    anything else), then, once the provider says it runs, its primary address."""
-    async with step.db.tenant_session(step.tenant_id) as session:
+    """PROVISIONING: the instance, then, once the provider says it runs, its primary address
+    and the VPS's names in DNS (MailU's admin API and certificate are reached by name).
+
+    Never ordered twice: the instance is looked for by its label first, and the order is marked
+    on the VPS (committed) before it is placed. Once marked, a later run only looks for it,
+    until ORDER_LISTED_SECONDS have passed; the mark is dropped only when the provider refused
+    the order. Its id is recorded whatever happened to the VPS meanwhile: one decommissioned
+    meanwhile has its new instance deleted at once."""
+    now = _now()
+    async with step.session() as session:
         vps = await _stepping(session, step, also=VpsStatus.REQUESTED)
         if vps is None:
             return
         if vps.status == VpsStatus.REQUESTED:
-            step.events.append(_transition(session, vps, VpsStatus.PROVISIONING))
+            _note(session, _transition(session, vps, VpsStatus.PROVISIONING))
         provider_id, provider_name, region = vps.provider_id, vps.provider, vps.region
+        ordered = vps.config.get("ordered_at")
         label = _label(vps)
     provider = hosting_provider(step.settings, provider_name)
     try:
         if provider_id is None:
             instance = await provider.find_instance(label)
             if instance is None:
-                instance = await provider.create_instance(
-                    label, region or provider.default_region()
-                )
-            async with step.db.tenant_session(step.tenant_id) as session:
-                vps = await _stepping(session, step)
-                if vps is None:
-                    return
-                vps.provider_id = provider_id = instance.provider_id
+                instance = await _order(step, provider, label, region, ordered, now)
+            if not await _record_instance(step, instance.provider_id):
+                await provider.delete_instance(instance.provider_id)
+                return
+            provider_id = instance.provider_id
         instance = await provider.get_instance(provider_id)
+        if instance.state == "ERROR":
+            await provider.delete_instance(provider_id)  # a new one is ordered on retry
+            async with step.session() as session:
+                vps = await _stepping(session, step)
+                if vps is not None:
+                    vps.provider_id = None
+                    vps.config = _without(vps.config, "ordered_at")
+            raise StepFailed(
+                f"{provider.name} reports instance {provider_id} failed to build; it was "
+                "deleted, and a retry orders a new one",
+                retryable=False,
+            )
     finally:
         await provider.aclose()
-    if instance.state == "ERROR":
-        raise StepFailed(f"{provider.name} reports instance {provider_id} failed to build")
     if instance.state != "ACTIVE" or not instance.primary_ip:
         raise DeferJob(step.settings.provisioning_poll_seconds, "the instance is building")
-    async with step.db.tenant_session(step.tenant_id) as session:
+    async with step.session() as session:
         vps = await _stepping(session, step)
         if vps is None:
             return
         vps.primary_ip = instance.primary_ip
         vps.hostname = hosting.vps_hostname(step.settings, _label(vps))
         await _record_ip(session, step.settings, vps, instance.primary_ip, 0)
-        await _advance(session, step, vps)
+        names = _name_records(vps, await _ips(session, vps))
+    await _publish(step.settings, [(step.settings.vps_hostname_domain, names)])
+    async with step.session() as session:
+        vps = await _stepping(session, step)
+        if vps is not None:
+            await _advance(session, step, vps)
+
+
+# How long after an order the instance may still be missing from the provider's list.
+ORDER_LISTED_SECONDS = 900.0
+
+
+async def _order(
+    step: Step, provider: hosting.HostingProvider, label: str, region: str | None,
+    ordered: str | None, now: datetime,
+) -> hosting.Instance:  # fmt: skip
+    """The instance ordered, once: see _provision."""
+    if ordered is not None:
+        if now - datetime.fromisoformat(ordered) < timedelta(seconds=ORDER_LISTED_SECONDS):
+            raise DeferJob(step.settings.provisioning_poll_seconds, "ordered; not listed yet")
+        raise StepFailed(
+            f"{provider.name} took the order for {label} at {ordered[:19]} but never listed it: "
+            "look for it in the provider's panel before retrying (a retry orders again)",
+            retryable=False,
+        )
+    async with step.session() as session:
+        vps = await _stepping(session, step)
+        if vps is None or vps.config.get("ordered_at"):  # another run is ordering it
+            raise DeferJob(step.settings.provisioning_poll_seconds, "being ordered")
+        vps.config = {**vps.config, "ordered_at": now.isoformat()}
+    try:
+        return await provider.create_instance(label, region or provider.default_region())
+    except hosting.HostingError as error:
+        if error.refused:  # nothing was bought: the next try may order
+            async with step.session() as session:
+                vps = await _stepping(session, step)
+                if vps is not None:
+                    vps.config = _without(vps.config, "ordered_at")
+        raise
+
+
+async def _record_instance(step: Step, provider_id: str) -> bool:
+    """Records the instance's id on the VPS whatever its status; False: it was decommissioned
+    meanwhile (its instance is to be deleted)."""
+    async with step.session() as session:
+        vps = await session.scalar(
+            select(VpsInstance).where(VpsInstance.id == step.vps_id).with_for_update()
+        )
+        if vps is None:
+            return False
+        vps.provider_id = provider_id
+        return vps.status != VpsStatus.DECOMMISSIONED
 
 
 async def _configure_smtp(step: Step) -> None:
     """CONFIGURING_SMTP: MailU configured, deployed and given its accounts."""
-    async with step.db.tenant_session(step.tenant_id) as session:
+    async with step.session() as session:
         vps = await _stepping(session, step)
         if vps is None:
             return
         await _place_accounts(session, vps)
     await deploy_mailu(step.db, step.settings, step.tenant_id, step.vps_id)
-    async with step.db.tenant_session(step.tenant_id) as session:
+    async with step.session() as session:
         vps = await _stepping(session, step)
         if vps is not None:
             await _advance(session, step, vps)
 
 
 async def _configure_dns(step: Step) -> None:
-    """CONFIGURING_DNS: the records and PTRs published, then verified; waits for DNS until
-    `provisioning_dns_wait_seconds` after the step began."""
-    async with step.db.tenant_session(step.tenant_id) as session:
+    """CONFIGURING_DNS: the records and PTRs published (once per start of the step), then
+    verified; waits for DNS until `provisioning_dns_wait_seconds` after the step began. Once
+    verified, the VPS's accounts submit to it and are polled there."""
+    async with step.session() as session:
         vps = await _stepping(session, step)
         if vps is None:
             return
         started = vps.step_started_at or _now()
-    await publish_dns(step.db, step.settings, step.tenant_id, step.vps_id)
+        published = vps.config.get("dns_published") == started.isoformat()
+    if not published:
+        await publish_dns(step.db, step.settings, step.tenant_id, step.vps_id)
+        async with step.session() as session:
+            vps = await _stepping(session, step)
+            if vps is None:
+                return
+            vps.config = {**vps.config, "dns_published": started.isoformat()}
     waiting = await _verify(step)
-    async with step.db.tenant_session(step.tenant_id) as session:
+    async with step.session() as session:
         vps = await _stepping(session, step)
         if vps is None:
             return
         if not waiting:
+            await _switch_accounts(session, vps)
             await _advance(session, step, vps)
             return
         if _now() - started >= timedelta(seconds=step.settings.provisioning_dns_wait_seconds):
@@ -419,16 +513,19 @@ async def _warm_up(step: Step) -> None:
     """WARMING_UP: warm-up on for the VPS's accounts (once), then ACTIVE when every ramp is at
     its maximum and every account and IP scores at least the threshold."""
     threshold = step.settings.provisioning_active_reputation
-    async with step.db.tenant_session(step.tenant_id) as session:
+    async with step.session() as session:
         vps = await _stepping(session, step)
         if vps is None:
             return
         ips = await _ips(session, vps)
-        rows = (
+        rows = (  # a paused or disabled account's ramp does not grow: it does not hold it up
             await session.execute(
                 select(EmailAccount, WarmupState)
                 .join(WarmupState, WarmupState.account_id == EmailAccount.id)
-                .where(EmailAccount.ip_id.in_([ip.id for ip in ips]))
+                .where(
+                    EmailAccount.ip_id.in_([ip.id for ip in ips]),
+                    EmailAccount.status.in_((AccountStatus.ACTIVE, AccountStatus.WARMING_UP)),
+                )
             )
         ).all()
         if not vps.config.get("warmup_started"):
@@ -479,10 +576,15 @@ STEP_RUNNERS: dict[VpsStatus, Callable[[Step], Awaitable[None]]] = {
 async def deploy_mailu(
     db: Database, settings: Settings, tenant_id: uuid.UUID, vps_id: uuid.UUID
 ) -> None:
-    """Renders the VPS's MailU configuration, stores it with the instance, deploys it and
-    creates its accounts there; its accounts then submit through it and are polled there."""
+    """Renders the VPS's MailU configuration, stores it with the instance (its secrets left
+    out), deploys it and creates its accounts there with their passwords. A new account's
+    password is made and committed before MailU hears of it, under the VPS's row lock, so two
+    deployments at once give an account the same one. Where the accounts submit and are polled
+    is recorded on the VPS; they move there once its DNS verifies (_switch_accounts)."""
     async with db.tenant_session(tenant_id) as session:
-        vps = await session.get(VpsInstance, vps_id)
+        vps = await session.scalar(
+            select(VpsInstance).where(VpsInstance.id == vps_id).with_for_update()
+        )
         if vps is None or vps.status in GONE:
             return
         ips = await _ips(session, vps)
@@ -509,7 +611,7 @@ async def deploy_mailu(
             secret_key=secret_key,
         )
         files = mailu.render(setup)
-        vps.config = {**vps.config, "mailu": files}
+        vps.config = {**vps.config, "mailu": _redacted(files)}
         passwords = {a.address: _password(settings, a) for a in placed}
         instance = _instance(vps)
         provider_name = vps.provider
@@ -540,7 +642,9 @@ async def deploy_mailu(
         finally:
             await admin.aclose()
     async with db.tenant_session(tenant_id) as session:
-        vps = await session.get(VpsInstance, vps_id)
+        vps = await session.scalar(
+            select(VpsInstance).where(VpsInstance.id == vps_id).with_for_update()
+        )
         if vps is None:
             return
         if fingerprint:
@@ -548,19 +652,41 @@ async def deploy_mailu(
         if management.ssh is None:
             return  # nothing runs there: its accounts keep the platform relay
         vps.smtp_host, vps.smtp_port = management.submission
-        for account in await session.scalars(
-            select(EmailAccount).where(EmailAccount.ip_id.in_([ip.id for ip in ips]))
-        ):
-            password = passwords.get(account.address)
-            if password is None:
-                continue  # placed after the render: the next deployment covers it
-            if account.smtp_password_encrypted is None:
-                account.encryption_key_id, account.smtp_password_encrypted = vault.encrypt(
-                    settings, password.encode()
-                )
-            account.smtp_host, account.smtp_port = management.submission
-            account.smtp_username = account.address
-            account.imap_host, account.imap_port = management.imap
+        vps.config = {**vps.config, "imap": list(management.imap)}
+        if vps.status in (VpsStatus.WARMING_UP, VpsStatus.ACTIVE):
+            await _switch_accounts(session, vps)  # an IP or account added later
+
+
+async def _switch_accounts(session: AsyncSession, vps: VpsInstance) -> None:
+    """The accounts placed on the VPS (with their password on its MailU) submit to it and are
+    polled there, once it has been deployed to."""
+    if vps.smtp_host is None:
+        return
+    imap_host, imap_port = vps.config.get("imap") or (None, None)
+    await session.execute(
+        update(EmailAccount)
+        .where(
+            EmailAccount.ip_id.in_([ip.id for ip in await _ips(session, vps)]),
+            EmailAccount.smtp_password_encrypted.is_not(None),
+        )
+        .values(
+            smtp_host=vps.smtp_host, smtp_port=vps.smtp_port, smtp_username=EmailAccount.address,
+            imap_host=imap_host, imap_port=imap_port,
+        )
+    )  # fmt: skip
+
+
+def _redacted(files: dict[str, str]) -> dict[str, str]:
+    """The files as stored with the VPS: mailu.env's secrets left out (the token and key are
+    kept encrypted, `mailu_secrets`)."""
+    secret = ("API_TOKEN=", "SECRET_KEY=")
+    return {
+        path: "\n".join(
+            line.split("=", 1)[0] + "=<kept encrypted>" if line.startswith(secret) else line
+            for line in text.split("\n")
+        )
+        for path, text in files.items()
+    }
 
 
 async def publish_dns(
@@ -583,13 +709,7 @@ async def publish_dns(
             zones.append((domain.name, _records(published_records(settings, domain))))
         ptrs = [(str(ip.address), ip.ptr_hostname or "") for ip in ips]
         provider_name = vps.provider
-    publisher = dns_providers.provider(settings)
-    try:
-        await publisher.apply(settings.vps_hostname_domain, names)
-        for zone, records in zones:
-            await publisher.apply(zone, records)
-    finally:
-        await publisher.aclose()
+    await _publish(settings, [(settings.vps_hostname_domain, names), *zones])
     provider = hosting_provider(settings, provider_name)
     try:
         for address, name in ptrs:
@@ -598,17 +718,30 @@ async def publish_dns(
         await provider.aclose()
 
 
+async def _publish(
+    settings: Settings, zones: list[tuple[str, list[dns_providers.Record]]], *, remove=False
+) -> None:
+    """Records published to (or, with `remove`, taken out of) their zones."""
+    publisher = dns_providers.provider(settings)
+    try:
+        for zone, records in zones:
+            if records:
+                await (publisher.remove if remove else publisher.apply)(zone, records)
+    finally:
+        await publisher.aclose()
+
+
 async def _verify(step: Step) -> list[str]:
     """Checks the served domains (the deliverability checks: services/dns.py) and each IP's
     PTR; what is not verified yet, one line each."""
-    async with step.db.tenant_session(step.tenant_id) as session:
+    async with step.session() as session:
         vps = await session.get(VpsInstance, step.vps_id)
         assert vps is not None
         ips = await _ips(session, vps)
         domain_ids = [d.id for d in await _served_domains(session, ips)]
     waiting: list[str] = []
     for domain_id in domain_ids:
-        async with step.db.tenant_session(step.tenant_id) as session:
+        async with step.session() as session:
             done = await dns.verify(session, step.settings, domain_id)
         if done is None:
             continue
@@ -622,7 +755,7 @@ async def _verify(step: Step) -> list[str]:
             ]
             waiting.append(f"{done.domain.name} ({', '.join(pending)})")
     resolver = dns.Resolver(step.settings)
-    async with step.db.tenant_session(step.tenant_id) as session:
+    async with step.session() as session:
         for ip in await session.scalars(
             select(SmtpIpAddress).where(SmtpIpAddress.id.in_([ip.id for ip in ips]))
         ):
@@ -686,9 +819,10 @@ async def release(job: JobContext) -> None:
 
 
 async def decommission(job: JobContext) -> None:
-    """A decommissioned VPS's instance deleted (its IPs go with it), its names taken out of
-    DNS, and its domains' records published again as the platform relay's (MX back to the
-    platform, SPF without its addresses)."""
+    """A decommissioned VPS's instance deleted (its IPs go with it; one never recorded is found
+    by its label), its names taken out of DNS, and its domains' records published again as the
+    platform relay's (MX back to the platform, SPF without its addresses). The domains change
+    here only once DNS has them: a retry after a failure finds them still pointing at the VPS."""
     vps_id = uuid.UUID(job.payload["vps_id"])
     async with job.db.tenant_session(job.tenant_id) as session:
         vps = await session.get(VpsInstance, vps_id)
@@ -698,38 +832,50 @@ async def decommission(job: JobContext) -> None:
             await session.scalars(select(SmtpIpAddress).where(SmtpIpAddress.vps_id == vps.id))
         )
         names = _name_records(vps, ips)
-        domains = list(await session.scalars(select(Domain).where(Domain.mx_host == vps.hostname)))
-        zones = []
-        for domain in domains:
-            domain.mx_host, domain.spf_ips = None, []
-            domain.dns_records = _merged(
-                domain.dns_records, published_records(job.settings, domain)
-            )
-            zones.append((domain.name, _records(published_records(job.settings, domain))))
-        provider_name, provider_id = vps.provider, vps.provider_id
+        hostname = vps.hostname
+        domains = list(await session.scalars(select(Domain).where(Domain.mx_host == hostname)))
+        zones = [(d.name, _records(_relay_records(job.settings, d))) for d in domains]
+        provider_name, provider_id, label = vps.provider, vps.provider_id, _label(vps)
         addresses = [str(ip.address) for ip in ips if str(ip.address) != str(vps.primary_ip)]
     provider = hosting_provider(job.settings, provider_name)
     try:
+        if provider_id is None and (found := await provider.find_instance(label)) is not None:
+            provider_id = found.provider_id
         if provider_id is not None:
             for address in addresses:
                 await provider.remove_ip(provider_id, address)
             await provider.delete_instance(provider_id)
     finally:
         await provider.aclose()
-    publisher = dns_providers.provider(job.settings)
-    try:
-        await publisher.remove(job.settings.vps_hostname_domain, names)
-        for zone, records in zones:
-            await publisher.apply(zone, records)
-    finally:
-        await publisher.aclose()
+    await _publish(job.settings, [(job.settings.vps_hostname_domain, names)], remove=True)
+    await _publish(job.settings, zones)
+    if hostname is None:
+        return
+    async with job.db.tenant_session(job.tenant_id) as session:
+        for domain in await session.scalars(select(Domain).where(Domain.mx_host == hostname)):
+            domain.mx_host, domain.spf_ips = None, []
+            domain.dns_records = _merged(
+                domain.dns_records, published_records(job.settings, domain)
+            )
+
+
+def _relay_records(settings: Settings, domain: Domain) -> list[dict[str, Any]]:
+    """The records the domain publishes once its accounts are back on the platform relay."""
+    return dns_records(
+        settings, domain.name, domain.dkim_selector, domain.dkim_public_key or ""
+    ) + [r for r in published_records(settings, domain) if r["kind"] not in dns.REQUIRED]
 
 
 # --- accounts added later ----------------------------------------------------------------------
 
 PLACE_KIND = "place_accounts"
-# A VPS whose configuration step has passed: an account added now needs a job of its own.
-CONFIGURED = (VpsStatus.CONFIGURING_DNS, VpsStatus.WARMING_UP, VpsStatus.ACTIVE)
+# A VPS whose accounts were placed already: an account added now needs a job of its own.
+CONFIGURED = (
+    VpsStatus.CONFIGURING_SMTP,
+    VpsStatus.CONFIGURING_DNS,
+    VpsStatus.WARMING_UP,
+    VpsStatus.ACTIVE,
+)
 
 
 async def queue_placement(
@@ -793,12 +939,13 @@ async def place_accounts(job: JobContext) -> None:
 async def suspend_for_billing(
     session: AsyncSession, tenant_id: uuid.UUID, reason: str
 ) -> list[Event]:
-    """The tenant's serving VPS instances SUSPENDED with its sending (the servers and what is
-    on them are kept); the events to publish once committed."""
+    """The tenant's VPS instances SUSPENDED with its sending, those being provisioned too (no
+    step runs while suspended; the servers and what is on them are kept); the events to
+    publish once committed."""
     events = []
     for vps in await session.scalars(
         select(VpsInstance)
-        .where(VpsInstance.tenant_id == tenant_id, VpsInstance.status.in_(SERVING))
+        .where(VpsInstance.tenant_id == tenant_id, VpsInstance.status.in_(HELD))
         .with_for_update()
     ):
         vps.config = {**vps.config, "suspended_from": vps.status.value}
@@ -807,8 +954,8 @@ async def suspend_for_billing(
 
 
 async def resume_after_billing(session: AsyncSession, tenant_id: uuid.UUID) -> list[Event]:
-    """Each VPS suspended with the tenant's sending back where it was; one still warming up
-    has its warm-up step queued again."""
+    """Each VPS suspended with the tenant's sending back where it was; one still being
+    provisioned or warming up has its step queued again."""
     events = []
     for vps in await session.scalars(
         select(VpsInstance)
@@ -818,12 +965,11 @@ async def resume_after_billing(session: AsyncSession, tenant_id: uuid.UUID) -> l
         back = VpsStatus(vps.config.get("suspended_from", VpsStatus.ACTIVE.value))
         vps.config = {k: v for k, v in vps.config.items() if k != "suspended_from"}
         events.append(_transition(session, vps, back, reason="payment received"))
-        if back in STEPS:
+        if back in (VpsStatus.REQUESTED, *STEPS):
             vps.retries += 1
-            await enqueue(
-                session, KIND, {"vps_id": str(vps.id), "step": back.value},
-                tenant_id=tenant_id, priority=PRIORITY,
-                idempotency_key=f"{KIND}:{vps.id}:{back.value}:{vps.retries}",
+            await _queue_step(
+                session, get_settings(), vps,
+                VpsStatus.PROVISIONING if back == VpsStatus.REQUESTED else back,
             )  # fmt: skip
     return events
 
@@ -876,37 +1022,68 @@ async def check_health(db: Database, settings: Settings) -> tuple[dict[str, str]
 async def _health_changed(
     session: AsyncSession, vps_id: uuid.UUID, name: str, where: str, error: str | None
 ) -> list[Event]:
-    vps = await session.get(VpsInstance, vps_id)
+    """After UNREACHABLE_AFTER checks in a row without an answer, the VPS's sending accounts
+    (ACTIVE or WARMING_UP) are paused with the reason and an alert is raised; when it answers
+    again, the accounts it paused go back to what they were and the alert is resolved."""
+    vps = await session.scalar(
+        select(VpsInstance).where(VpsInstance.id == vps_id).with_for_update()
+    )
     if vps is None:
         return []
-    ip_ids = [ip.id for ip in await _ips(session, vps)]
-    reason = f"its server {name} is unreachable"
-    down = bool(vps.config.get("unreachable_since"))
     now = _now()
-    if error is not None and not down:
-        vps.config = {**vps.config, "unreachable_since": now.isoformat()}
-        await session.execute(
-            update(EmailAccount)
-            .where(EmailAccount.ip_id.in_(ip_ids), EmailAccount.status != AccountStatus.DISABLED)
-            .values(status=AccountStatus.PAUSED, status_reason=f"{reason} ({where}: {error})")
-        )
-        alerts.raise_alert(
-            session, vps.tenant_id, UNREACHABLE_ALERT, name,
-            f"{name} does not answer on {where} ({error}): its accounts are paused",
-        )  # fmt: skip
-        return [Event(vps.tenant_id, "vps_unreachable", "VpsInstance", vps.id,
-                      f"{name} is unreachable ({error})", now)]  # fmt: skip
-    if error is None and down:
-        vps.config = {k: v for k, v in vps.config.items() if k != "unreachable_since"}
-        await session.execute(
-            update(EmailAccount)
-            .where(EmailAccount.ip_id.in_(ip_ids), EmailAccount.status_reason.startswith(reason))
-            .values(status=AccountStatus.ACTIVE, status_reason=None)
-        )
-        await alerts.resolve_alerts(session, vps.tenant_id, UNREACHABLE_ALERT, name, now)
+    paused: dict[str, str] = vps.config.get("health_paused") or {}
+    if error is None:
+        vps.config = _without(vps.config, "unreachable_checks", "health_paused")
+        if not paused:
+            return []
+        await _resume_paused(session, vps, paused, now)
         return [Event(vps.tenant_id, "vps_reachable", "VpsInstance", vps.id,
                       f"{name} answers again", now)]  # fmt: skip
-    return []
+    checks = int(vps.config.get("unreachable_checks", 0)) + 1
+    vps.config = {**vps.config, "unreachable_checks": checks}
+    if paused or checks < UNREACHABLE_AFTER:
+        return []
+    reason = f"{_unreachable(name)} ({where}: {error})"
+    sending = list(
+        await session.scalars(
+            select(EmailAccount).where(
+                EmailAccount.ip_id.in_([ip.id for ip in await _ips(session, vps)]),
+                EmailAccount.status.in_((AccountStatus.ACTIVE, AccountStatus.WARMING_UP)),
+            )
+        )
+    )
+    for account in sending:
+        paused[str(account.id)] = account.status.value
+        account.status, account.status_reason = AccountStatus.PAUSED, reason
+    vps.config = {**vps.config, "health_paused": paused or {"": ""}}
+    alerts.raise_alert(
+        session, vps.tenant_id, UNREACHABLE_ALERT, name,
+        f"{name} does not answer on {where} ({error}): its accounts are paused",
+    )  # fmt: skip
+    return [Event(vps.tenant_id, "vps_unreachable", "VpsInstance", vps.id,
+                  f"{name} is unreachable ({error})", now)]  # fmt: skip
+
+
+async def _resume_paused(
+    session: AsyncSession, vps: VpsInstance, paused: dict[str, str], now: datetime
+) -> None:
+    """The accounts the health check paused, still paused for that reason, back to what they
+    were; its alert resolved."""
+    name = vps.hostname or _label(vps)
+    for account in await session.scalars(
+        select(EmailAccount).where(
+            EmailAccount.id.in_([uuid.UUID(a) for a in paused if a]),
+            EmailAccount.status == AccountStatus.PAUSED,
+            EmailAccount.status_reason.startswith(_unreachable(name)),
+        )
+    ):
+        account.status = AccountStatus(paused[str(account.id)])
+        account.status_reason = None
+    await alerts.resolve_alerts(session, vps.tenant_id, UNREACHABLE_ALERT, name, now)
+
+
+def _unreachable(name: str) -> str:
+    return f"its server {name} is unreachable"
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -946,22 +1123,30 @@ async def _stepping(
 async def _advance(session: AsyncSession, step: Step, vps: VpsInstance) -> None:
     after = AFTER[step.status]
     vps.failure_reason = None
-    step.events.append(_transition(session, vps, after))
+    _note(session, _transition(session, vps, after))
     if after != VpsStatus.ACTIVE:
         await _queue_step(session, step.settings, vps, after)
 
 
 async def _record_failure(step: Step, reason: str, final: bool) -> None:
-    async with step.db.tenant_session(step.tenant_id) as session:
+    async with step.session() as session:
         vps = await _stepping(session, step, also=VpsStatus.REQUESTED)
         if vps is None:
             return
         vps.failure_reason = reason[:2000]
         if final:
             failed = step.status
-            step.events.append(_transition(session, vps, VpsStatus.FAILED, reason=reason))
+            _note(session, _transition(session, vps, VpsStatus.FAILED, reason=reason))
             vps.failed_step = failed.value
     log.warning("VPS %s, step %s: %s", step.vps_id, step.status, reason)
+
+
+EVENTS = "vps_events"
+
+
+def _note(session: AsyncSession, event: Event) -> None:
+    """An event to publish once the session commits (Step.session)."""
+    session.info.setdefault(EVENTS, []).append(event)
 
 
 def _transition(
@@ -1010,11 +1195,44 @@ async def _queue_step(
     )  # fmt: skip
 
 
-async def _check_ip_limit(session: AsyncSession, tenant_id: uuid.UUID, count) -> None:
+async def _check_ip_limit(
+    session: AsyncSession, tenant_id: uuid.UUID, *, with_vps_to_come: bool
+) -> None:
+    """The plan's IP limit, under its usage lock: the IPs held, and (with_vps_to_come) the
+    VPS instances not decommissioned whose own address is not recorded yet."""
     from services import plans
 
     await plans.lock_usage(session, tenant_id, "ips")
-    await plans.check_limit(session, tenant_id, "ips", (await session.scalar(count)) or 0)
+    held = await session.scalar(
+        select(func.count())
+        .select_from(SmtpIpAddress)
+        .where(SmtpIpAddress.tenant_id == tenant_id, SmtpIpAddress.status != IpStatus.RELEASED)
+    )
+    coming = await session.scalar(
+        select(func.count())
+        .select_from(VpsInstance)
+        .where(
+            VpsInstance.tenant_id == tenant_id,
+            VpsInstance.status != VpsStatus.DECOMMISSIONED,
+            VpsInstance.primary_ip.is_(None),
+        )
+    )
+    await plans.check_limit(session, tenant_id, "ips", (held or 0) + (coming or 0))
+
+
+async def _step_job_alive(session: AsyncSession, vps: VpsInstance) -> bool:
+    """Whether a job of the VPS's steps is still to run or running."""
+    return bool(
+        await session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.kind == KIND,
+                Job.payload["vps_id"].astext == str(vps.id),
+                Job.status.in_(("queued", "dispatched", "running", "failed")),
+            )
+        )
+    )
 
 
 async def _tenant_vps(
@@ -1187,8 +1405,14 @@ def _mailu_secrets(settings: Settings, vps: VpsInstance) -> tuple[str, str]:
 
 
 def _password(settings: Settings, account: EmailAccount) -> str:
-    """The account's password on its VPS: the one it has, else a new one (stored on deploy)."""
-    return accounts.smtp_password(settings, account) or token_source.token_urlsafe(18)
+    """The account's password on its VPS: the one it has, else a new one, stored now."""
+    password = accounts.smtp_password(settings, account)
+    if password is None:
+        password = token_source.token_urlsafe(18)
+        account.encryption_key_id, account.smtp_password_encrypted = vault.encrypt(
+            settings, password.encode()
+        )
+    return password
 
 
 def _instance(vps: VpsInstance) -> hosting.Instance:
@@ -1196,6 +1420,10 @@ def _instance(vps: VpsInstance) -> hosting.Instance:
         provider_id=vps.provider_id or "", label=_label(vps), state="ACTIVE",
         primary_ip=str(vps.primary_ip) if vps.primary_ip else None, region=vps.region or "",
     )  # fmt: skip
+
+
+def _without(config: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in keys}
 
 
 def _label(vps: VpsInstance) -> str:

@@ -317,12 +317,12 @@ ON CONFLICT (hour, tier) DO UPDATE SET
     run_p50_ms = EXCLUDED.run_p50_ms, run_p95_ms = EXCLUDED.run_p95_ms, updated_at = now();
 
 -- name: billing_infrastructure
--- Each tenant holding sending infrastructure now (VPS instances neither failed nor
--- decommissioned, IPs not released): how many, their monthly cost, its plan (its paying
+-- Each tenant holding sending infrastructure now (VPS instances not decommissioned, a failed
+-- one's server may still exist; IPs not released): how many, their monthly cost, its plan (its paying
 -- subscription's, else the tenant's), and that subscription's monthly price (0: none paying).
 WITH vps AS (
     SELECT tenant_id, count(*) AS n, coalesce(sum(monthly_cost_cents), 0) AS cents
-    FROM app.vps_instances WHERE status NOT IN ('FAILED', 'DECOMMISSIONED') GROUP BY tenant_id
+    FROM app.vps_instances WHERE status <> 'DECOMMISSIONED' GROUP BY tenant_id
 ), ips AS (
     SELECT tenant_id, count(*) AS n, coalesce(sum(monthly_cost_cents), 0) AS cents
     FROM app.smtp_ip_addresses WHERE status <> 'RELEASED' GROUP BY tenant_id

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -60,13 +61,16 @@ class FakeHostwinds:
         self.purchases: Counter[str] = Counter()
         self.slow_seconds = 0.0
         self.ip_lag = 0
+        self.list_lag = 0  # listings of all instances a new one is missing from
         # action -> seconds: the call is done, then its answer waits (a worker killed meanwhile
         # never hears that it bought); `hanging` is set while one waits.
         self.hang_after: dict[str, float] = {}
         self.hanging = asyncio.Event()
         self.on_rdns: Callable[[str, str], None] | None = None
         self._failures: dict[str, tuple[str, int]] = {}
-        self._ids = itertools.count(5001)
+        # Service ids differ between stand-ins: the tests share one database, where an id is
+        # unique per provider, as at Hostwinds.
+        self._ids = itertools.count(random.randrange(10_000, 1_000_000_000))
         self._hidden: dict[str, int] = {}  # bought address -> listings it is still hidden from
 
     def app(self) -> Starlette:
@@ -123,6 +127,7 @@ class FakeHostwinds:
             "template_uuid": form["template"], "product_id": int(form["rid"]),
             "billingcycle": form.get("billingcycle", "monthly"),
         }  # fmt: skip
+        self.instances[serviceid]["unlisted"] = self.list_lag
         self.purchases["instances"] += 1
         return JSONResponse([
             {"result": "success", "action": "Invoice Paid", "message": "Invoice has been paid."},
@@ -130,7 +135,13 @@ class FakeHostwinds:
         ])  # fmt: skip
 
     def _get_instances(self, form: dict[str, str]) -> JSONResponse:
-        return JSONResponse({"success": [self._shown(i) for i in self.instances.values()]})
+        shown = []
+        for instance in self.instances.values():
+            if instance.get("unlisted", 0) > 0:  # ordered, not in the list yet
+                instance["unlisted"] -= 1
+                continue
+            shown.append(self._shown(instance))
+        return JSONResponse({"success": shown})
 
     def _get_instance(self, form: dict[str, str]) -> JSONResponse:
         found = self._find(form)

@@ -96,6 +96,8 @@ class InfrastructureMutation:
                 )  # fmt: skip
         except DomainError as e:
             return VpsPayload(errors=user_errors(e))
+        events = session.info.pop(provisioning.EVENTS, [])  # committed: published now
+        await deliverability_events.publish(info.context.redis, events)
         return VpsPayload(vps=VpsInstance.from_row(row))
 
     @strawberry.mutation(

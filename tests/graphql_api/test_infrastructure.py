@@ -93,12 +93,13 @@ async def test_a_vps_and_its_ips_through_their_lifecycle_with_an_event_per_trans
 
     published: list[dict] = []
     deadline = time.monotonic() + 5
-    while len(published) < 3 and time.monotonic() < deadline:
+    while len(published) < 4 and time.monotonic() < deadline:
         message = await events.get_message(ignore_subscribe_messages=True, timeout=1)
         if message is not None:  # (None also for the subscribe confirmation it skips)
             published.append(json.loads(message["data"]))
     await events.aclose()
     assert [(p["kind"], p["subjectType"]) for p in published] == [
+        ("vps_requested", "VpsInstance"),
         ("vps_provisioning", "VpsInstance"),
         ("vps_configuring_smtp", "VpsInstance"),
         ("vps_decommissioned", "VpsInstance"),

@@ -297,8 +297,8 @@ async def test_hostwinds_instances_are_managed_over_their_primary_address(
     assert managed == hosting.Management(
         ssh=(ip, 22),
         admin_url=f"https://vps-{vps_id.hex[:12]}.mta.example.test/api/v1",
-        submission=(ip, 587),
-        imap=(ip, 993),
+        submission=(f"vps-{vps_id.hex[:12]}.mta.example.test", 587),
+        imap=(f"vps-{vps_id.hex[:12]}.mta.example.test", 993),
     )
 
 

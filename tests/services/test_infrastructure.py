@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from jobs.registry import PermanentJobError
 from models.billing import Plan, Subscription, SubscriptionStatus
 from models.infrastructure import (
+    AccountStatus,
     EmailAccount,
     IpStatus,
     SmtpIpAddress,
@@ -323,8 +324,14 @@ async def test_an_unreachable_vps_pauses_its_accounts_with_an_alert_until_it_ans
         await s.flush()
         domain = await domains.add_domain(s, settings, tenant, f"h{tenant.hex[:8]}.example")
         account = await accounts.create_email_account(s, settings, tenant, domain.id, "a")
-        account.ip_id = ip.id
+        account.ip_id, account.status = ip.id, AccountStatus.WARMING_UP
+        guarded = await accounts.create_email_account(s, settings, tenant, domain.id, "b")
+        guarded.ip_id, guarded.status = ip.id, AccountStatus.PAUSED
+        guarded.status_reason = "complaints 0.4 % (guard)"
 
+    once, once_events = await provisioning.check_health(db, settings)
+    async with db.tenant_session(tenant) as s:
+        after_one = (await s.get_one(EmailAccount, account.id)).status
     down, down_events = await provisioning.check_health(db, settings)
     still, still_events = await provisioning.check_health(db, settings)
     async with db.tenant_session(tenant) as s:
@@ -338,8 +345,11 @@ async def test_an_unreachable_vps_pauses_its_accounts_with_an_alert_until_it_ans
         controller.stop()
     async with db.tenant_session(tenant) as s:
         resumed = await s.get_one(EmailAccount, account.id)
+        untouched = await s.get_one(EmailAccount, guarded.id)
         alert = await s.get_one(Alert, raised[0].id)
 
+    assert once[f"vps {name}"].startswith("ConnectionRefusedError")
+    assert after_one == "WARMING_UP" and [e for e in once_events if e.tenant_id == tenant] == []
     assert down[f"vps {name}"].startswith("ConnectionRefusedError")
     assert (paused.status, paused.status_reason.split(" (")[0]) == (
         "PAUSED", f"its server {name} is unreachable",
@@ -348,7 +358,8 @@ async def test_an_unreachable_vps_pauses_its_accounts_with_an_alert_until_it_ans
     assert [e.kind for e in down_events if e.tenant_id == tenant] == ["vps_unreachable"]
     assert still[f"vps {name}"] != "ok" and [e for e in still_events if e.tenant_id == tenant] == []
     assert up[f"vps {name}"] == "ok"
-    assert (resumed.status, resumed.status_reason) == ("ACTIVE", None)
+    assert (resumed.status, resumed.status_reason) == ("WARMING_UP", None)  # as it was
+    assert (untouched.status, untouched.status_reason) == ("PAUSED", "complaints 0.4 % (guard)")
     assert alert.resolved_at is not None
     assert [e.kind for e in up_events if e.tenant_id == tenant] == ["vps_reachable"]
 
@@ -387,3 +398,24 @@ async def test_a_suspended_tenants_servers_are_suspended_and_come_back_where_the
     assert await queued_job(
         db, tenant, provisioning.KIND, vps_id=str(warming.id), step="WARMING_UP"
     )
+
+
+async def test_a_vps_whose_step_job_died_can_be_resumed_and_one_whose_job_lives_cannot(
+    db: Database, settings: Settings, redis: Redis
+):
+    tenant = await _tenant_on_plan(db)
+    vps = await _provisioned(db, settings, redis, tenant)
+    async with db.tenant_session(tenant) as s:
+        with pytest.raises(DomainError) as alive:
+            await provisioning.retry(s, settings, tenant, vps.id)
+    job = await queued_job(db, tenant, provisioning.KIND, vps_id=str(vps.id))
+    async with db.system_session("queue") as s:  # its worker died on its last attempt
+        await s.execute(update(Job).where(Job.id == job.id).values(status="dead"))
+
+    async with db.tenant_session(tenant) as s:
+        resumed, _ = await provisioning.retry(s, settings, tenant, vps.id)
+
+    assert alive.value.code == "NOT_FAILED"
+    assert (resumed.status, resumed.retries) == (VpsStatus.CONFIGURING_SMTP, 1)
+    again = await queued_job(db, tenant, provisioning.KIND, vps_id=str(vps.id))
+    assert again.id != job.id and again.payload["step"] == "CONFIGURING_SMTP"

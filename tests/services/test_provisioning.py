@@ -47,7 +47,7 @@ from services import (
 )
 from services.dns import Resolver
 from services.errors import DomainError
-from services.hosting import LocalProvider
+from services.hosting import HostingError, LocalProvider
 from tests.dns_server import DnsServer
 from tests.factories import create_tenant
 from tests.hostwinds_server import API_KEY, running_hostwinds
@@ -157,8 +157,7 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
         async with db.tenant_session(tenant) as s:
             placed = await s.get_one(EmailAccount, account.id)
             ip_of_account = await s.get_one(SmtpIpAddress, placed.ip_id)
-        assert (placed.smtp_host, placed.smtp_port) == (primary, settings.vps_submission_port)
-        assert (placed.imap_host, placed.imap_port) == (primary, settings.vps_imap_port)
+        assert placed.smtp_host is None  # it moves to the VPS once the VPS's DNS verifies
         password = accounts.smtp_password(settings, placed)
         assert password and mailu.can_log_in(account.address, password)
 
@@ -181,6 +180,10 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
             a: (provisioning.helo_name(settings, a), "VERIFIED") for a in (primary, secondary)
         }
         assert checked.status == "VERIFIED"
+        async with db.tenant_session(tenant) as s:
+            moved = await s.get_one(EmailAccount, account.id)
+        assert (moved.smtp_host, moved.smtp_port) == (primary, settings.vps_submission_port)
+        assert (moved.imap_host, moved.imap_port) == (primary, settings.vps_imap_port)
 
         # WARMING_UP: warm-up on for its accounts, then ACTIVE once the ramp is at its maximum
         # (the warm-up clock moved on a day per tick).
@@ -357,3 +360,30 @@ async def test_a_hostwinds_error_answered_with_http_200_is_the_vps_reason_and_is
     assert hostwinds.purchases["instances"] == 1
     done = await status_of(db, tenant, vps.id)
     assert (done.provider_id, done.failure_reason) == (str(min(hostwinds.instances)), None)
+
+
+async def test_an_instance_ordered_but_not_listed_yet_is_waited_for_and_never_ordered_again(
+    db: Database, settings: Settings, redis: Redis
+) -> None:
+    async with running_hostwinds(build_reads=1) as (url, hostwinds):
+        hostwinds.list_lag = 3  # the order is taken; the list shows it three listings later
+        configured = settings.model_copy(
+            update={
+                "hosting_provider": "hostwinds", "hostwinds_api_key": SecretStr(API_KEY),
+                "hostwinds_api_base": url, "provisioning_poll_seconds": 0.1,
+            }
+        )  # fmt: skip
+        tenant, _, _ = await _tenant_with_account(db, configured)
+        async with db.tenant_session(tenant) as s:
+            vps = await provisioning.request_vps(s, configured, tenant, "dallas")
+        job = await queued_job(db, tenant, provisioning.KIND, vps_id=str(vps.id))
+
+        first = await run_job(db, configured, redis, job, attempt=1)
+        marked = await status_of(db, tenant, vps.id)
+        moved_on = await run_step(db, configured, redis, tenant, vps.id)
+
+    assert isinstance(first, HostingError) and not first.refused  # ordered, maybe bought
+    assert "ordered_at" in marked.config and marked.provider_id is None
+    assert moved_on == VpsStatus.CONFIGURING_SMTP
+    assert [r.action for r in hostwinds.orders()] == ["add_instance"]
+    assert hostwinds.purchases["instances"] == 1

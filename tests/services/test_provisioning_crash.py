@@ -67,6 +67,7 @@ async def test_a_worker_killed_in_every_step_resumes_and_buys_nothing_twice(
                 "vps_ssh_key": str(target.client_key),
                 "vps_ssh_user": target.username,
                 "vps_admin_url": f"{mailu_url}/api/v1",
+                "vps_mail_host": "{ip}",  # the test's certificate is for the address
                 "vps_submission_port": port,
                 "vps_tls_ca_file": str(ca),
                 "vps_smtp_ready_seconds": 10.0,
