@@ -65,7 +65,7 @@ async def test_health_email_checks_the_configured_relay(settings: Settings) -> N
         assert up.status_code == 200
 
 
-async def test_health_email_reports_each_serving_vps_without_failing_the_platform(
+async def test_health_email_counts_unreachable_tenant_servers_without_naming_them_or_failing(
     settings: Settings, db: Database
 ) -> None:
     port = _closed_port()
@@ -88,7 +88,7 @@ async def test_health_email_reports_each_serving_vps_without_failing_the_platfor
         await asyncio.to_thread(relay.stop)
 
     body = answer.json()
-    key = f"{name} 127.0.0.1:{port}"
     assert answer.status_code == 200 and body["failing"] == []  # the relay answers
-    assert body["vps"][key].startswith("error: ConnectionRefusedError")
-    assert key in body["unreachable_vps"]
+    # Counted, not named (the endpoint is public); other tests' servers may be counted too.
+    assert body["vps"]["unreachable"] >= 1 and body["vps"]["serving"] >= 1
+    assert name not in answer.text
