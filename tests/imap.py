@@ -15,6 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
@@ -139,10 +141,12 @@ class Dovecot:
         return "\n".join(p.read_text(errors="replace") for p in logs if p.exists())
 
 
-def start_dovecot(*, tls: bool = False, capabilities: str | None = None) -> Dovecot:
-    """A server on a free port; with `tls`, it offers STARTTLS with a certificate for 127.0.0.1
-    that no one trusts unless told to (`Dovecot.certificate`); with `capabilities`, it announces
-    only those once logged in (a server without MOVE, say)."""
+def start_dovecot(
+    *, tls: bool = False, capabilities: str | None = None, host: str = HOST
+) -> Dovecot:
+    """A server on a free port of `host` (a loopback address); with `tls`, it offers STARTTLS
+    with a certificate for 127.0.0.1 that no one trusts unless told to (`Dovecot.certificate`);
+    with `capabilities`, it announces only those once logged in (a server without MOVE, say)."""
     binary = dovecot_binary()
     root = Path(tempfile.mkdtemp(prefix="pm-dovecot-"))
     root.chmod(0o755)  # dovecot's unprivileged processes read the users file and the mail
@@ -170,7 +174,7 @@ def start_dovecot(*, tls: bool = False, capabilities: str | None = None) -> Dove
     config.write_text(
         CONFIG.format(
             root=root,
-            host=HOST,
+            host=host,
             port=port,
             mail_uid=mail_uid,
             mail_gid=mail_gid,
@@ -186,14 +190,25 @@ def start_dovecot(*, tls: bool = False, capabilities: str | None = None) -> Dove
             [str(binary), "-F", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
         )
     server = Dovecot(root, port, process)
+    server.host = host
     deadline = time.monotonic() + 30
-    while not _greets(port):
+    while not _greets(host, port):
         if process.poll() is not None or time.monotonic() > deadline:
             log = server.log()
             server.stop()
-            raise RuntimeError(f"dovecot did not start on {HOST}:{port}:\n{log}")
+            raise RuntimeError(f"dovecot did not start on {host}:{port}:\n{log}")
         time.sleep(0.05)
     return server
+
+
+@contextmanager
+def running_dovecot(**options) -> Iterator[Dovecot]:
+    """start_dovecot(**options), stopped at the end of the block."""
+    server = start_dovecot(**options)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def free_port() -> int:
@@ -202,9 +217,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _greets(port: int) -> bool:
+def _greets(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((HOST, port), timeout=1) as conn:
+        with socket.create_connection((host, port), timeout=1) as conn:
             return conn.recv(100).startswith(b"* OK")
     except OSError:
         return False

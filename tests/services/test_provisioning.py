@@ -42,6 +42,7 @@ from services import (
     leads,
     planning,
     provisioning,
+    replies,
     sending,
     warmup,
 )
@@ -51,7 +52,7 @@ from services.hosting import HostingError, LocalProvider
 from tests.dns_server import DnsServer
 from tests.factories import create_tenant
 from tests.hostwinds_server import API_KEY, running_hostwinds
-from tests.imap import free_port
+from tests.imap import free_port, running_dovecot
 from tests.mailu_server import running_mailu
 from tests.provisioning import queued_job, run_job, run_step, status_of
 from tests.ssh_server import ssh_server
@@ -140,11 +141,18 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
     secondary = str(extra.address)
     assert extra.monthly_cost_cents == IP_COST
 
-    with running_submission(primary, settings.vps_submission_port, tmp_path, mailu.can_log_in) as (
-        submission,
-        ca,
-    ):
-        settings = settings.model_copy(update={"vps_tls_ca_file": ca})
+    # The VPS's MailU: submission (STARTTLS, AUTH) and its mailboxes (a real IMAP server).
+    with (
+        running_dovecot(host=primary) as mailboxes,
+        running_submission(primary, settings.vps_submission_port, tmp_path, mailu.can_log_in)
+        as (submission, ca),
+    ):  # fmt: skip
+        settings = settings.model_copy(
+            update={
+                "vps_tls_ca_file": ca, "vps_imap_port": mailboxes.port,
+                "imap_allow_plaintext": True,  # the stand-in's IMAP has no TLS
+            }
+        )  # fmt: skip
 
         # CONFIGURING_SMTP: MailU rendered, uploaded and started; the account created on it.
         assert await run_step(db, settings, redis, tenant, vps.id) == VpsStatus.CONFIGURING_DNS
@@ -229,6 +237,13 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
             parsed = email.message_from_bytes(message.data, policy=policy.default)
             assert parsed["From"].addresses[0].addr_spec == account.address
 
+        # A lead's reply lands in the account's mailbox on the VPS; its poll reads it there.
+        mailboxes.add_user(account.address, password)
+        first = email.message_from_bytes(submission.messages[0].data, policy=policy.default)
+        mailboxes.append(account.address, password, _reply_to(first))
+        polled = await replies.poll_account(db, settings, redis, tenant, account.id)
+        assert (polled.read, polled.replies) == (1, 1)
+
         # An account added now is placed on the server by a job of its own, and warms up.
         async with db.tenant_session(tenant) as s:
             later = await accounts.create_email_account(s, settings, tenant, domain.id, "later")
@@ -262,6 +277,15 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
     assert [r.exchange.to_text() for r in resolver.resolve(domain.name, "MX")] == [
         f"{settings.mx_host}."
     ]
+
+
+def _reply_to(message: email.message.EmailMessage) -> bytes:
+    return (
+        f"From: {message['To']}\r\nTo: {message['From']}\r\nSubject: Re: {message['Subject']}"
+        f"\r\nMessage-ID: <reply-{uuid.uuid4().hex}@inbox.example>\r\n"
+        f"In-Reply-To: {message['Message-ID']}\r\nReferences: {message['Message-ID']}\r\n"
+        "\r\nSounds good, let's talk.\r\n"
+    ).encode()
 
 
 async def _send_campaign(
