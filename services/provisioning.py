@@ -408,7 +408,12 @@ async def _provision(step: Step) -> None:
             return
         vps.primary_ip = instance.primary_ip
         vps.hostname = hosting.vps_hostname(step.settings, _label(vps))
-        await _record_ip(session, step.settings, vps, instance.primary_ip, 0)
+        if await _record_ip(session, step.settings, vps, instance.primary_ip, 0) is None:
+            raise StepFailed(
+                f"the instance's address {instance.primary_ip} is recorded as another VPS's "
+                "sending IP: release it there, or ask the provider for another address",
+                retryable=False,
+            )
         names = _name_records(vps, await _ips(session, vps))
     await _publish(step.settings, [(step.settings.vps_hostname_domain, names)])
     async with step.session() as session:

@@ -33,7 +33,8 @@ from tests.graphql_api.conftest import running
 
 API_KEY = "hostwinds-test-key"
 LOCATIONS = {1, 2, 3}
-NETWORK = ipaddress.ip_network("127.88.0.0/24")
+NETWORK = ipaddress.ip_network("127.88.0.0/16")  # each stand-in hands out a /24 of its own
+_networks = itertools.cycle(NETWORK.subnets(new_prefix=24))
 TITLES = {
     "add_instance": "Add Instance",
     "get_instance": "Get Instance",
@@ -61,6 +62,8 @@ class FakeHostwinds:
         self.purchases: Counter[str] = Counter()
         self.slow_seconds = 0.0
         self.ip_lag = 0
+        # Its addresses: the tests share one database, where an address is held once.
+        self.network = next(_networks)
         self.list_lag = 0  # listings of all instances a new one is missing from
         # action -> seconds: the call is done, then its answer waits (a worker killed meanwhile
         # never hears that it bought); `hanging` is set while one waits.
@@ -231,7 +234,7 @@ class FakeHostwinds:
 
     def _free_address(self) -> str:
         taken = {a for i in self.instances.values() for a in [i["main_ip"], *i["secondary"]]}
-        return next(str(h) for h in NETWORK.hosts() if str(h) not in taken)
+        return next(str(h) for h in self.network.hosts() if str(h) not in taken)
 
 
 def _error(action: str, message: str, status: int = 200, code: str | None = None) -> JSONResponse:

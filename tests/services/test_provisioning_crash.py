@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from models.sessions import Database
 from penguinmails.settings import Settings
 from services import dns_providers, provisioning, warmup
 from tests.dns_server import DnsServer
-from tests.hostwinds_server import API_KEY, NETWORK, running_hostwinds
+from tests.hostwinds_server import API_KEY, running_hostwinds
 from tests.imap import free_port
 from tests.jobs.helpers import quiet_queue
 from tests.mailu_server import running_mailu
@@ -46,12 +47,11 @@ async def test_a_worker_killed_in_every_step_resumes_and_buys_nothing_twice(
     await quiet_queue(db, settings)
     zones = tmp_path / "zones"
     dns_server.zone.serve_files(zones)
-    primary = str(next(NETWORK.hosts()))  # the address the stand-in gives its first instance
-    async with (
-        running_hostwinds(build_reads=1) as (hostwinds_url, hostwinds),
-        ssh_server(tmp_path / "ssh", host=primary) as ssh,
-        running_mailu() as (mailu_url, mailu),
-    ):
+    async with AsyncExitStack() as stack:
+        hostwinds_url, hostwinds = await stack.enter_async_context(running_hostwinds(build_reads=1))
+        primary = str(next(hostwinds.network.hosts()))  # what it gives its first instance
+        ssh = await stack.enter_async_context(ssh_server(tmp_path / "ssh", host=primary))
+        mailu_url, mailu = await stack.enter_async_context(running_mailu())
         hostwinds.on_rdns = lambda ip, name: dns_server.zone.add(
             dns_providers.ptr_host(ip), "PTR", name
         )
