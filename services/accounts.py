@@ -59,10 +59,9 @@ async def create_email_account(
     await session.flush()
     session.add(WarmupState(tenant_id=tenant_id, account_id=account.id, enabled=False))
     await session.flush()
-    if not smtp_password:  # an account with a server of its own is not placed on a VPS
-        from services import provisioning
+    from services import provisioning  # the tenant's configured VPS, when it has one
 
-        await provisioning.queue_placement(session, settings, tenant_id, account.id)
+    await provisioning.queue_placement(session, settings, tenant_id, account.id)
     return account
 
 
