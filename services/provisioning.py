@@ -61,7 +61,16 @@ from models.queue import Job
 from models.sessions import Database
 from models.tenancy import AuditLog
 from penguinmails.settings import Settings, get_settings
-from services import accounts, alerts, deliverability_events, dns, dns_providers, hosting, mailu
+from services import (
+    accounts,
+    alerts,
+    deliverability_events,
+    dns,
+    dns_providers,
+    hosting,
+    mailu,
+    plans,
+)
 from services import secrets as vault
 from services.deliverability_events import Event
 from services.domains import dns_records, published_records
@@ -812,13 +821,8 @@ async def release(job: JobContext) -> None:
     finally:
         await provider.aclose()
     if helo:
-        publisher = dns_providers.provider(job.settings)
-        try:
-            await publisher.remove(
-                job.settings.vps_hostname_domain, [dns_providers.Record(helo, "A", address)]
-            )
-        finally:
-            await publisher.aclose()
+        name = dns_providers.Record(helo, "A", address)
+        await _publish(job.settings, [(job.settings.vps_hostname_domain, [name])], remove=True)
     await deploy_mailu(job.db, job.settings, job.tenant_id, vps_id)
     await publish_dns(job.db, job.settings, job.tenant_id, vps_id)
 
@@ -1205,8 +1209,6 @@ async def _check_ip_limit(
 ) -> None:
     """The plan's IP limit, under its usage lock: the IPs held, and (with_vps_to_come) the
     VPS instances not decommissioned whose own address is not recorded yet."""
-    from services import plans
-
     await plans.lock_usage(session, tenant_id, "ips")
     held = await session.scalar(
         select(func.count())

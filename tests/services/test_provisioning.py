@@ -279,6 +279,16 @@ async def test_a_vps_is_provisioned_to_active_sends_through_its_own_server_and_i
     ]
 
 
+def _on_hostwinds(settings: Settings, url: str) -> Settings:
+    """Settings that provision through the Hostwinds client at the stand-in's `url`."""
+    return settings.model_copy(
+        update={
+            "hosting_provider": "hostwinds", "hostwinds_api_key": SecretStr(API_KEY),
+            "hostwinds_api_base": url, "provisioning_poll_seconds": 0.1,
+        }
+    )  # fmt: skip
+
+
 def _reply_to(message: email.message.EmailMessage) -> bytes:
     return (
         f"From: {message['To']}\r\nTo: {message['From']}\r\nSubject: Re: {message['Subject']}"
@@ -359,12 +369,7 @@ async def test_a_hostwinds_error_answered_with_http_200_is_the_vps_reason_and_is
     db: Database, settings: Settings, redis: Redis
 ) -> None:
     async with running_hostwinds(build_reads=1) as (url, hostwinds):
-        configured = settings.model_copy(
-            update={
-                "hosting_provider": "hostwinds", "hostwinds_api_key": SecretStr(API_KEY),
-                "hostwinds_api_base": url, "provisioning_poll_seconds": 0.1,
-            }
-        )  # fmt: skip
+        configured = _on_hostwinds(settings, url)
         tenant, _, _ = await _tenant_with_account(db, configured)
         async with db.tenant_session(tenant) as s:
             vps = await provisioning.request_vps(s, configured, tenant, "amsterdam")
@@ -391,12 +396,7 @@ async def test_an_instance_ordered_but_not_listed_yet_is_waited_for_and_never_or
 ) -> None:
     async with running_hostwinds(build_reads=1) as (url, hostwinds):
         hostwinds.list_lag = 3  # the order is taken; the list shows it three listings later
-        configured = settings.model_copy(
-            update={
-                "hosting_provider": "hostwinds", "hostwinds_api_key": SecretStr(API_KEY),
-                "hostwinds_api_base": url, "provisioning_poll_seconds": 0.1,
-            }
-        )  # fmt: skip
+        configured = _on_hostwinds(settings, url)
         tenant, _, _ = await _tenant_with_account(db, configured)
         async with db.tenant_session(tenant) as s:
             vps = await provisioning.request_vps(s, configured, tenant, "dallas")
